@@ -1,0 +1,132 @@
+import { createRemoteJWKSet, customFetch, jwtVerify, errors as joseErrors, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { z } from 'zod';
+import type { Config } from './config.js';
+import { ERRORS } from './contract.js';
+import { HttpError, invalidToken, unavailable } from './errors.js';
+import { isValidId, isValidRunId, type ConversationScope } from './ids.js';
+
+/** What a verified token grants. Storage keys are derived from this and nothing else (DESIGN §3). */
+export interface TokenScope extends ConversationScope {
+  /** Present only on per-run tokens. */
+  readonly runId: number | undefined;
+  /** Token issue time (seconds): orders the run against conversation resets (I4). */
+  readonly issuedAt: number;
+}
+
+export type Verifier = (authorization: string | undefined) => Promise<TokenScope>;
+
+/** Loads the HS256 secret; production passes a Secrets Manager fetch (once per cold start). */
+export type SecretLoader = (arn: string) => Promise<string>;
+
+const scopeClaims = z.object({
+  organizationId: z.string().refine(isValidId),
+  agentId: z.string().refine(isValidId),
+  conversationId: z.string().refine(isValidId),
+});
+
+const BEARER = /^Bearer[ \t]+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)[ \t]*$/i;
+
+export function createVerifier(config: Config, loadSecret?: SecretLoader): Verifier {
+  const key = keyResolver(config, loadSecret);
+  const options = {
+    algorithms: [...config.algorithms],
+    requiredClaims: ['exp', 'iat'],
+    clockTolerance: config.clockToleranceSeconds,
+    ...(config.issuer !== undefined && { issuer: config.issuer }),
+    ...(config.audience !== undefined && { audience: config.audience }),
+  };
+
+  return async (authorization) => {
+    const token = BEARER.exec(authorization ?? '')?.[1];
+    if (token === undefined) throw invalidToken();
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, await key(), options));
+    } catch (err) {
+      // A key source that is down or broken is our failure, not the caller's: 503, so clients retry.
+      if (isKeySourceFailure(err)) throw unavailable(err);
+      if (err instanceof joseErrors.JOSEError || err instanceof TypeError) throw invalidToken(err);
+      throw err;
+    }
+    return scopeFrom(payload);
+  };
+}
+
+/** Exported for tests: turns verified claims into a scope, or the contract's 4xx. */
+export function scopeFrom(payload: JWTPayload): TokenScope {
+  // jose has checked exp/iat are present and numeric; iat must also be an integer for the fence.
+  if (typeof payload.iat !== 'number' || !Number.isFinite(payload.iat)) throw invalidToken();
+  const parsed = scopeClaims.safeParse(payload);
+  if (!parsed.success) throw new HttpError(ERRORS.missingScope);
+  const rawRun = payload['runId'];
+  // A runId claim of the wrong type is a malformed per-run scope, not a conversation token.
+  if (rawRun !== undefined && !isValidRunId(rawRun)) throw new HttpError(ERRORS.missingScope);
+  return {
+    organizationId: parsed.data.organizationId,
+    agentId: parsed.data.agentId,
+    conversationId: parsed.data.conversationId,
+    runId: rawRun,
+    issuedAt: Math.floor(payload.iat),
+  };
+}
+
+/** A network failure while fetching the JWKS (marked by our fetch wrapper below). */
+class KeySourceUnavailable extends Error {
+  override name = 'KeySourceUnavailable';
+}
+
+function isKeySourceFailure(err: unknown): boolean {
+  return (
+    err instanceof KeySourceUnavailable ||
+    err instanceof joseErrors.JWKSTimeout ||
+    err instanceof joseErrors.JWKSInvalid ||
+    // jose's generic error is only thrown for a non-200 or non-JSON JWKS response.
+    (err instanceof joseErrors.JOSEError && err.code === 'ERR_JOSE_GENERIC')
+  );
+}
+
+type KeyResolver = () => Promise<Uint8Array | JWTVerifyGetKey>;
+
+function keyResolver(config: Config, loadSecret?: SecretLoader): KeyResolver {
+  const source = config.keySource;
+  switch (source.kind) {
+    case 'secret': {
+      const key = new TextEncoder().encode(source.secret);
+      return async () => key;
+    }
+    case 'secretArn': {
+      if (!loadSecret) throw new Error('JWT_SECRET_ARN is set but no secret loader was provided');
+      // Fetched once per cold start and shared by concurrent first requests. A failed fetch is not
+      // cached, so the next invocation retries instead of the instance staying broken.
+      let pending: Promise<Uint8Array> | undefined;
+      return () => {
+        pending ??= loadSecret(source.arn).then(
+          (s) => new TextEncoder().encode(s),
+          (err: unknown) => {
+            pending = undefined;
+            throw err;
+          },
+        );
+        return pending;
+      };
+    }
+    case 'jwks': {
+      // jose caches the key set, refetches on an unknown `kid` at most once per cooldown (no refetch
+      // storm from forged kids), and rotates keys when the endpoint does.
+      const jwks = createRemoteJWKSet(source.url, {
+        cooldownDuration: 30_000,
+        cacheMaxAge: 600_000,
+        timeoutDuration: 3_000,
+        [customFetch]: async (url: string, init: RequestInit) => {
+          try {
+            return await fetch(url, init);
+          } catch (err) {
+            if (init.signal?.aborted) throw err; // jose turns this into JWKSTimeout
+            throw new KeySourceUnavailable('JWKS fetch failed', { cause: err });
+          }
+        },
+      });
+      return async () => jwks;
+    }
+  }
+}

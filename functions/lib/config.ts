@@ -1,0 +1,126 @@
+/**
+ * Reads the environment once (at cold start) and fails fast, naming the variable that is missing or
+ * malformed. Nothing else in functions/ reads process.env.
+ */
+
+export type KeySource =
+  | { kind: 'secret'; secret: string }
+  | { kind: 'secretArn'; arn: string }
+  | { kind: 'jwks'; url: URL };
+
+export interface Config {
+  readonly region: string;
+  readonly bucketName: string;
+  readonly tableName: string;
+  readonly keySource: KeySource;
+  readonly algorithms: readonly string[];
+  readonly issuer: string | undefined;
+  readonly audience: string | undefined;
+  readonly clockToleranceSeconds: number;
+  /** Largest decoded `snapshotJsonl` accepted by a direct POST (see README: why 4 MiB). */
+  readonly maxSnapshotBytes: number;
+  /** Path-style S3 addressing: needed by s3rver and LocalStack; off for AWS unless asked for. */
+  readonly s3ForcePathStyle: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, problem: string) {
+    super(`Invalid configuration: ${variable} ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+export const DEFAULT_MAX_SNAPSHOT_BYTES = 4 * 1024 * 1024;
+const SYMMETRIC_ALGS = ['HS256', 'HS384', 'HS512'];
+const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+
+function read(env: Env, name: string): string | undefined {
+  const v = env[name]?.trim();
+  return v === '' ? undefined : v;
+}
+
+function required(env: Env, name: string): string {
+  const v = read(env, name);
+  if (v === undefined) throw new ConfigError(name, 'is required');
+  return v;
+}
+
+function positiveInt(env: Env, name: string, fallback: number): number {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n <= 0) throw new ConfigError(name, `must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+function nonNegativeInt(env: Env, name: string, fallback: number): number {
+  const raw = read(env, name);
+  if (raw === '0') return 0;
+  return positiveInt(env, name, fallback);
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = read(env, name)?.toLowerCase();
+  if (raw === undefined) return fallback;
+  if (['1', 'true', 'yes'].includes(raw)) return true;
+  if (['0', 'false', 'no'].includes(raw)) return false;
+  throw new ConfigError(name, `must be true or false, got "${raw}"`);
+}
+
+function keySource(env: Env): KeySource {
+  const secret = read(env, 'JWT_SECRET');
+  const arn = read(env, 'JWT_SECRET_ARN');
+  const jwks = read(env, 'JWKS_URL');
+  const set = [secret && 'JWT_SECRET', arn && 'JWT_SECRET_ARN', jwks && 'JWKS_URL'].filter(Boolean);
+  if (set.length === 0) throw new ConfigError('JWT_SECRET', 'is required (or set JWT_SECRET_ARN or JWKS_URL)');
+  if (set.length > 1) throw new ConfigError(set.join(', '), 'are mutually exclusive: set exactly one key source');
+  if (secret) return { kind: 'secret', secret };
+  if (arn) {
+    if (!arn.startsWith('arn:')) throw new ConfigError('JWT_SECRET_ARN', 'must be a Secrets Manager ARN');
+    return { kind: 'secretArn', arn };
+  }
+  let url: URL;
+  try {
+    url = new URL(jwks!);
+  } catch {
+    throw new ConfigError('JWKS_URL', 'must be an absolute URL');
+  }
+  if (url.protocol !== 'https:' && url.hostname !== '127.0.0.1' && url.hostname !== 'localhost') {
+    throw new ConfigError('JWKS_URL', 'must use https (plain http is only allowed for localhost)');
+  }
+  return { kind: 'jwks', url };
+}
+
+function algorithms(env: Env, source: KeySource): string[] {
+  const allowed = source.kind === 'jwks' ? ASYMMETRIC_ALGS : SYMMETRIC_ALGS;
+  const raw = read(env, 'JWT_ALGORITHMS');
+  if (raw === undefined) return source.kind === 'jwks' ? ['RS256', 'ES256', 'EdDSA'] : ['HS256'];
+  const algs = raw.split(',').map((a) => a.trim()).filter(Boolean);
+  // Never mix families: an HS/RS confusion attack needs a verifier that accepts both.
+  const bad = algs.filter((a) => !allowed.includes(a));
+  if (algs.length === 0 || bad.length > 0) {
+    throw new ConfigError('JWT_ALGORITHMS', `must list algorithms from ${allowed.join(', ')} for this key source, got "${raw}"`);
+  }
+  return algs;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const source = keySource(env);
+  const region = read(env, 'AWS_REGION');
+  if (region === undefined) throw new ConfigError('AWS_REGION', 'is required (the AWS SDK ignores AWS_DEFAULT_REGION)');
+  const endpointSet = Boolean(read(env, 'AWS_ENDPOINT_URL') ?? read(env, 'AWS_ENDPOINT_URL_S3'));
+  return Object.freeze({
+    region,
+    bucketName: required(env, 'BUCKET_NAME'),
+    tableName: required(env, 'TABLE_NAME'),
+    keySource: source,
+    algorithms: Object.freeze(algorithms(env, source)),
+    issuer: read(env, 'JWT_ISSUER'),
+    audience: read(env, 'JWT_AUDIENCE'),
+    clockToleranceSeconds: nonNegativeInt(env, 'JWT_CLOCK_TOLERANCE_SECONDS', 5),
+    maxSnapshotBytes: positiveInt(env, 'MAX_SNAPSHOT_BYTES', DEFAULT_MAX_SNAPSHOT_BYTES),
+    s3ForcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', endpointSet),
+  });
+}

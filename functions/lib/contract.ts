@@ -1,0 +1,62 @@
+/**
+ * The HTTP contract, defined once. Handlers, the local adapter, the worker-client tests and the
+ * contract tests all import from here, so a status code or message cannot drift between them.
+ * DESIGN.md §2: shapes must stay drop-in compatible with existing workers — extras allowed, removals not.
+ */
+
+export const SNAPSHOT_PATH = '/worker/transcript/snapshot';
+
+export const NDJSON_CONTENT_TYPE = 'application/x-ndjson; charset=utf-8';
+export const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
+
+export const HEADER_RUN_ID = 'x-snapshot-run-id';
+export const HEADER_SHA256 = 'x-snapshot-sha256';
+
+export const TERMINAL_STATUSES = ['completed', 'failed', 'timeout', 'cancelled'] as const;
+export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
+
+export interface ErrorSpec {
+  readonly status: number;
+  /** Stable machine-readable code (an extra field; `error` is what existing workers read). */
+  readonly code: string;
+  /** Exact `error` string from the contract. */
+  readonly message: string;
+}
+
+function spec(status: number, code: string, message: string): ErrorSpec {
+  return Object.freeze({ status, code, message });
+}
+
+export const ERRORS = Object.freeze({
+  invalidToken: spec(401, 'invalid_token', 'Invalid token'),
+  missingScope: spec(400, 'missing_scope', 'Token missing required scope'),
+  invalidJson: spec(400, 'invalid_json', 'Invalid JSON body'),
+  invalidTerminalStatus: spec(400, 'invalid_terminal_status', 'Invalid terminalStatus'),
+  missingSnapshot: spec(400, 'missing_snapshot', 'Missing snapshotJsonl'),
+  tooLarge: spec(413, 'snapshot_too_large', 'Snapshot too large'),
+  invalidRunId: spec(400, 'invalid_run_id', 'Missing or invalid runId'),
+  runOutOfScope: spec(403, 'run_out_of_scope', 'runId out of scope'),
+  alreadyExists: spec(409, 'snapshot_exists', 'Snapshot already exists for run'),
+  /**
+   * Not in the original contract (which had no reset fence): a run whose token was issued before
+   * the conversation was cleared may not publish its snapshot (I4). 409 because it conflicts with
+   * the current state; a distinct code so clients can tell it from a duplicate.
+   */
+  resetFenced: spec(409, 'reset_fenced', 'Conversation was reset after this run started'),
+  noSnapshot: spec(404, 'no_snapshot', 'No snapshot found'),
+  notFound: spec(404, 'not_found', 'Not found'),
+  methodNotAllowed: spec(405, 'method_not_allowed', 'Method not allowed'),
+  unavailable: spec(503, 'unavailable', 'Service temporarily unavailable'),
+  internal: spec(500, 'internal_error', 'Internal error'),
+} satisfies Record<string, ErrorSpec>);
+
+export type ErrorName = keyof typeof ERRORS;
+
+export interface ErrorBody {
+  error: string;
+  code: string;
+}
+
+export function errorBody(e: ErrorSpec): ErrorBody {
+  return { error: e.message, code: e.code };
+}

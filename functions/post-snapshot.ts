@@ -1,0 +1,4 @@
+import { routes } from './lib/runtime.js';
+
+/** `POST /worker/transcript/snapshot` — API Gateway HTTP API (payload v2) entry point. */
+export const handler = routes.postSnapshot;

@@ -1,0 +1,59 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SignJWT } from 'jose';
+
+/**
+ * The development signing secret: JWT_SECRET when set, otherwise one random secret generated once
+ * into DATA_DIR/dev-jwt-secret (mode 0600), so `npm start` and `npm run token` agree across restarts.
+ */
+export async function loadOrCreateDevSecret(dataDir: string, env: Readonly<Record<string, string | undefined>> = process.env): Promise<string> {
+  const fromEnv = env['JWT_SECRET']?.trim();
+  if (fromEnv) return fromEnv;
+  const file = join(dataDir, 'dev-jwt-secret');
+  try {
+    const existing = (await readFile(file, 'utf8')).trim();
+    if (existing) return existing;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  await mkdir(dataDir, { recursive: true });
+  const secret = randomBytes(32).toString('base64url');
+  try {
+    // 'wx': if two processes race to create it, the loser reads the winner's secret.
+    await writeFile(file, secret + '\n', { mode: 0o600, flag: 'wx' });
+    return secret;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return (await readFile(file, 'utf8')).trim();
+  }
+}
+
+export interface DevTokenClaims {
+  org: string;
+  agent: string;
+  conv: string;
+  runId?: number;
+  /** Lifetime in seconds (default 2 h). */
+  ttlSeconds?: number;
+  /** Override `iat` (seconds) — tests of the reset fence. */
+  issuedAt?: number;
+  issuer?: string;
+  audience?: string;
+}
+
+export async function mintDevToken(secret: string, c: DevTokenClaims): Promise<string> {
+  const iat = c.issuedAt ?? Math.floor(Date.now() / 1000);
+  let jwt = new SignJWT({
+    organizationId: c.org,
+    agentId: c.agent,
+    conversationId: c.conv,
+    ...(c.runId !== undefined && { runId: c.runId }),
+  })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setIssuedAt(iat)
+    .setExpirationTime(iat + (c.ttlSeconds ?? 7200));
+  if (c.issuer) jwt = jwt.setIssuer(c.issuer);
+  if (c.audience) jwt = jwt.setAudience(c.audience);
+  return jwt.sign(new TextEncoder().encode(secret));
+}

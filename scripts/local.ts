@@ -1,0 +1,46 @@
+/**
+ * `npm start`: the service on embedded S3/DynamoDB emulators (or AWS_ENDPOINT_URL* endpoints),
+ * data under DATA_DIR (default .data/, kept across restarts), on 127.0.0.1:${PORT:-8787}.
+ */
+import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
+import { startLocalService } from '../local/service.js';
+
+process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'; // Node 20 locally; Lambda runs 22
+
+const dataDir = process.env['DATA_DIR'] || '.data';
+const port = Number(process.env['PORT'] || 8787);
+const host = process.env['HOST'] || '127.0.0.1';
+
+try {
+  const svc = await startLocalService({ dataDir, port, host });
+  const storage = svc.emulators
+    ? `embedded emulators (s3rver ${svc.emulators.s3Endpoint}, dynalite ${svc.emulators.dynamodbEndpoint}), data in ${dataDir}`
+    : `AWS_ENDPOINT_URL* endpoints, bucket ${svc.config.bucketName}, table ${svc.config.tableName}`;
+  process.stderr.write(
+    [
+      `transcript-store listening on ${svc.url}`,
+      `  storage:  ${storage}`,
+      `  endpoint: ${svc.url}${SNAPSHOT_PATH}`,
+      `  token:    npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h]`,
+      `  worker:   BASE_URL=${svc.url}`,
+      `Ctrl-C to stop.`,
+      '',
+    ].join('\n'),
+  );
+  // The URL alone on stdout, so scripts can capture it.
+  process.stdout.write(`${svc.url}\n`);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`\n${signal}: stopping…\n`);
+    await svc.stop();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+} catch (err) {
+  process.stderr.write(`transcript-store failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,71 @@
+/**
+ * `npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h]`
+ * Prints a dev JWT as the last line of stdout, signed with JWT_SECRET or the dev secret in DATA_DIR
+ * (the same one `npm start` uses).
+ */
+import { parseArgs } from 'node:util';
+import { loadOrCreateDevSecret, mintDevToken } from '../local/dev-secret.js';
+
+const USAGE = 'usage: npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h] [--iss ISS] [--aud AUD]';
+
+export function parseTtl(raw: string): number {
+  const m = /^(\d+)\s*([smhd]?)$/.exec(raw.trim());
+  if (!m) throw new Error(`invalid --ttl "${raw}" (use e.g. 90s, 30m, 2h, 1d)`);
+  const unit = { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'];
+  const seconds = Number(m[1]) * unit;
+  if (seconds <= 0) throw new Error('--ttl must be positive');
+  return seconds;
+}
+
+function fail(message: string): never {
+  process.stderr.write(`${message}\n${USAGE}\n`);
+  process.exit(2);
+}
+
+let values;
+try {
+  ({ values } = parseArgs({
+    options: {
+      org: { type: 'string' },
+      agent: { type: 'string' },
+      conv: { type: 'string' },
+      run: { type: 'string' },
+      ttl: { type: 'string', default: '2h' },
+      iss: { type: 'string' },
+      aud: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  }));
+} catch (err) {
+  fail((err as Error).message);
+}
+if (values.help) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+if (!values.org || !values.agent || !values.conv) fail('--org, --agent and --conv are required');
+let runId: number | undefined;
+if (values.run !== undefined) {
+  runId = Number(values.run);
+  if (!/^\d+$/.test(values.run) || !Number.isSafeInteger(runId) || runId <= 0) fail(`--run must be a positive integer, got "${values.run}"`);
+}
+let ttlSeconds: number;
+try {
+  ttlSeconds = parseTtl(values.ttl!);
+} catch (err) {
+  fail((err as Error).message);
+}
+
+const secret = await loadOrCreateDevSecret(process.env['DATA_DIR'] || '.data');
+const token = await mintDevToken(secret, {
+  org: values.org,
+  agent: values.agent,
+  conv: values.conv,
+  ...(runId !== undefined && { runId }),
+  ttlSeconds,
+  issuer: values.iss ?? process.env['JWT_ISSUER'],
+  audience: values.aud ?? process.env['JWT_AUDIENCE'],
+});
+process.stderr.write(`dev token for ${values.org}/${values.agent}/${values.conv}${runId ? ` run ${runId}` : ''}, valid ${ttlSeconds}s:\n`);
+process.stdout.write(`${token}\n`);
