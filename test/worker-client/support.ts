@@ -1,0 +1,75 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { startLocalService, type LocalService } from '../../local/service.js';
+import type { ClientEvent, TransportOptions } from '../../worker-client/src/index.js';
+
+/** Retry settings that keep fault tests fast: tiny backoff, short per-attempt timeout. */
+export const FAST: TransportOptions = { backoffBaseMs: 5, backoffMaxMs: 20, timeoutMs: 2_000, deadlineMs: 8_000 };
+
+export async function startService(): Promise<LocalService> {
+  return startLocalService({ port: 0, logger: new Logger({ serviceName: 'test', logLevel: 'SILENT' }) });
+}
+
+/** A fresh conversation on `svc`, with a conversation token and a per-run token factory. */
+export async function conversation(svc: LocalService) {
+  const ids = { org: 'org-wc', agent: 'agent-wc', conv: `conv-${randomUUID()}` };
+  const convToken = await svc.mintToken(ids);
+  return {
+    ...ids,
+    convToken,
+    runToken: (runId: number, issuedAt?: number) =>
+      svc.mintToken({ ...ids, runId, ...(issuedAt !== undefined ? { issuedAt } : {}) }),
+  };
+}
+
+export async function tempDir(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'wc-test-'));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Leftover temp files of an atomic write (`.<name>.<pid>.<rand>.tmp`). */
+export async function tempFilesIn(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((f) => f.endsWith('.tmp'));
+}
+
+export function collectEvents(): { events: ClientEvent[]; logger: (e: ClientEvent) => void } {
+  const events: ClientEvent[] = [];
+  return { events, logger: (e) => events.push(e) };
+}
+
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+
+export interface FakeGateway {
+  url: string;
+  requests: { method: string; url: string; headers: IncomingMessage['headers']; body: string }[];
+  close(): Promise<void>;
+}
+
+/** A tiny node:http server for cases the real service cannot produce (wrong digests, redirects). */
+export async function fakeGateway(
+  handler: (req: IncomingMessage, res: ServerResponse, body: string) => void,
+): Promise<FakeGateway> {
+  const requests: FakeGateway['requests'] = [];
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = Buffer.concat(chunks).toString('utf8');
+    requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
+    handler(req, res, body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const addr = server.address();
+  if (!addr || typeof addr === 'string') throw new Error('no address');
+  return {
+    url: `http://127.0.0.1:${addr.port}`,
+    requests,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}

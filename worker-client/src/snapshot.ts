@@ -1,0 +1,319 @@
+import { readFile } from 'node:fs/promises';
+import { ensureDir, replaceFileAtomically, sha256OfFile } from './atomic-file.js';
+import { TranscriptStoreError } from './errors.js';
+import {
+  type AttemptInfo,
+  authHeaders,
+  type CallContext,
+  discard,
+  httpError,
+  makeContext,
+  makeLog,
+  readServerError,
+  readSmallBody,
+  redactUrl,
+  runWithRetries,
+} from './http.js';
+import type {
+  ClearSnapshotsOptions,
+  ClearSnapshotsResult,
+  FailedResult,
+  FailureReason,
+  HydrateOptions,
+  HydrateResult,
+  Operation,
+  WriteSnapshotOptions,
+  WriteSnapshotResult,
+} from './types.js';
+
+const MAX_REDIRECTS = 5;
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/**
+ * Digests the server (or the storage it redirects to) may announce for the body. Only values that
+ * are unambiguously a sha256 are taken: an S3 ETag is an MD5 (32 hex) and is ignored, not failed.
+ */
+function announcedDigests(res: Response): string[] {
+  const out: string[] = [];
+  const hex = res.headers.get('x-snapshot-sha256')?.trim().toLowerCase();
+  if (hex && HEX64.test(hex)) out.push(hex);
+  const etag = /^"([0-9a-fA-F]{64})"$/.exec(res.headers.get('etag')?.trim() ?? '');
+  if (etag?.[1]) out.push(etag[1].toLowerCase());
+  const meta = res.headers.get('x-amz-meta-sha256')?.trim().toLowerCase();
+  if (meta && HEX64.test(meta)) out.push(meta);
+  const b64 = res.headers.get('x-amz-checksum-sha256')?.trim();
+  if (b64 && /^[A-Za-z0-9+/]{43}=$/.test(b64)) out.push(Buffer.from(b64, 'base64').toString('hex'));
+  return out;
+}
+
+function parseRunId(v: string | null): number | undefined {
+  if (v === null || !/^\d+$/.test(v.trim())) return undefined;
+  const n = Number(v);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+async function hydrateAttempt(
+  ctx: CallContext,
+  info: AttemptInfo,
+  sessionFile: string,
+  localSha: string | undefined,
+): Promise<HydrateResult> {
+  let url = ctx.url;
+  const headers: Record<string, string> = { ...authHeaders(ctx), accept: 'application/x-ndjson, */*;q=0.1' };
+  if (localSha) headers['if-none-match'] = `"${localSha}"`;
+  const digests = new Set<string>();
+  let runId: number | undefined;
+  let res: Response;
+  // Redirects are followed by hand so the digest announced by the gateway (on the 307 to a
+  // presigned storage URL) is still checked against the body that finally arrives.
+  for (let hop = 0; ; hop++) {
+    res = await ctx.fetch(url, { method: 'GET', headers, redirect: 'manual', signal: info.signal });
+    for (const d of announcedDigests(res)) digests.add(d);
+    runId ??= parseRunId(res.headers.get('x-snapshot-run-id'));
+    const location = res.headers.get('location');
+    if (![301, 302, 303, 307, 308].includes(res.status) || !location) break;
+    discard(res);
+    if (hop >= MAX_REDIRECTS) {
+      throw new TranscriptStoreError('http_4xx', `hydrate failed: more than ${MAX_REDIRECTS} redirects`, {
+        status: res.status,
+      });
+    }
+    const next = new URL(location, url);
+    if (next.origin !== new URL(url).origin) {
+      // Same as fetch's own behaviour: credentials never follow a cross-origin redirect.
+      delete headers.authorization;
+      delete headers['if-none-match'];
+    }
+    ctx.log('debug', 'redirect', { status: res.status, to: redactUrl(next.href) });
+    url = next.href;
+  }
+
+  if (res.status === 404) {
+    const body = await readServerError(res);
+    ctx.log('info', 'not_found', { attempt: info.attempt, serverCode: body.code });
+    return { status: 'not_found', attempts: info.attempt };
+  }
+  if (res.status === 304 && localSha) {
+    discard(res);
+    ctx.log('info', 'not_modified', { attempt: info.attempt, sha256: localSha });
+    return { status: 'not_modified', sha256: localSha, attempts: info.attempt };
+  }
+  if (res.status !== 200) throw await httpError(ctx, res);
+  if (!res.body) throw new TranscriptStoreError('network', 'hydrate failed: response has no body', { status: 200 });
+
+  const contentLength = res.headers.get('content-encoding') ? null : res.headers.get('content-length');
+  const expectedBytes = contentLength !== null && /^\d+$/.test(contentLength) ? Number(contentLength) : undefined;
+  const written = await replaceFileAtomically(sessionFile, res.body, (sha256, bytes) => {
+    if (expectedBytes !== undefined && bytes !== expectedBytes) {
+      throw new TranscriptStoreError('integrity', `hydrate failed: body has ${bytes} bytes, expected ${expectedBytes}`, {
+        status: 200,
+      });
+    }
+    for (const d of digests) {
+      if (d !== sha256) {
+        throw new TranscriptStoreError('integrity', 'hydrate failed: body does not match the announced sha256', {
+          status: 200,
+        });
+      }
+    }
+  });
+  if (!written.dirSynced) ctx.log('warn', 'dir_fsync_unsupported', { file: sessionFile });
+  ctx.log('info', 'hydrated', {
+    attempt: info.attempt,
+    bytes: written.bytes,
+    sha256: written.sha256,
+    runId,
+    verified: digests.size > 0,
+    file: sessionFile,
+  });
+  return {
+    status: 'hydrated',
+    runId,
+    bytes: written.bytes,
+    sha256: written.sha256,
+    verified: digests.size > 0,
+    attempts: info.attempt,
+  };
+}
+
+/**
+ * Downloads the latest completed snapshot into `sessionFile` and reports what happened.
+ * Throws `TranscriptStoreError` on transport failure, 4xx (other than 404) and 5xx after retries.
+ * On any throw the existing file is byte-for-byte what it was, and no temp file is left behind.
+ */
+export async function hydrateSnapshot(opts: HydrateOptions): Promise<HydrateResult> {
+  const ctx = makeContext('hydrate', 'GET', opts);
+  if (typeof opts.sessionFile !== 'string' || opts.sessionFile.length === 0) {
+    throw new TranscriptStoreError('invalid_argument', 'sessionFile is required');
+  }
+  await ensureDir(opts.sessionFile);
+  const localSha = await sha256OfFile(opts.sessionFile);
+  try {
+    const { value } = await runWithRetries(ctx, (info) => hydrateAttempt(ctx, info, opts.sessionFile, localSha));
+    return value;
+  } catch (e) {
+    if (e instanceof TranscriptStoreError) {
+      ctx.log('error', 'failed', { code: e.code, status: e.status, serverCode: e.serverCode, attempts: e.attempts });
+    }
+    throw e;
+  }
+}
+
+/**
+ * Drop-in for the worker module's `hydrateFromSnapshot`: `true` when `sessionFile` now holds the
+ * latest completed snapshot (written now, or already identical locally → 304), `false` when the
+ * conversation has none (404; the file is left untouched). Throws `TranscriptStoreError` otherwise.
+ */
+export async function hydrateFromSnapshot(opts: HydrateOptions): Promise<boolean> {
+  const r = await hydrateSnapshot(opts);
+  return r.status !== 'not_found';
+}
+
+const REASON_BY_STATUS: Record<number, FailureReason> = {
+  400: 'bad_request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  413: 'too_large',
+};
+
+function toFailure(e: unknown, op: Operation): FailedResult {
+  if (e instanceof TranscriptStoreError) {
+    let reason: FailureReason;
+    switch (e.code) {
+      case 'http_4xx':
+        reason = (e.status !== undefined && REASON_BY_STATUS[e.status]) || 'http_4xx';
+        break;
+      case 'integrity':
+        reason = 'network';
+        break;
+      default:
+        reason = e.code;
+    }
+    return {
+      status: 'failed',
+      reason,
+      message: e.message,
+      ...(e.status !== undefined ? { httpStatus: e.status } : {}),
+      ...(e.serverCode !== undefined ? { serverCode: e.serverCode } : {}),
+      attempts: e.attempts,
+    };
+  }
+  // Should be unreachable; kept so the never-throws promise holds even for a bug.
+  return { status: 'failed', reason: 'io', message: `${op} failed unexpectedly`, attempts: 0 };
+}
+
+async function jsonField(res: Response, field: string): Promise<number | undefined> {
+  try {
+    const v: unknown = (JSON.parse(await readSmallBody(res)) as Record<string, unknown>)[field];
+    return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * Drop-in for the worker module's `writeSnapshot`. Never throws (it runs in a worker's dying
+ * breath); the result says what happened. Only `completed` runs are uploaded.
+ */
+export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSnapshotResult> {
+  const log = makeLog(opts.logger, 'write');
+  const done = (r: WriteSnapshotResult): WriteSnapshotResult => {
+    const level = r.status === 'failed' ? 'error' : r.status === 'written' ? 'info' : 'info';
+    const { status, ...rest } = r;
+    log(level, status, rest);
+    return r;
+  };
+  try {
+    if (opts.terminalStatus !== 'completed') return done({ status: 'skipped', reason: 'not_completed', attempts: 0 });
+    const ctx = makeContext('write', 'POST', opts);
+    if (!Number.isSafeInteger(opts.runId) || opts.runId <= 0) {
+      throw new TranscriptStoreError('invalid_argument', 'runId must be a positive integer');
+    }
+
+    let raw: Buffer;
+    try {
+      raw = await readFile(opts.sessionFile);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        return done({ status: 'skipped', reason: 'missing_file', attempts: 0 });
+      }
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new TranscriptStoreError('io', `read session file failed${code ? ` (${code})` : ''}`, { cause: e });
+    }
+    const bytes = raw.byteLength;
+    if (bytes === 0) return done({ status: 'skipped', reason: 'empty_file', attempts: 0 });
+
+    // The body must be the file's bytes exactly. JSON can only carry text, so a file that is not
+    // valid UTF-8 is refused rather than "repaired" with U+FFFD. ignoreBOM keeps a leading BOM.
+    let text: string;
+    try {
+      text = utf8.decode(raw);
+    } catch {
+      return done({
+        status: 'failed',
+        reason: 'not_utf8',
+        message: 'session file is not valid UTF-8; refusing to upload a lossy copy',
+        attempts: 0,
+      });
+    }
+    const body = JSON.stringify({ terminalStatus: opts.terminalStatus, snapshotJsonl: text, runId: opts.runId });
+
+    const { value } = await runWithRetries(ctx, async (info): Promise<WriteSnapshotResult> => {
+      const res = await ctx.fetch(ctx.url, {
+        method: 'POST',
+        headers: { ...authHeaders(ctx), 'content-type': 'application/json' },
+        body,
+        signal: info.signal,
+      });
+      if (res.status >= 200 && res.status < 300) {
+        const id = await jsonField(res, 'id');
+        return {
+          status: 'written',
+          ...(id !== undefined ? { id } : {}),
+          bytes,
+          attempts: info.attempt,
+          afterRetry: false,
+        };
+      }
+      if (res.status === 409) {
+        const err = await readServerError(res);
+        if (err.code === 'reset_fenced') return { status: 'skipped', reason: 'reset', attempts: info.attempt };
+        // Same request, retried: if an earlier attempt may have committed, the stored snapshot is ours.
+        if (info.ambiguousBefore) return { status: 'written', bytes, attempts: info.attempt, afterRetry: true };
+        return { status: 'duplicate', bytes, attempts: info.attempt };
+      }
+      throw await httpError(ctx, res);
+    });
+    return done(value);
+  } catch (e) {
+    return done(toFailure(e, 'write'));
+  }
+}
+
+/**
+ * Drop-in for the worker module's `clearSnapshots`: deletes every snapshot of the token's
+ * conversation. Never throws; idempotent (`deleted: 0` the second time), so it is retried freely.
+ */
+export async function clearSnapshots(opts: ClearSnapshotsOptions): Promise<ClearSnapshotsResult> {
+  const log = makeLog(opts.logger, 'clear');
+  const done = (r: ClearSnapshotsResult): ClearSnapshotsResult => {
+    const { status, ...rest } = r;
+    log(r.status === 'failed' ? 'error' : 'info', status, rest);
+    return r;
+  };
+  try {
+    const ctx = makeContext('clear', 'DELETE', opts);
+    const { value } = await runWithRetries(ctx, async (info): Promise<ClearSnapshotsResult> => {
+      const res = await ctx.fetch(ctx.url, { method: 'DELETE', headers: authHeaders(ctx), signal: info.signal });
+      if (res.status >= 200 && res.status < 300) {
+        return { status: 'cleared', deleted: (await jsonField(res, 'deleted')) ?? 0, attempts: info.attempt };
+      }
+      throw await httpError(ctx, res);
+    });
+    return done(value);
+  } catch (e) {
+    return done(toFailure(e, 'clear'));
+  }
+}

@@ -1,0 +1,139 @@
+/** Terminal status of a worker run (same union as the module workers use today). */
+export type TerminalStatus = 'completed' | 'failed' | 'timeout' | 'cancelled';
+
+export type Operation = 'hydrate' | 'write' | 'clear';
+
+/**
+ * A structured event. `event` is stable; other fields depend on it. Never contains the token,
+ * the request body or query strings (presigned URLs carry credentials in their query).
+ */
+export interface ClientEvent {
+  level: 'debug' | 'info' | 'warn' | 'error';
+  event: string;
+  op: Operation;
+  [field: string]: unknown;
+}
+
+/**
+ * Either a function receiving every event, or an object with level methods (`console`, pino, a
+ * Powertools logger…) which is called as `logger[level](event)`. Absent → the client is silent.
+ */
+export type ClientLogger =
+  | ((event: ClientEvent) => void)
+  | {
+      debug?: (event: ClientEvent) => void;
+      info?: (event: ClientEvent) => void;
+      warn?: (event: ClientEvent) => void;
+      error?: (event: ClientEvent) => void;
+    };
+
+/** Options every call accepts besides the connection pair. All optional. */
+export interface TransportOptions {
+  /** Per-attempt timeout. Default 30 000 ms (GET, DELETE) and 60 000 ms (POST), as workers use today. */
+  timeoutMs?: number;
+  /** Extra attempts after the first on retryable failures. Default 4 (5 attempts in total). */
+  retries?: number;
+  /** Overall budget for the call, retries and backoff included. Default 120 000 ms (GET, DELETE), 180 000 ms (POST). */
+  deadlineMs?: number;
+  /** First backoff ceiling; attempt n sleeps a uniform random time in [0, min(max, base·2ⁿ)]. Default 250 ms. */
+  backoffBaseMs?: number;
+  /** Backoff ceiling. Default 8 000 ms. A larger `Retry-After` still wins (bounded by the deadline). */
+  backoffMaxMs?: number;
+  /** Aborts the call (no retry); hydrate leaves the existing file untouched. */
+  signal?: AbortSignal;
+  logger?: ClientLogger;
+  /** Replacement for the global `fetch` (tests, proxies, instrumentation). */
+  fetch?: typeof globalThis.fetch;
+}
+
+export interface ConnectionOptions {
+  /** Gateway base URL; requests go to `${gatewayUrl}/worker/transcript/snapshot` (plain concatenation). */
+  gatewayUrl: string;
+  /** Worker JWT sent as `Authorization: Bearer <token>`. Never logged, never in errors. */
+  workerToken: string;
+}
+
+export interface HydrateOptions extends ConnectionOptions, TransportOptions {
+  /** Path of the session.jsonl to replace. Parent directories are created. */
+  sessionFile: string;
+}
+
+export interface WriteSnapshotOptions extends ConnectionOptions, TransportOptions {
+  sessionFile: string;
+  terminalStatus: TerminalStatus;
+  /** The run this worker claimed; must match the `runId` claim of the per-run token. */
+  runId: number;
+}
+
+export type ClearSnapshotsOptions = ConnectionOptions & TransportOptions;
+
+/** Detailed outcome of a hydrate (see `hydrateSnapshot`). */
+export type HydrateResult =
+  | {
+      status: 'hydrated';
+      /** `x-snapshot-run-id` of the served snapshot, when the server sent it. */
+      runId: number | undefined;
+      bytes: number;
+      sha256: string;
+      /** Whether the server announced a digest that was checked before the file was replaced. */
+      verified: boolean;
+      attempts: number;
+    }
+  | { status: 'not_modified'; sha256: string; attempts: number }
+  | { status: 'not_found'; attempts: number };
+
+export type FailureReason =
+  | 'network'
+  | 'timeout'
+  | 'deadline'
+  | 'aborted'
+  | 'throttled'
+  | 'http_5xx'
+  | 'http_4xx'
+  | 'bad_request'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'too_large'
+  | 'io'
+  | 'not_utf8'
+  | 'invalid_argument';
+
+export interface FailedResult {
+  status: 'failed';
+  reason: FailureReason;
+  /** Human-readable, token-free. */
+  message: string;
+  /** HTTP status of the last response, if any. */
+  httpStatus?: number;
+  /** `code` from the server's JSON error body, if any. */
+  serverCode?: string;
+  attempts: number;
+}
+
+export type WriteSnapshotResult =
+  | {
+      status: 'written';
+      /** `id` from the server's 200 body; absent when the write was confirmed by a 409 after a retry. */
+      id?: number;
+      bytes: number;
+      attempts: number;
+      /**
+       * True when an earlier attempt got no usable answer (network error, timeout, 5xx) and a later
+       * attempt was told the run already has a snapshot: that snapshot is this call's own write.
+       */
+      afterRetry: boolean;
+    }
+  | { status: 'duplicate'; bytes: number; attempts: number }
+  | {
+      status: 'skipped';
+      /**
+       * not_completed: terminalStatus ≠ completed (never served, so never sent);
+       * missing_file / empty_file: nothing to upload;
+       * reset: the conversation was cleared after this run's token was issued (409 reset_fenced).
+       */
+      reason: 'not_completed' | 'missing_file' | 'empty_file' | 'reset';
+      attempts: number;
+    }
+  | FailedResult;
+
+export type ClearSnapshotsResult = { status: 'cleared'; deleted: number; attempts: number } | FailedResult;
