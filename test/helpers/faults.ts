@@ -1,0 +1,86 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { S3Client } from '@aws-sdk/client-s3';
+import { createClients } from '../../functions/lib/aws.js';
+import { SnapshotStore } from '../../functions/lib/store.js';
+import type { LocalService } from '../../local/service.js';
+
+export class InjectedFault extends Error {
+  override name = 'InjectedFault';
+}
+
+type Hook = (commandName: string, callNumber: number) => Promise<void> | void;
+
+/**
+ * Counts every AWS call made through the clients it is installed on (S3 and DynamoDB share one
+ * counter) and lets a test fail or pause a chosen call. Installed at the `initialize` step, i.e.
+ * outside the SDK's retry loop: one injected failure is one failed command, exactly like a process
+ * that dies at that point.
+ *   before(n): call n is never sent (the process died just before it).
+ *   after(n):  call n reaches storage but its caller never learns the outcome (died just after it).
+ */
+export class FaultPlan {
+  calls: string[] = [];
+  private failBefore: number | undefined;
+  private failAfter: number | undefined;
+  private beforeHooks: Hook[] = [];
+
+  reset(): this {
+    this.calls = [];
+    this.failBefore = undefined;
+    this.failAfter = undefined;
+    this.beforeHooks = [];
+    return this;
+  }
+
+  failBeforeCall(n: number): this {
+    this.failBefore = n;
+    return this;
+  }
+
+  failAfterCall(n: number): this {
+    this.failAfter = n;
+    return this;
+  }
+
+  /** Runs `hook` before every call (it may await a gate to force an interleaving). */
+  onCall(hook: Hook): this {
+    this.beforeHooks.push(hook);
+    return this;
+  }
+
+  install(client: S3Client | DynamoDBClient): void {
+    (client.middlewareStack as { add: (mw: unknown, opts: unknown) => void }).add(
+      (next: (args: unknown) => Promise<unknown>, context: { commandName?: string }) => async (args: unknown) => {
+        const n = this.calls.push(context.commandName ?? 'unknown');
+        for (const hook of this.beforeHooks) await hook(context.commandName ?? 'unknown', n);
+        if (n === this.failBefore) throw new InjectedFault(`injected before call ${n} (${context.commandName})`);
+        const out = await next(args);
+        if (n === this.failAfter) throw new InjectedFault(`injected after call ${n} (${context.commandName})`);
+        return out;
+      },
+      { step: 'initialize', name: 'faultPlan', override: true },
+    );
+  }
+}
+
+/** A second store over the same emulators and bucket/table as `svc`, with a fault plan on its clients. */
+export function faultyStore(svc: LocalService, plan: FaultPlan, opts: { now?: () => number } = {}): SnapshotStore {
+  const emu = svc.emulators;
+  if (!emu) throw new Error('fault tests need the embedded emulators');
+  const { s3, ddb } = createClients(
+    { region: svc.config.region, s3ForcePathStyle: true },
+    { endpoints: { s3: emu.s3Endpoint, dynamodb: emu.dynamodbEndpoint }, credentials: emu.credentials },
+  );
+  plan.install(s3);
+  plan.install(ddb);
+  return new SnapshotStore({ s3, ddb, bucket: svc.config.bucketName, table: svc.config.tableName, ...(opts.now && { now: opts.now }) });
+}
+
+/** A promise you can resolve from outside: forces one interleaving of two requests. */
+export function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const wait = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { wait, open };
+}

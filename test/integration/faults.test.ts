@@ -1,0 +1,156 @@
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { QueryCommand } from '@aws-sdk/client-dynamodb';
+import { describe, expect, it } from 'vitest';
+import { createRoutes } from '../../functions/lib/app.js';
+import { createVerifier } from '../../functions/lib/auth.js';
+import { ERRORS, errorBody } from '../../functions/lib/contract.js';
+import { conversationKey } from '../../functions/lib/ids.js';
+import { startAdapter } from '../../local/adapter.js';
+import { routeTable } from '../../local/service.js';
+import { FaultPlan, faultyStore } from '../helpers/faults.js';
+import { Api, freshScope, useLocalService, type Scope } from '../helpers/service.js';
+import { Logger } from '@aws-lambda-powertools/logger';
+
+/**
+ * I3 crash safety: for the POST and DELETE paths, fail the N-th AWS call for every N — both before it
+ * is sent and after it took effect — then check that hydrate still obeys I1 and that retrying the same
+ * request (on a healthy service) converges.
+ */
+const ctx = useLocalService();
+
+async function withFaultyService<T>(plan: FaultPlan, fn: (api: Api) => Promise<T>): Promise<T> {
+  const { svc } = ctx;
+  const routes = createRoutes({
+    store: faultyStore(svc, plan),
+    verify: createVerifier(svc.config),
+    logger: new Logger({ logLevel: 'SILENT' }),
+    maxSnapshotBytes: svc.config.maxSnapshotBytes,
+  });
+  const http = await startAdapter(routeTable(routes));
+  try {
+    return await fn(new Api(http.url, (c) => svc.mintToken(c)));
+  } finally {
+    await http.close();
+  }
+}
+
+function prefixOf(scope: Scope): string {
+  return `snapshots/${conversationKey({ organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv })}/`;
+}
+
+async function objectKeys(scope: Scope): Promise<string[]> {
+  const { svc } = ctx;
+  const res = await svc.s3.send(new ListObjectsV2Command({ Bucket: svc.config.bucketName, Prefix: prefixOf(scope) }));
+  return (res.Contents ?? []).map((o) => o.Key!);
+}
+
+async function runItems(scope: Scope): Promise<number> {
+  const { svc } = ctx;
+  const pk = conversationKey({ organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv });
+  const res = await svc.ddb.send(
+    new QueryCommand({
+      TableName: svc.config.tableName,
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :r)',
+      ExpressionAttributeValues: { ':pk': { S: pk }, ':r': { S: 'RUN#' } },
+      ConsistentRead: true,
+    }),
+  );
+  return res.Count ?? 0;
+}
+
+/** Tokens issued a few seconds ago, so a later clear deterministically counts them as "before". */
+const issuedAt = () => Math.floor(Date.now() / 1000) - 3;
+
+async function countCalls(fn: (api: Api) => Promise<Response>): Promise<{ calls: string[] }> {
+  const plan = new FaultPlan();
+  const res = await withFaultyService(plan, fn);
+  expect(res.status).toBe(200);
+  return { calls: plan.calls };
+}
+
+describe('POST survives a crash at every AWS call (I3)', () => {
+  it('a clean write makes exactly 1 S3 write and 2 DynamoDB writes', async () => {
+    const scope = freshScope();
+    const { calls } = await countCalls((api) => api.write(scope, 1, 'a\n'));
+    expect(calls).toEqual(['PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
+  });
+
+  for (const mode of ['before', 'after'] as const) {
+    it(`fails call N ${mode} it is made, for every N: hydrate serves old or new, never broken, and a retry converges`, async () => {
+      const { api } = ctx;
+      const scope0 = freshScope();
+      const { calls } = await countCalls((a) => a.write(scope0, 1, 'probe\n'));
+      for (let n = 1; n <= calls.length; n++) {
+        const scope = freshScope(`post-${mode}-${n}`);
+        const oldBody = `old ${n}\n`;
+        const newBody = `new ${n} ✓\n`;
+        expect((await api.write(scope, 1, oldBody, 'completed', { issuedAt: issuedAt() })).status).toBe(200);
+
+        const plan = new FaultPlan();
+        mode === 'before' ? plan.failBeforeCall(n) : plan.failAfterCall(n);
+        const crashed = await withFaultyService(plan, (a) => a.write(scope, 2, newBody, 'completed', { issuedAt: issuedAt() }));
+        expect(crashed.status, `call ${n} (${calls[n - 1]})`).toBe(500);
+        expect(await crashed.json()).toEqual(errorBody(ERRORS.internal));
+
+        // I1 right after the crash: the old or the new snapshot, byte-exact.
+        const mid = await api.hydrate(scope);
+        expect([oldBody, newBody]).toContain(mid?.body.toString());
+
+        // Retry the same request on a healthy service: 200, or 409 if the crashed attempt had claimed the run.
+        const retry = await api.write(scope, 2, newBody, 'completed', { issuedAt: issuedAt() });
+        expect([200, 409]).toContain(retry.status);
+        const end = await api.hydrate(scope);
+        expect(end?.runId, `after retry, call ${n} ${mode}`).toBe(2);
+        expect(end?.body.toString()).toBe(newBody);
+
+        // Nothing leaks past a reset: every object, committed or orphaned, goes with the clear.
+        expect(await api.clear(scope)).toBe(2);
+        expect(await objectKeys(scope)).toEqual([]);
+        expect(await runItems(scope)).toBe(0);
+      }
+    });
+  }
+});
+
+describe('DELETE survives a crash at every AWS call (I3, I4)', () => {
+  async function seed(api: Api, scope: Scope): Promise<void> {
+    await api.write(scope, 1, 'one\n', 'completed', { issuedAt: issuedAt() });
+    await api.write(scope, 2, 'two\n', 'completed', { issuedAt: issuedAt() });
+    await api.write(scope, 3, 'three failed\n', 'failed', { issuedAt: issuedAt() });
+  }
+
+  it('a clean clear makes the fence write first', async () => {
+    const { api } = ctx;
+    const scope = freshScope();
+    await seed(api, scope);
+    const { calls } = await countCalls(async (a) => a.del(await a.token(scope)));
+    expect(calls[0]).toBe('UpdateItemCommand');
+    expect(calls.filter((c) => c === 'DeleteItemCommand')).toHaveLength(3);
+  });
+
+  for (const mode of ['before', 'after'] as const) {
+    it(`fails call N ${mode} it is made, for every N: hydrate answers the old snapshot or 404, and a retry converges`, async () => {
+      const { api } = ctx;
+      const probe = freshScope();
+      await seed(api, probe);
+      const { calls } = await countCalls(async (a) => a.del(await a.token(probe)));
+      for (let n = 1; n <= calls.length; n++) {
+        const scope = freshScope(`del-${mode}-${n}`);
+        await seed(api, scope);
+        const plan = new FaultPlan();
+        mode === 'before' ? plan.failBeforeCall(n) : plan.failAfterCall(n);
+        const crashed = await withFaultyService(plan, async (a) => a.del(await a.token(scope)));
+        expect(crashed.status, `call ${n} (${calls[n - 1]})`).toBe(500);
+
+        const mid = await api.hydrate(scope); // never a 500, never a partial body
+        if (n === 1 && mode === 'before') expect(mid?.body.toString()).toBe('two\n');
+        else expect(mid).toBeUndefined();
+
+        expect(await api.clear(scope)).toBeGreaterThanOrEqual(0);
+        expect(await api.hydrate(scope)).toBeUndefined();
+        expect(await objectKeys(scope)).toEqual([]);
+        expect(await runItems(scope)).toBe(0);
+      }
+    });
+  }
+});
