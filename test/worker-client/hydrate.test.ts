@@ -33,11 +33,11 @@ async function seed(c: Awaited<ReturnType<typeof conversation>>, runId: number, 
 }
 
 describe('hydrateFromSnapshot against the local service', () => {
-  it('returns false on 404 and creates no file', async () => {
+  it('returns false on 404 and creates no file or directory', async () => {
     const c = await conversation(svc);
     const sessionFile = join(dir, 'nested', 'session.jsonl');
     expect(await hydrateFromSnapshot({ sessionFile, gatewayUrl: svc.url, workerToken: c.convToken })).toBe(false);
-    await expect(stat(sessionFile)).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(stat(join(dir, 'nested'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('returns false on 404 and leaves an existing file byte-identical', async () => {

@@ -99,7 +99,15 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         return 0;
       } catch (e) {
         if (e instanceof TranscriptStoreError) {
-          io.stdout(`${JSON.stringify({ status: 'failed', ...e.toJSON() })}\n`);
+          const failure = {
+            status: 'failed',
+            code: e.code,
+            message: e.message,
+            ...(e.status !== undefined ? { httpStatus: e.status } : {}),
+            ...(e.serverCode !== undefined ? { serverCode: e.serverCode } : {}),
+            attempts: e.attempts,
+          };
+          io.stdout(`${JSON.stringify(failure)}\n`);
           return e.code === 'invalid_argument' ? 2 : 1;
         }
         throw e;

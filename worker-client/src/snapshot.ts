@@ -103,6 +103,8 @@ async function hydrateAttempt(
 
   const contentLength = res.headers.get('content-encoding') ? null : res.headers.get('content-length');
   const expectedBytes = contentLength !== null && /^\d+$/.test(contentLength) ? Number(contentLength) : undefined;
+  // Only now: a 404, 304 or error must not even create the parent directory.
+  await ensureDir(sessionFile);
   const written = await replaceFileAtomically(sessionFile, res.body, (sha256, bytes) => {
     if (expectedBytes !== undefined && bytes !== expectedBytes) {
       throw new TranscriptStoreError('integrity', `hydrate failed: body has ${bytes} bytes, expected ${expectedBytes}`, {
@@ -146,7 +148,6 @@ export async function hydrateSnapshot(opts: HydrateOptions): Promise<HydrateResu
   if (typeof opts.sessionFile !== 'string' || opts.sessionFile.length === 0) {
     throw new TranscriptStoreError('invalid_argument', 'sessionFile is required');
   }
-  await ensureDir(opts.sessionFile);
   const localSha = await sha256OfFile(opts.sessionFile);
   try {
     const { value } = await runWithRetries(ctx, (info) => hydrateAttempt(ctx, info, opts.sessionFile, localSha));
@@ -220,9 +221,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSnapshotResult> {
   const log = makeLog(opts.logger, 'write');
   const done = (r: WriteSnapshotResult): WriteSnapshotResult => {
-    const level = r.status === 'failed' ? 'error' : r.status === 'written' ? 'info' : 'info';
     const { status, ...rest } = r;
-    log(level, status, rest);
+    log(status === 'failed' ? 'error' : 'info', status, rest);
     return r;
   };
   try {
