@@ -1,0 +1,357 @@
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
+import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import type { Construct } from 'constructs';
+import { LAMBDA_BUNDLE, NODE_MAJOR } from './bundling.js';
+import { Observability } from './observability.js';
+import { ROUTES, UPLOADS_PREFIX, type ObjectAction, type RouteSpec } from './routes.js';
+import type { StoreSettings } from './settings.js';
+
+/** Repository root: handler entries in ROUTES and the lock file are relative to it. */
+export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+export const SERVICE_NAME = 'transcript-store';
+
+export interface TranscriptStoreStackProps extends StackProps {
+  readonly settings: StoreSettings;
+  /** Defaults to ROUTES; tests may pass a subset or an extra route. */
+  readonly routes?: readonly RouteSpec[];
+}
+
+/** KMS actions S3 performs on the caller's behalf for each object action under SSE-KMS. */
+const KMS_FOR_OBJECT_ACTION: Record<ObjectAction, string[]> = {
+  's3:GetObject': ['kms:Decrypt'],
+  's3:PutObject': ['kms:GenerateDataKey'],
+  's3:DeleteObject': [],
+};
+
+const RETENTION: Record<number, logs.RetentionDays> = Object.fromEntries(
+  Object.values(logs.RetentionDays)
+    .filter((v): v is logs.RetentionDays => typeof v === 'number')
+    .map((v) => [v, v]),
+);
+
+export class TranscriptStoreStack extends Stack {
+  readonly api: apigwv2.HttpApi;
+  readonly stage: apigwv2.HttpStage;
+  readonly bucket: s3.Bucket;
+  readonly table: dynamodb.Table;
+  readonly functions: ReadonlyMap<string, NodejsFunction>;
+  /** The secret holding the HS256 key, when one is used (created or given). */
+  readonly jwtSecretArn: string | undefined;
+
+  constructor(scope: Construct, id: string, props: TranscriptStoreStackProps) {
+    super(scope, id, props);
+    const settings = props.settings;
+    const routes = props.routes ?? ROUTES;
+    const removalPolicy = settings.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
+    const retention = RETENTION[settings.logRetentionDays];
+    if (retention === undefined) throw new Error(`Unsupported log retention: ${settings.logRetentionDays} days`);
+
+    // ---------------------------------------------------------------- storage
+    const bucketKey =
+      settings.bucketEncryption === 'kms'
+        ? new kms.Key(this, 'BucketKey', {
+            description: `${SERVICE_NAME}: encrypts snapshot objects`,
+            enableKeyRotation: true,
+            removalPolicy,
+          })
+        : undefined;
+
+    let accessLogsBucket: s3.Bucket | undefined;
+    if (settings.s3AccessLogs) {
+      accessLogsBucket = new s3.Bucket(this, 'AccessLogsBucket', {
+        blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+        enforceSSL: true,
+        minimumTLSVersion: 1.2,
+        // S3 server access log delivery supports SSE-S3 only.
+        encryption: s3.BucketEncryption.S3_MANAGED,
+        objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        lifecycleRules: [{ id: 'expire-access-logs', expiration: Duration.days(365) }],
+        removalPolicy,
+      });
+      Validations.of(accessLogsBucket).acknowledge({
+        id: 'AwsSolutions-S1',
+        reason: 'This is the server access log bucket itself; logging it into itself would loop and another log bucket would only move the finding.',
+      });
+    }
+
+    this.bucket = new s3.Bucket(this, 'SnapshotBucket', {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      enforceSSL: true,
+      minimumTLSVersion: 1.2,
+      encryption: bucketKey ? s3.BucketEncryption.KMS : s3.BucketEncryption.S3_MANAGED,
+      ...(bucketKey ? { encryptionKey: bucketKey, bucketKeyEnabled: true } : {}),
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      ...(accessLogsBucket ? { serverAccessLogsBucket: accessLogsBucket, serverAccessLogsPrefix: 'snapshot-bucket/' } : {}),
+      lifecycleRules: [
+        // Committed snapshots under snapshots/ are referenced from DynamoDB and must never be
+        // age-expired. Orphans there (a writer crashed between upload and commit) are removed by the
+        // DELETE sweep. Presigned uploads that were never committed live under uploads/.
+        { id: 'expire-uncommitted-uploads', prefix: UPLOADS_PREFIX, expiration: Duration.days(1) },
+        { id: 'abort-incomplete-multipart-uploads', abortIncompleteMultipartUploadAfter: Duration.days(1) },
+      ],
+      removalPolicy,
+    });
+    if (!accessLogsBucket) {
+      Validations.of(this.bucket).acknowledge({
+        id: 'AwsSolutions-S1',
+        reason: 'Server access logging was switched off explicitly with the s3AccessLogs=false context setting (e.g. LocalStack or cost-sensitive dev stacks); use CloudTrail S3 data events if request-level audit is needed.',
+      });
+    }
+
+    this.table = new dynamodb.Table(this, 'SnapshotTable', {
+      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'sk', type: dynamodb.AttributeType.STRING },
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      timeToLiveAttribute: 'expiresAt',
+      deletionProtection: settings.removalPolicy === 'retain',
+      removalPolicy,
+    });
+
+    // ---------------------------------------------------------------- JWT key source
+    const jwtEnv: Record<string, string> = {};
+    let secretGrant: { arn: string; kmsKeyArn: string | undefined } | undefined;
+    const keySource = settings.jwt.keySource;
+    if (keySource.kind === 'generatedSecret') {
+      // The value is generated by Secrets Manager at deploy time; the template only holds the
+      // generation rule. Operators replace it with their gateway's HS256 key (docs/DEPLOY.md).
+      const secret = new secretsmanager.Secret(this, 'JwtSigningSecret', {
+        description: `${SERVICE_NAME}: HS256 key that verifies worker JWTs (shared with the token issuer)`,
+        generateSecretString: { passwordLength: 64, excludePunctuation: true, includeSpace: false },
+        removalPolicy,
+      });
+      Validations.of(secret).acknowledge({
+        id: 'AwsSolutions-SMG4',
+        reason:
+          'HS256 key shared with the external gateway that signs worker tokens; rotating it must be coordinated with that issuer, so it is rotated manually (docs/DEPLOY.md), not by a rotation Lambda.',
+      });
+      secretGrant = { arn: secret.secretArn, kmsKeyArn: undefined };
+    } else if (keySource.kind === 'secretArn') {
+      secretGrant = { arn: keySource.arn, kmsKeyArn: keySource.kmsKeyArn };
+    } else {
+      jwtEnv.JWKS_URL = keySource.url;
+    }
+    if (secretGrant) jwtEnv.JWT_SECRET_ARN = secretGrant.arn;
+    this.jwtSecretArn = secretGrant?.arn;
+    if (settings.jwt.issuer) jwtEnv.JWT_ISSUER = settings.jwt.issuer;
+    if (settings.jwt.audience) jwtEnv.JWT_AUDIENCE = settings.jwt.audience;
+    if (settings.jwt.algorithms) jwtEnv.JWT_ALGORITHMS = settings.jwt.algorithms;
+
+    const environment: Record<string, string> = {
+      BUCKET_NAME: this.bucket.bucketName,
+      TABLE_NAME: this.table.tableName,
+      ...jwtEnv,
+      ...(settings.maxSnapshotBytes !== undefined ? { MAX_SNAPSHOT_BYTES: String(settings.maxSnapshotBytes) } : {}),
+      POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
+      POWERTOOLS_LOG_LEVEL: settings.logLevel,
+      NODE_OPTIONS: '--enable-source-maps',
+    };
+
+    // ---------------------------------------------------------------- functions
+    const functions = new Map<string, NodejsFunction>();
+    for (const route of routes) {
+      const role = new iam.Role(this, `${route.id}Role`, {
+        assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+        description: `${SERVICE_NAME}: ${route.method} ${route.path}`,
+      });
+      const logGroup = new logs.LogGroup(this, `${route.id}Logs`, { retention, removalPolicy });
+      // Instead of the AWSLambdaBasicExecutionRole managed policy (logs:* on every log group).
+      logGroup.grantWrite(role);
+
+      for (const statement of this.routeStatements(route, bucketKey, secretGrant)) role.addToPolicy(statement);
+      const bucketLogicalId = this.getLogicalId(this.bucket.node.defaultChild as s3.CfnBucket);
+      for (const { prefix } of route.access.objects) {
+        Validations.of(role).acknowledge({
+          id: `AwsSolutions-IAM5[Resource::<${bucketLogicalId}.Arn>/${prefix}*]`,
+          reason: `Object keys embed per-conversation ids and a content hash, so no fixed ARN exists; access is confined to the ${prefix} prefix and to the listed object actions (no wildcard actions).`,
+        });
+      }
+
+      const fn = new NodejsFunction(this, route.id, {
+        description: `${SERVICE_NAME}: ${route.description}`,
+        entry: path.join(REPO_ROOT, route.entry),
+        handler: 'handler',
+        projectRoot: REPO_ROOT,
+        depsLockFilePath: path.join(REPO_ROOT, 'package-lock.json'),
+        runtime: lambda.Runtime.NODEJS_22_X,
+        architecture: lambda.Architecture.ARM_64,
+        memorySize: settings.lambdaMemoryMb,
+        timeout: Duration.seconds(route.timeoutSeconds),
+        role,
+        logGroup,
+        environment,
+        bundling: {
+          format: OutputFormat.ESM,
+          target: LAMBDA_BUNDLE.target,
+          mainFields: [...LAMBDA_BUNDLE.mainFields],
+          minify: LAMBDA_BUNDLE.minify,
+          sourceMap: LAMBDA_BUNDLE.sourcemap,
+          sourcesContent: LAMBDA_BUNDLE.sourcesContent,
+          banner: LAMBDA_BUNDLE.banner,
+          externalModules: [...LAMBDA_BUNDLE.external],
+        },
+      });
+      Validations.of(fn).acknowledge({
+        id: 'AwsSolutions-L1',
+        reason: `Pinned to Node.js ${NODE_MAJOR} on purpose: the bundles are built (esbuild target node${NODE_MAJOR}) and benchmarked for it; moving to a newer runtime is a deliberate, tested change.`,
+      });
+      functions.set(route.id, fn);
+    }
+    this.functions = functions;
+
+    // ---------------------------------------------------------------- HTTP API
+    const accessLogGroup = new logs.LogGroup(this, 'ApiAccessLogs', { retention, removalPolicy });
+    this.api = new apigwv2.HttpApi(this, 'HttpApi', {
+      description: `${SERVICE_NAME}: worker transcript snapshots`,
+      // The $default stage is created below, with access logs and throttling.
+      createDefaultStage: false,
+    });
+    Validations.of(this.api).acknowledge({
+      id: 'AwsSolutions-APIG4',
+      reason:
+        'Every handler verifies the worker JWT itself (jose, explicit algorithm allowlist, exp/iat required) before any storage call; HTTP API JWT authorizers cannot verify the HS256 shared-secret tokens existing gateways issue.',
+    });
+    this.stage = this.api.addStage('DefaultStage', {
+      stageName: '$default',
+      autoDeploy: true,
+      throttle: { rateLimit: settings.throttleRateLimit, burstLimit: settings.throttleBurstLimit },
+      accessLogSettings: {
+        destination: new apigwv2.LogGroupLogDestination(accessLogGroup),
+        // No headers are logged, so the bearer token never reaches the logs.
+        format: AccessLogFormat.custom(
+          JSON.stringify({
+            requestId: '$context.requestId',
+            requestTime: '$context.requestTime',
+            ip: '$context.identity.sourceIp',
+            userAgent: '$context.identity.userAgent',
+            routeKey: '$context.routeKey',
+            status: '$context.status',
+            protocol: '$context.protocol',
+            responseLength: '$context.responseLength',
+            responseLatency: '$context.responseLatency',
+            integrationStatus: '$context.integrationStatus',
+            integrationLatency: '$context.integrationLatency',
+            integrationError: '$context.integrationErrorMessage',
+            errorMessage: '$context.error.message',
+          }),
+        ),
+      },
+    });
+    for (const route of routes) {
+      const fn = functions.get(route.id)!;
+      this.api.addRoutes({
+        path: route.path,
+        methods: [apigwv2.HttpMethod[route.method]],
+        integration: new HttpLambdaIntegration(`${route.id}Integration`, fn, {
+          payloadFormatVersion: apigwv2.PayloadFormatVersion.VERSION_2_0,
+        }),
+      });
+    }
+
+    // ---------------------------------------------------------------- alarms & dashboard
+    let alarmTopic: sns.ITopic | undefined;
+    if (settings.alarmTopicArn) {
+      alarmTopic = sns.Topic.fromTopicArn(this, 'AlarmTopic', settings.alarmTopicArn);
+    } else if (settings.alarmEmail) {
+      const topic = new sns.Topic(this, 'AlarmTopic', { displayName: `${SERVICE_NAME} alarms`, enforceSSL: true });
+      topic.addSubscription(new subscriptions.EmailSubscription(settings.alarmEmail));
+      Validations.of(topic).acknowledge({
+        id: 'AwsSolutions-SNS2',
+        reason:
+          'Alarm notifications carry only alarm names and metric values, no customer data; CloudWatch cannot publish to a topic encrypted with the AWS-managed aws/sns key. Pass alarmTopicArn to use your own CMK-encrypted topic.',
+      });
+      alarmTopic = topic;
+    }
+    new Observability(this, 'Observability', {
+      api: this.api,
+      table: this.table,
+      functions: routes.map((r) => ({ route: r, fn: functions.get(r.id)! })),
+      alarmTopic,
+      api5xxRatePercent: settings.api5xxRatePercent,
+      apiLatencyP99Ms: settings.apiLatencyP99Ms,
+    });
+
+    // ---------------------------------------------------------------- outputs
+    new CfnOutput(this, 'GatewayUrl', {
+      // No trailing slash: workers build `${gatewayUrl}/worker/transcript/snapshot`.
+      value: this.api.apiEndpoint,
+      description: 'API base URL (the workers\' gatewayUrl); routes live under /worker/transcript/snapshot',
+    });
+    new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName, description: 'S3 bucket holding snapshot objects' });
+    new CfnOutput(this, 'TableName', { value: this.table.tableName, description: 'DynamoDB table with one record set per conversation' });
+    if (this.jwtSecretArn) {
+      new CfnOutput(this, 'JwtSecretArn', {
+        value: this.jwtSecretArn,
+        description: 'Secrets Manager secret the handlers read the HS256 JWT key from',
+      });
+    }
+    if (alarmTopic) new CfnOutput(this, 'AlarmTopicArn', { value: alarmTopic.topicArn });
+  }
+
+  /** Exactly the calls the route's handler makes, each on the narrowest resource. */
+  private routeStatements(
+    route: RouteSpec,
+    bucketKey: kms.IKey | undefined,
+    secret: { arn: string; kmsKeyArn: string | undefined } | undefined,
+  ): iam.PolicyStatement[] {
+    const statements: iam.PolicyStatement[] = [];
+    const { access } = route;
+    if (access.table.length > 0) {
+      statements.push(new iam.PolicyStatement({ actions: [...access.table], resources: [this.table.tableArn] }));
+    }
+    for (const objects of access.objects) {
+      statements.push(
+        new iam.PolicyStatement({ actions: [...objects.actions], resources: [this.bucket.arnForObjects(`${objects.prefix}*`)] }),
+      );
+    }
+    if (access.listPrefixes && access.listPrefixes.length > 0) {
+      statements.push(
+        new iam.PolicyStatement({
+          actions: ['s3:ListBucket'],
+          resources: [this.bucket.bucketArn],
+          conditions: { StringLike: { 's3:prefix': access.listPrefixes.map((p) => `${p}*`) } },
+        }),
+      );
+    }
+    if (bucketKey) {
+      const kmsActions = [...new Set(access.objects.flatMap((o) => o.actions.flatMap((a) => KMS_FOR_OBJECT_ACTION[a])))];
+      if (kmsActions.length > 0) {
+        statements.push(
+          new iam.PolicyStatement({
+            actions: kmsActions.sort(),
+            resources: [bucketKey.keyArn],
+            conditions: { StringEquals: { 'kms:ViaService': `s3.${Aws.REGION}.amazonaws.com` } },
+          }),
+        );
+      }
+    }
+    if (secret) {
+      statements.push(new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: [secret.arn] }));
+      if (secret.kmsKeyArn) {
+        statements.push(
+          new iam.PolicyStatement({
+            actions: ['kms:Decrypt'],
+            resources: [secret.kmsKeyArn],
+            conditions: { StringEquals: { 'kms:ViaService': `secretsmanager.${Aws.REGION}.amazonaws.com` } },
+          }),
+        );
+      }
+    }
+    return statements;
+  }
+}

@@ -1,0 +1,486 @@
+import { readFileSync } from 'node:fs';
+import { App, Validations } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import type { IConstruct } from 'constructs';
+import { describe, expect, it } from 'vitest';
+import { ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
+import { settingsFromContext } from '../../infra/settings.js';
+import { TranscriptStoreStack } from '../../infra/stack.js';
+
+/** Same feature flags as `cdk synth`, bundling skipped (handlers are bundled only by the real synth). */
+const CDK_JSON = JSON.parse(readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8')) as { context: Record<string, unknown> };
+
+const SECRET_ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:gateway/jwt-AbCdEf';
+const KMS_KEY_ARN = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+
+interface Synth {
+  app: App;
+  stack: TranscriptStoreStack;
+  template: Template;
+}
+
+function build(context: Record<string, unknown> = {}, routes?: readonly RouteSpec[]): { app: App; stack: TranscriptStoreStack } {
+  const app = new App({ context: { ...CDK_JSON.context, 'aws:cdk:bundling-stacks': [], ...context } });
+  const settings = settingsFromContext(app.node);
+  const stack = new TranscriptStoreStack(app, 'TranscriptStore', { settings, ...(routes ? { routes } : {}) });
+  return { app, stack };
+}
+
+const cache = new Map<string, Synth>();
+function synth(context: Record<string, unknown> = {}): Synth {
+  const key = JSON.stringify(context);
+  let s = cache.get(key);
+  if (!s) {
+    const { app, stack } = build(context);
+    s = { app, stack, template: Template.fromStack(stack) };
+    cache.set(key, s);
+  }
+  return s;
+}
+
+type Json = Record<string, any>;
+interface Statement {
+  Effect: string;
+  Action: string | string[];
+  Resource: unknown;
+  Condition?: Json;
+}
+
+function logicalIdOf(template: Template, type: string, pathFragment: string): string {
+  const ids = Object.entries(template.findResources(type))
+    .filter(([, r]) => String((r as Json).Metadata?.['aws:cdk:path'] ?? '').includes(pathFragment))
+    .map(([id]) => id);
+  // Without path metadata (tests), fall back to the logical id prefix.
+  const byPrefix = Object.keys(template.findResources(type)).filter((id) => id.startsWith(pathFragment));
+  const found = ids.length > 0 ? ids : byPrefix;
+  expect(found, `${type} ${pathFragment}`).toHaveLength(1);
+  return found[0]!;
+}
+
+/** The statements of every inline policy attached to the route function's execution role. */
+function statementsOf(template: Template, routeId: string): Statement[] {
+  const fnId = logicalIdOf(template, 'AWS::Lambda::Function', routeId);
+  const fn = template.toJSON().Resources[fnId] as Json;
+  const roleId = fn.Properties.Role['Fn::GetAtt'][0] as string;
+  const role = template.toJSON().Resources[roleId] as Json;
+  expect(role.Properties.ManagedPolicyArns, 'no managed policies on the execution role').toBeUndefined();
+  const policies = Object.values(template.findResources('AWS::IAM::Policy')).filter((p) =>
+    ((p as Json).Properties.Roles as Json[]).some((r) => r.Ref === roleId),
+  );
+  return policies.flatMap((p) => (p as Json).Properties.PolicyDocument.Statement as Statement[]);
+}
+
+const actions = (s: Statement) => (Array.isArray(s.Action) ? [...s.Action] : [s.Action]).sort();
+const bucketId = (t: Template) => logicalIdOf(t, 'AWS::S3::Bucket', 'SnapshotBucket');
+const tableId = (t: Template) => logicalIdOf(t, 'AWS::DynamoDB::Table', 'SnapshotTable');
+const objectArn = (t: Template, prefix: string) => ({ 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId(t), 'Arn'] }, `/${prefix}*`]] });
+
+/** A compact, comparable view of a role's permissions: "actions -> resource [condition]". */
+function permissions(template: Template, routeId: string): string[] {
+  return statementsOf(template, routeId)
+    .map((s) => {
+      expect(s.Effect).toBe('Allow');
+      const resource = JSON.stringify(s.Resource)
+        .replaceAll(JSON.stringify({ 'Fn::GetAtt': [bucketId(template), 'Arn'] }), 'BUCKET')
+        .replaceAll(JSON.stringify({ 'Fn::GetAtt': [tableId(template), 'Arn'] }), 'TABLE');
+      return `${actions(s).join(',')} -> ${resource}${s.Condition ? ` if ${JSON.stringify(s.Condition)}` : ''}`;
+    })
+    .filter((p) => !p.startsWith('logs:'))
+    .sort();
+}
+
+function nagViolations(scope: IConstruct): string[] {
+  const report = new AwsSolutionsChecks().validateScope(scope);
+  return report.violations.flatMap((v) =>
+    v.violatingResources.map((r) => `${v.severity} ${v.ruleName} at ${r.constructPath}: ${v.description}`),
+  );
+}
+
+function acknowledgements(scope: IConstruct): { path: string; id: string; reason: string }[] {
+  return scope.node.findAll().flatMap((c) =>
+    c.node.metadata
+      .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
+      .flatMap((m) => Object.entries(m.data as Record<string, string>).map(([id, reason]) => ({ path: c.node.path, id, reason }))),
+  );
+}
+
+describe('HTTP API', () => {
+  it('routes GET, POST and DELETE /worker/transcript/snapshot to their own function with payload format 2.0', () => {
+    const { template } = synth();
+    const resources = template.toJSON().Resources as Record<string, Json>;
+    const routes = Object.values(resources).filter((r) => r.Type === 'AWS::ApiGatewayV2::Route');
+    expect(routes.map((r) => r.Properties.RouteKey).sort()).toEqual([
+      'DELETE /worker/transcript/snapshot',
+      'GET /worker/transcript/snapshot',
+      'POST /worker/transcript/snapshot',
+    ]);
+    for (const spec of ROUTES) {
+      const route = routes.find((r) => r.Properties.RouteKey === `${spec.method} ${spec.path}`)!;
+      const integrationId = (route.Properties.Target['Fn::Join'][1][1] as Json).Ref as string;
+      const integration = resources[integrationId]!;
+      expect(integration.Properties).toMatchObject({ IntegrationType: 'AWS_PROXY', PayloadFormatVersion: '2.0' });
+      expect(integration.Properties.IntegrationUri).toEqual({ 'Fn::GetAtt': [logicalIdOf(template, 'AWS::Lambda::Function', spec.id), 'Arn'] });
+    }
+  });
+
+  it('serves the $default stage with JSON access logs that never include headers, and stage throttling', () => {
+    const { template } = synth();
+    const stage = Object.values(template.findResources('AWS::ApiGatewayV2::Stage'));
+    expect(stage).toHaveLength(1);
+    const props = (stage[0] as Json).Properties;
+    expect(props).toMatchObject({ StageName: '$default', AutoDeploy: true });
+    expect(props.DefaultRouteSettings).toEqual({ ThrottlingBurstLimit: 400, ThrottlingRateLimit: 200 });
+    const format = JSON.parse(props.AccessLogSettings.Format) as Record<string, string>;
+    expect(format).toMatchObject({ requestId: '$context.requestId', status: '$context.status', routeKey: '$context.routeKey' });
+    expect(props.AccessLogSettings.Format).not.toMatch(/header|authorization/i);
+    expect(props.AccessLogSettings.DestinationArn).toEqual({ 'Fn::GetAtt': [logicalIdOf(template, 'AWS::Logs::LogGroup', 'ApiAccessLogs'), 'Arn'] });
+  });
+});
+
+describe('Lambda functions', () => {
+  it('run Node.js 22 on arm64 as bundled ESM with source maps enabled, one per route', () => {
+    const { template } = synth();
+    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length);
+    template.allResourcesProperties('AWS::Lambda::Function', {
+      Runtime: 'nodejs22.x',
+      Architectures: ['arm64'],
+      Handler: 'index.handler',
+      Environment: { Variables: Match.objectLike({ NODE_OPTIONS: '--enable-source-maps' }) },
+    });
+  });
+
+  it('get the storage names, the JWT secret ARN and the Powertools settings as environment variables', () => {
+    const { template } = synth();
+    const secretId = logicalIdOf(template, 'AWS::SecretsManager::Secret', 'JwtSigningSecret');
+    template.allResourcesProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: {
+          BUCKET_NAME: { Ref: bucketId(template) },
+          TABLE_NAME: { Ref: tableId(template) },
+          JWT_SECRET_ARN: { Ref: secretId },
+          POWERTOOLS_SERVICE_NAME: 'transcript-store',
+          POWERTOOLS_LOG_LEVEL: 'INFO',
+          NODE_OPTIONS: '--enable-source-maps',
+        },
+      },
+    });
+  });
+
+  it('write to their own log group with the configured retention instead of the basic execution managed policy', () => {
+    const { template } = synth({ logRetentionDays: 14 });
+    for (const spec of ROUTES) {
+      const logsId = logicalIdOf(template, 'AWS::Logs::LogGroup', `${spec.id}Logs`);
+      template.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 14 });
+      const statements = statementsOf(template, spec.id);
+      expect(statements).toContainEqual({
+        Effect: 'Allow',
+        Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        Resource: { 'Fn::GetAtt': [logsId, 'Arn'] },
+      });
+    }
+  });
+});
+
+describe('least privilege', () => {
+  const SNAPSHOT_OBJECTS = `{"Fn::Join":["",[BUCKET,"/${SNAPSHOTS_PREFIX}*"]]}`;
+  const secretRef = (t: Template) => `{"Ref":"${logicalIdOf(t, 'AWS::SecretsManager::Secret', 'JwtSigningSecret')}"}`;
+
+  it('lets the GET function only read its record and snapshot objects', () => {
+    const { template } = synth();
+    expect(permissions(template, 'GetSnapshot')).toEqual([
+      'dynamodb:GetItem -> TABLE',
+      `s3:GetObject -> ${SNAPSHOT_OBJECTS}`,
+      `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
+    ]);
+  });
+
+  it('lets the POST function only write, and delete the object it uploaded when it loses a race', () => {
+    const { template } = synth();
+    expect(permissions(template, 'PostSnapshot')).toEqual([
+      'dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:PutItem,dynamodb:UpdateItem -> TABLE',
+      `s3:DeleteObject,s3:PutObject -> ${SNAPSHOT_OBJECTS}`,
+      `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
+    ]);
+  });
+
+  it('lets the DELETE function only query and delete, and list nothing but the snapshots/ prefix', () => {
+    const { template } = synth();
+    expect(permissions(template, 'DeleteSnapshot')).toEqual([
+      'dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:Query,dynamodb:UpdateItem -> TABLE',
+      `s3:DeleteObject -> ${SNAPSHOT_OBJECTS}`,
+      `s3:ListBucket -> BUCKET if {"StringLike":{"s3:prefix":["${SNAPSHOTS_PREFIX}*"]}}`,
+      `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
+    ]);
+  });
+
+  it('grants no wildcard actions and no table-wide or bucket-wide data access to any function', () => {
+    const { template } = synth({ bucketEncryption: 'kms', jwtSecretArn: SECRET_ARN, jwtSecretKmsKeyArn: KMS_KEY_ARN });
+    for (const spec of ROUTES) {
+      for (const s of statementsOf(template, spec.id)) {
+        for (const a of actions(s)) expect(a, `${spec.id} action`).not.toContain('*');
+        expect(JSON.stringify(s.Resource), `${spec.id} resource`).not.toBe('"*"');
+        // Object grants are always prefix-scoped: never `<bucket>/*`.
+        expect(JSON.stringify(s.Resource), `${spec.id} resource`).not.toMatch(/"\/\*"/);
+      }
+    }
+  });
+
+  it('reads an existing JWT secret by its exact ARN and decrypts it only through Secrets Manager', () => {
+    const { template } = synth({ jwtSecretArn: SECRET_ARN, jwtSecretKmsKeyArn: KMS_KEY_ARN, jwtIssuer: 'https://gw.example', jwtAudience: 'transcript-store' });
+    template.resourceCountIs('AWS::SecretsManager::Secret', 0);
+    for (const spec of ROUTES) {
+      const statements = statementsOf(template, spec.id);
+      expect(statements).toContainEqual({ Effect: 'Allow', Action: 'secretsmanager:GetSecretValue', Resource: SECRET_ARN });
+      expect(statements).toContainEqual({
+        Effect: 'Allow',
+        Action: 'kms:Decrypt',
+        Resource: KMS_KEY_ARN,
+        Condition: { StringEquals: { 'kms:ViaService': { 'Fn::Join': ['', ['secretsmanager.', { Ref: 'AWS::Region' }, '.amazonaws.com']] } } },
+      });
+    }
+    template.allResourcesProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({ JWT_SECRET_ARN: SECRET_ARN, JWT_ISSUER: 'https://gw.example', JWT_AUDIENCE: 'transcript-store', JWKS_URL: Match.absent() }),
+      },
+    });
+  });
+
+  it('uses a JWKS URL without any Secrets Manager secret or permission', () => {
+    const { template } = synth({ jwksUrl: 'https://issuer.example/.well-known/jwks.json', jwtAlgorithms: 'RS256,ES256' });
+    template.resourceCountIs('AWS::SecretsManager::Secret', 0);
+    template.allResourcesProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({
+          JWKS_URL: 'https://issuer.example/.well-known/jwks.json',
+          JWT_ALGORITHMS: 'RS256,ES256',
+          JWT_SECRET_ARN: Match.absent(),
+        }),
+      },
+    });
+    for (const spec of ROUTES) expect(statementsOf(template, spec.id).flatMap(actions).filter((a) => a.startsWith('secretsmanager:'))).toEqual([]);
+  });
+
+  it('gives each function only the KMS action its S3 calls need when the bucket uses a customer key', () => {
+    const { template } = synth({ bucketEncryption: 'kms' });
+    const kmsActions = (id: string) => statementsOf(template, id).flatMap(actions).filter((a) => a.startsWith('kms:'));
+    expect(kmsActions('GetSnapshot')).toEqual(['kms:Decrypt']);
+    expect(kmsActions('PostSnapshot')).toEqual(['kms:GenerateDataKey']);
+    expect(kmsActions('DeleteSnapshot')).toEqual([]);
+  });
+
+  it('derives a new function, route and prefix-scoped policy from one more route table entry', () => {
+    const upload: RouteSpec = {
+      id: 'CreateUpload',
+      method: 'POST',
+      path: '/worker/transcript/snapshot/uploads',
+      entry: ROUTES[0]!.entry, // stand-in entry file; bundling is skipped in this test
+      description: 'Presigned upload',
+      timeoutSeconds: 10,
+      access: { table: [], objects: [{ prefix: UPLOADS_PREFIX, actions: ['s3:PutObject'] }] },
+    };
+    const { stack } = build({}, [...ROUTES, upload]);
+    const template = Template.fromStack(stack);
+    template.resourceCountIs('AWS::Lambda::Function', 4);
+    template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: 'POST /worker/transcript/snapshot/uploads' });
+    const statements = statementsOf(template, 'CreateUpload').filter((s) => !actions(s)[0]!.startsWith('logs:'));
+    expect(statements.map((s) => [actions(s), s.Resource])).toEqual([
+      [['s3:PutObject'], objectArn(template, UPLOADS_PREFIX)],
+      [['secretsmanager:GetSecretValue'], { Ref: logicalIdOf(template, 'AWS::SecretsManager::Secret', 'JwtSigningSecret') }],
+    ]);
+    expect(nagViolations(stack)).toEqual([]);
+  });
+});
+
+describe('snapshot bucket', () => {
+  it('blocks all public access, enforces TLS 1.2+ in its bucket policy and uses SSE-S3 by default', () => {
+    const { template } = synth();
+    const id = bucketId(template);
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
+      OwnershipControls: { Rules: [{ ObjectOwnership: 'BucketOwnerEnforced' }] },
+    });
+    const bucketAndObjects = [{ 'Fn::GetAtt': [id, 'Arn'] }, { 'Fn::Join': ['', [{ 'Fn::GetAtt': [id, 'Arn'] }, '/*']] }];
+    template.hasResourceProperties('AWS::S3::BucketPolicy', {
+      Bucket: { Ref: id },
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          { Effect: 'Deny', Principal: { AWS: '*' }, Action: 's3:*', Condition: { Bool: { 'aws:SecureTransport': 'false' } }, Resource: bucketAndObjects },
+          { Effect: 'Deny', Principal: { AWS: '*' }, Action: 's3:*', Condition: { NumericLessThan: { 's3:TlsVersion': 1.2 } }, Resource: bucketAndObjects },
+        ]),
+      },
+    });
+  });
+
+  it('can encrypt with a customer managed KMS key with rotation and S3 bucket keys', () => {
+    const { template } = synth({ bucketEncryption: 'kms' });
+    const keyId = logicalIdOf(template, 'AWS::KMS::Key', 'BucketKey');
+    template.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [
+          { BucketKeyEnabled: true, ServerSideEncryptionByDefault: { SSEAlgorithm: 'aws:kms', KMSMasterKeyID: { 'Fn::GetAtt': [keyId, 'Arn'] } } },
+        ],
+      },
+    });
+  });
+
+  it('expires uncommitted uploads and incomplete multipart uploads after a day but never ages out snapshots/', () => {
+    const { template } = synth();
+    const bucket = template.toJSON().Resources[bucketId(template)] as Json;
+    const rules = bucket.Properties.LifecycleConfiguration.Rules as Json[];
+    expect(rules).toEqual([
+      { Id: 'expire-uncommitted-uploads', Prefix: UPLOADS_PREFIX, ExpirationInDays: 1, Status: 'Enabled' },
+      { Id: 'abort-incomplete-multipart-uploads', AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' },
+    ]);
+    // An expiration without a prefix, or on snapshots/, would delete live, DynamoDB-referenced data.
+    for (const rule of rules) {
+      if (rule.ExpirationInDays !== undefined || rule.ExpirationDate !== undefined) expect(rule.Prefix).toBe(UPLOADS_PREFIX);
+    }
+  });
+
+  it('is retained when the stack is deleted, and logs its access to a separate bucket', () => {
+    const { template } = synth();
+    template.hasResource('AWS::S3::Bucket', {
+      DeletionPolicy: 'Retain',
+      UpdateReplacePolicy: 'Retain',
+      Properties: Match.objectLike({
+        LoggingConfiguration: { DestinationBucketName: { Ref: logicalIdOf(template, 'AWS::S3::Bucket', 'AccessLogsBucket') }, LogFilePrefix: 'snapshot-bucket/' },
+      }),
+    });
+  });
+});
+
+describe('DynamoDB table', () => {
+  it('is on-demand with pk/sk keys, point-in-time recovery, a TTL on expiresAt, deletion protection and retained', () => {
+    const { template } = synth();
+    template.hasResource('AWS::DynamoDB::Table', {
+      DeletionPolicy: 'Retain',
+      Properties: {
+        KeySchema: [
+          { AttributeName: 'pk', KeyType: 'HASH' },
+          { AttributeName: 'sk', KeyType: 'RANGE' },
+        ],
+        AttributeDefinitions: [
+          { AttributeName: 'pk', AttributeType: 'S' },
+          { AttributeName: 'sk', AttributeType: 'S' },
+        ],
+        BillingMode: 'PAY_PER_REQUEST',
+        PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+        TimeToLiveSpecification: { AttributeName: 'expiresAt', Enabled: true },
+        DeletionProtectionEnabled: true,
+      },
+    });
+  });
+
+  it('can be destroyed with the stack for throwaway (e.g. LocalStack) deployments', () => {
+    const { template } = synth({ removalPolicy: 'destroy' });
+    template.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Delete', Properties: Match.objectLike({ DeletionProtectionEnabled: false }) });
+    template.hasResource('AWS::S3::Bucket', { DeletionPolicy: 'Delete' });
+  });
+});
+
+describe('JWT key', () => {
+  it('defaults to a Secrets Manager secret whose value AWS generates, so no key is ever in the template', () => {
+    const { template } = synth();
+    template.hasResourceProperties('AWS::SecretsManager::Secret', {
+      GenerateSecretString: { PasswordLength: 64, ExcludePunctuation: true, IncludeSpace: false },
+      SecretString: Match.absent(),
+    });
+    template.hasResource('AWS::SecretsManager::Secret', { DeletionPolicy: 'Retain' });
+  });
+
+  it('rejects ambiguous or partial key configuration at synth time', () => {
+    expect(() => build({ jwtSecretArn: SECRET_ARN, jwksUrl: 'https://issuer.example/jwks.json' })).toThrow(/mutually exclusive/);
+    expect(() => build({ jwtSecretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:gateway/jwt' })).toThrow(/complete Secrets Manager ARN/);
+    expect(() => build({ jwksUrl: 'http://issuer.example/jwks.json' })).toThrow(/https/);
+    expect(() => build({ jwtAlgorithms: 'RS256' })).toThrow(/jwtAlgorithms/);
+  });
+});
+
+describe('alarms and dashboard', () => {
+  it('alarm on API 5xx rate and p99 latency, per-function errors, throttles and p99 duration, and DynamoDB throttles', () => {
+    const { template } = synth();
+    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')) as Json[];
+    expect(alarms).toHaveLength(2 + 3 * ROUTES.length + 1);
+    const summary = alarms
+      .map((a) => {
+        const p = a.Properties;
+        if (p.MetricName) return `${p.MetricName}:${p.ExtendedStatistic ?? p.Statistic}`;
+        const stats = (p.Metrics as Json[]).filter((m) => m.MetricStat).map((m) => m.MetricStat);
+        const isExpression = (p.Metrics as Json[]).some((m) => m.Expression);
+        return `${stats.map((m) => m.Metric.MetricName).sort().join('+')}:${isExpression ? 'expr' : stats[0].Stat}`;
+      })
+      .sort();
+    expect(summary).toEqual(
+      [
+        '5xx+Count:expr',
+        'Latency:p99',
+        'ReadThrottleEvents+WriteThrottleEvents:expr',
+        ...ROUTES.flatMap(() => ['Errors:Sum', 'Throttles:Sum', 'Duration:p99']),
+      ].sort(),
+    );
+    for (const a of alarms) expect(a.Properties.TreatMissingData).toBe('notBreaching');
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+    template.resourceCountIs('AWS::SNS::Topic', 0);
+  });
+
+  it('notify an SNS topic with an email subscription when alarmEmail is set', () => {
+    const { template } = synth({ alarmEmail: 'oncall@example.com' });
+    const topicId = logicalIdOf(template, 'AWS::SNS::Topic', 'AlarmTopic');
+    template.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'oncall@example.com', TopicArn: { Ref: topicId } });
+    template.allResourcesProperties('AWS::CloudWatch::Alarm', { AlarmActions: [{ Ref: topicId }], OKActions: [{ Ref: topicId }] });
+    template.hasResourceProperties('AWS::SNS::TopicPolicy', {
+      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+    });
+  });
+});
+
+describe('outputs', () => {
+  it('export the API base URL without a trailing slash, the bucket, the table and the secret', () => {
+    const { template } = synth();
+    template.hasOutput('GatewayUrl', { Value: { 'Fn::GetAtt': [logicalIdOf(template, 'AWS::ApiGatewayV2::Api', 'HttpApi'), 'ApiEndpoint'] } });
+    template.hasOutput('BucketName', { Value: { Ref: bucketId(template) } });
+    template.hasOutput('TableName', { Value: { Ref: tableId(template) } });
+    template.hasOutput('JwtSecretArn', { Value: { Ref: logicalIdOf(template, 'AWS::SecretsManager::Secret', 'JwtSigningSecret') } });
+  });
+});
+
+describe('cdk-nag AwsSolutions', () => {
+  const configs: Record<string, Record<string, unknown>> = {
+    default: {},
+    'kms bucket, alarm email, existing secret': { bucketEncryption: 'kms', alarmEmail: 'oncall@example.com', jwtSecretArn: SECRET_ARN, jwtSecretKmsKeyArn: KMS_KEY_ARN },
+    'jwks, alarm topic, no access logs': { jwksUrl: 'https://issuer.example/jwks.json', alarmTopicArn: 'arn:aws:sns:eu-west-1:123456789012:ops', s3AccessLogs: false },
+  };
+
+  for (const [name, context] of Object.entries(configs)) {
+    it(`reports no unacknowledged errors or warnings (${name})`, () => {
+      const { app } = synth(context);
+      expect(nagViolations(app)).toEqual([]);
+    });
+  }
+
+  it('fails nothing when registered as a validation plugin and the app is synthesized', () => {
+    const { app } = build();
+    Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+    expect(() => app.synth()).not.toThrow();
+  });
+
+  it('acknowledges only the expected findings, each with a written reason', () => {
+    const { app, template } = synth({ alarmEmail: 'oncall@example.com' });
+    const acks = acknowledgements(app);
+    for (const a of acks) expect(a.reason.length, `${a.id} at ${a.path}`).toBeGreaterThan(60);
+    const ids = acks.map((a) => `${a.path.replace(/^TranscriptStore\//, '')} ${a.id.replace(/^Annotation::/, '')}`).sort();
+    const bucket = bucketId(template);
+    expect(ids).toEqual(
+      [
+        'AccessLogsBucket AwsSolutions-S1',
+        'HttpApi AwsSolutions-APIG4',
+        'JwtSigningSecret AwsSolutions-SMG4',
+        'AlarmTopic AwsSolutions-SNS2',
+        ...ROUTES.flatMap((r) => [`${r.id} AwsSolutions-L1`, `${r.id}Role AwsSolutions-IAM5[Resource::<${bucket}.Arn>/snapshots/*]`]),
+      ].sort(),
+    );
+  });
+});
