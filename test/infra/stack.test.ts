@@ -47,14 +47,10 @@ interface Statement {
   Condition?: Json;
 }
 
-function logicalIdOf(template: Template, type: string, pathFragment: string): string {
-  const ids = Object.entries(template.findResources(type))
-    .filter(([, r]) => String((r as Json).Metadata?.['aws:cdk:path'] ?? '').includes(pathFragment))
-    .map(([id]) => id);
-  // Without path metadata (tests), fall back to the logical id prefix.
-  const byPrefix = Object.keys(template.findResources(type)).filter((id) => id.startsWith(pathFragment));
-  const found = ids.length > 0 ? ids : byPrefix;
-  expect(found, `${type} ${pathFragment}`).toHaveLength(1);
+/** The one resource of `type` whose logical id starts with the construct id `idPrefix`. */
+function logicalIdOf(template: Template, type: string, idPrefix: string): string {
+  const found = Object.keys(template.findResources(type)).filter((id) => id.startsWith(idPrefix));
+  expect(found, `${type} ${idPrefix}`).toHaveLength(1);
   return found[0]!;
 }
 
