@@ -48,6 +48,10 @@ export function createVerifier(config: Config, loadSecret?: SecretLoader): Verif
       if (err instanceof joseErrors.JOSEError || err instanceof TypeError) throw invalidToken(err);
       throw err;
     }
+    // jose checks `iat` against the clock only when `maxTokenAge` is set. A token issued in the
+    // future would sort after a reset that happened before it was really issued (I4), so reject it
+    // with the same tolerance jose applies to `nbf`.
+    if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + config.clockToleranceSeconds) throw invalidToken();
     return scopeFrom(payload);
   };
 }
