@@ -1,3 +1,5 @@
+import type { StoreLimits } from './store.js';
+
 /**
  * Reads the environment once (at cold start) and fails fast, naming the variable that is missing or
  * malformed. Nothing else in functions/ reads process.env.
@@ -21,6 +23,15 @@ export interface Config {
   readonly maxSnapshotBytes: number;
   /** Path-style S3 addressing: needed by s3rver and LocalStack; off for AWS unless asked for. */
   readonly s3ForcePathStyle: boolean;
+  /** Stored bytes above which GET redirects (307) to a presigned S3 URL instead of answering inline. */
+  readonly inlineMaxBytes: number;
+  readonly presignTtlSeconds: number;
+  /** Largest snapshot (decoded) accepted through a presigned upload. */
+  readonly maxUploadBytes: number;
+  readonly multipartThresholdBytes: number;
+  readonly multipartPartBytes: number;
+  /** Every request gives up on storage after this long and answers 503 (API Gateway cuts at 30 s). */
+  readonly requestDeadlineMs: number;
 }
 
 export class ConfigError extends Error {
@@ -106,6 +117,13 @@ function algorithms(env: Env, source: KeySource): string[] {
   return algs;
 }
 
+function partSize(env: Env): number {
+  const bytes = positiveInt(env, 'MULTIPART_PART_BYTES', 16 * 1024 * 1024);
+  // S3 rejects parts below 5 MiB (except the last) and allows at most 10,000 parts.
+  if (bytes < 5 * 1024 * 1024) throw new ConfigError('MULTIPART_PART_BYTES', 'must be at least 5 MiB (5242880), the S3 minimum part size');
+  return bytes;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const source = keySource(env);
   const region = read(env, 'AWS_REGION');
@@ -122,5 +140,22 @@ export function loadConfig(env: Env = process.env): Config {
     clockToleranceSeconds: nonNegativeInt(env, 'JWT_CLOCK_TOLERANCE_SECONDS', 5),
     maxSnapshotBytes: positiveInt(env, 'MAX_SNAPSHOT_BYTES', DEFAULT_MAX_SNAPSHOT_BYTES),
     s3ForcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', endpointSet),
+    inlineMaxBytes: positiveInt(env, 'INLINE_RESPONSE_MAX_BYTES', 4 * 1024 * 1024),
+    presignTtlSeconds: positiveInt(env, 'PRESIGN_TTL_SECONDS', 300),
+    maxUploadBytes: positiveInt(env, 'MAX_UPLOAD_BYTES', 1024 * 1024 * 1024),
+    multipartThresholdBytes: positiveInt(env, 'MULTIPART_THRESHOLD_BYTES', 64 * 1024 * 1024),
+    multipartPartBytes: partSize(env),
+    requestDeadlineMs: positiveInt(env, 'REQUEST_DEADLINE_MS', 25_000),
   });
+}
+
+/** The store's size and transfer limits, from the config. */
+export function storeLimits(config: Config): StoreLimits {
+  return {
+    inlineMaxBytes: config.inlineMaxBytes,
+    presignTtlSeconds: config.presignTtlSeconds,
+    maxUploadBytes: config.maxUploadBytes,
+    multipartThresholdBytes: config.multipartThresholdBytes,
+    partBytes: config.multipartPartBytes,
+  };
 }

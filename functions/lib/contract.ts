@@ -5,6 +5,8 @@
  */
 
 export const SNAPSHOT_PATH = '/worker/transcript/snapshot';
+/** Presigned uploads for snapshots past the direct-POST limit (issue 5). */
+export const UPLOADS_PATH = '/worker/transcript/snapshot/uploads';
 
 export const NDJSON_CONTENT_TYPE = 'application/x-ndjson; charset=utf-8';
 export const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
@@ -44,6 +46,15 @@ export const ERRORS = Object.freeze({
    */
   resetFenced: spec(409, 'reset_fenced', 'Conversation was reset after this run started'),
   noSnapshot: spec(404, 'no_snapshot', 'No snapshot found'),
+  // Presigned uploads and content negotiation (extensions; existing workers never see these).
+  invalidUploadSize: spec(400, 'invalid_upload_size', 'Missing or invalid bytes'),
+  invalidContentEncoding: spec(400, 'invalid_content_encoding', 'Invalid contentEncoding'),
+  invalidUploadId: spec(400, 'invalid_upload_id', 'Missing or invalid uploadId'),
+  invalidParts: spec(400, 'invalid_parts', 'Invalid parts'),
+  uploadNotFound: spec(400, 'upload_not_found', 'Upload not found'),
+  uploadInvalid: spec(400, 'upload_invalid', 'Upload is not a valid snapshot'),
+  unsupportedEncoding: spec(415, 'unsupported_content_encoding', 'Unsupported Content-Encoding'),
+  notAcceptable: spec(406, 'not_acceptable', 'Snapshot too large to send without gzip'),
   notFound: spec(404, 'not_found', 'Not found'),
   methodNotAllowed: spec(405, 'method_not_allowed', 'Method not allowed'),
   unavailable: spec(503, 'unavailable', 'Service temporarily unavailable'),

@@ -54,20 +54,37 @@ export function isTransientStorageError(err: unknown): boolean {
   return status !== undefined && (status === 429 || status >= 500);
 }
 
-export interface RequestLog {
+export interface RequestContext {
   route: string;
-  /** Extra non-secret fields a route adds (ids, byte counts). Never tokens or bodies. */
+  /** Extra non-secret fields a route adds (ids, byte counts). Never tokens, bodies or URLs. */
   fields: Record<string, unknown>;
+  /** Aborts storage calls at the request deadline, so we answer 503 before API Gateway gives up. */
+  signal: AbortSignal;
+}
+
+export interface HandlerOptions {
+  /** Upper bound for one request's storage work (API Gateway's own limit is 30 s). */
+  deadlineMs: number;
 }
 
 /**
  * The one top-level catch. HttpErrors become their documented response; transient storage failures a
  * 503; anything else a generic 500 whose details go to the log only. One structured log line per request.
  */
-export function httpHandler(route: string, logger: Logger, fn: (event: HttpEvent, log: RequestLog) => Promise<HttpResult>): LambdaHttpHandler {
+export function httpHandler(
+  route: string,
+  logger: Logger,
+  fn: (event: HttpEvent, ctx: RequestContext) => Promise<HttpResult>,
+  options: HandlerOptions = { deadlineMs: 25_000 },
+): LambdaHttpHandler {
   return async (event, context) => {
     const started = performance.now();
-    const log: RequestLog = { route, fields: {} };
+    // Leave a second for answering; never wait longer than the Lambda itself has left.
+    const remaining = context?.getRemainingTimeInMillis?.() ?? Number.POSITIVE_INFINITY;
+    const budget = Math.max(1, Math.min(options.deadlineMs, remaining - 1_000));
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new DeadlineExceeded(budget)), budget);
+    const log: RequestContext = { route, fields: {}, signal: deadline.signal };
     let result: HttpResult;
     let failure: unknown;
     try {
@@ -75,8 +92,10 @@ export function httpHandler(route: string, logger: Logger, fn: (event: HttpEvent
     } catch (err) {
       failure = err;
       if (err instanceof HttpError) result = errorResult(err.spec, err.headers);
-      else if (isTransientStorageError(err)) result = errorResult(ERRORS.unavailable, unavailable().headers);
+      else if (deadline.signal.aborted || isTransientStorageError(err)) result = errorResult(ERRORS.unavailable, unavailable().headers);
       else result = errorResult(ERRORS.internal);
+    } finally {
+      clearTimeout(timer);
     }
     const entry = {
       requestId: context?.awsRequestId ?? event.requestContext?.requestId,
@@ -91,6 +110,13 @@ export function httpHandler(route: string, logger: Logger, fn: (event: HttpEvent
     else logger.info('request', failure instanceof HttpError ? { ...entry, code: failure.code } : entry);
     return result;
   };
+}
+
+export class DeadlineExceeded extends Error {
+  override name = 'DeadlineExceeded';
+  constructor(ms: number) {
+    super(`request deadline of ${ms} ms exceeded`);
+  }
 }
 
 /** Error details for logs: name, message, stack, SDK metadata — never request headers or bodies. */

@@ -2,7 +2,7 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { createRoutes, type Routes } from './app.js';
 import { createVerifier } from './auth.js';
 import { createClients, loadSecretFromSecretsManager } from './aws.js';
-import { loadConfig } from './config.js';
+import { loadConfig, storeLimits } from './config.js';
 import { SnapshotStore } from './store.js';
 
 /**
@@ -19,9 +19,11 @@ export const routes: Routes = createRoutes({
     ddb,
     bucket: config.bucketName,
     table: config.tableName,
+    limits: storeLimits(config),
     onCleanupError: (what, err) => logger.warn('cleanup failed', { what, error: String(err) }),
   }),
   verify: createVerifier(config, (arn) => loadSecretFromSecretsManager(config.region, arn)),
   logger,
   maxSnapshotBytes: config.maxSnapshotBytes,
+  requestDeadlineMs: config.requestDeadlineMs,
 });

@@ -1,4 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { Transform, Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
+import { createGunzip, gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import {
   ConditionalCheckFailedException,
   DeleteItemCommand,
@@ -9,8 +13,21 @@ import {
   type AttributeValue,
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
-import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, NoSuchKey, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import type { TerminalStatus } from './contract.js';
+import {
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  NoSuchKey,
+  NoSuchUpload,
+  PutObjectCommand,
+  UploadPartCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { NDJSON_CONTENT_TYPE, type TerminalStatus } from './contract.js';
 import { conversationKey, padRunId, type ConversationScope } from './ids.js';
 
 /**
@@ -18,11 +35,15 @@ import { conversationKey, padRunId, type ConversationScope } from './ids.js';
  *
  * Data model (one DynamoDB partition per conversation, pk = conversationKey = "org/agent/conv" encoded):
  *
- *   HEAD   sk = "HEAD"         latestRunId, latestKey, latestSha256, latestBytes, latestCreatedAtMs  (what hydrate serves)
- *                              clearedAtMs, clearedAtSec                                          (the reset fence, I4)
- *   RUN    sk = "RUN#<run16>"  runStatus, s3Key, sha256, bytes, iat, createdAtMs                   (one per stored run; immutable)
+ *   HEAD   sk = "HEAD"         latest{RunId,Key,Sha256,Bytes,StoredBytes,Encoding,CreatedAtMs}  (what hydrate serves)
+ *                              clearedAtMs, clearedAtSec                                        (the reset fence, I4)
+ *   RUN    sk = "RUN#<run16>"  runStatus, s3Key, sha256, bytes, storedBytes, encoding, iat, createdAtMs  (immutable)
  *
- *   S3     snapshots/<conversationKey>/<run16>/<iat>-<uuid>.jsonl   (a fresh key per upload: never overwritten)
+ *   S3     snapshots/<conversationKey>/<run16>/<iat>-<uuid>.jsonl[.gz]  a fresh key per upload: never overwritten
+ *          uploads/<conversationKey>/<run16>/<iat>-<uuid>               presigned uploads awaiting commit
+ *
+ * `sha256` and `bytes` always describe the snapshot as the worker wrote it (identity); the object may be
+ * stored gzip-compressed (`encoding`, `storedBytes`).
  *
  * Write (1 S3 write + 2 conditional DynamoDB writes; every commit step is ONE conditional write, so it
  * is atomic on dynalite, which has no transactions):
@@ -30,7 +51,8 @@ import { conversationKey, padRunId, type ConversationScope } from './ids.js';
  *   2. Claim:   PutItem RUN  if attribute_not_exists  crash here → RUN claimed, HEAD not moved; a retry gets 409
  *                                                      and rolls the claim forward (step 3 with the RUN's data).
  *   3. Publish: UpdateItem HEAD if latestRunId < run AND the run is after the fence.
- * Hydrate (1 DynamoDB read + 1 S3 read): GetItem HEAD (consistent), GetObject latestKey.
+ * Hydrate (1 DynamoDB read + 1 S3 read): GetItem HEAD (consistent), GetObject latestKey — or, for a
+ * snapshot too large for a Lambda response, a presigned GET URL instead of the read.
  *
  * The reset fence (I4). A run is "after" a clear iff
  *     RUN.createdAtMs > HEAD.clearedAtMs   (it was claimed after the clear)  AND
@@ -51,16 +73,50 @@ import { conversationKey, padRunId, type ConversationScope } from './ids.js';
 export const HEAD_SK = 'HEAD';
 export const RUN_SK_PREFIX = 'RUN#';
 export const SNAPSHOT_PREFIX = 'snapshots/';
+export const UPLOAD_PREFIX = 'uploads/';
+
+const gzip = promisify(gzipCb);
+const gunzip = promisify(gunzipCb);
+
+export type Encoding = 'gzip' | 'identity';
+
+export interface StoreLimits {
+  /** Largest response body (after base64) a Lambda can return inline; larger → presigned redirect. */
+  inlineMaxBytes: number;
+  /** Lifetime of presigned GET and upload URLs. */
+  presignTtlSeconds: number;
+  /** Largest snapshot (decoded bytes) accepted through a presigned upload. */
+  maxUploadBytes: number;
+  /** Uploads larger than this many (transfer) bytes use multipart, in parts of `partBytes`. */
+  multipartThresholdBytes: number;
+  partBytes: number;
+}
+
+export const DEFAULT_LIMITS: StoreLimits = Object.freeze({
+  // Lambda's response payload limit is 6 MB (6,291,456 B) for the whole JSON envelope. Bodies are
+  // returned base64-encoded (4/3 growth); 4 MiB of stored bytes → 5.59 MB, leaving room for headers.
+  inlineMaxBytes: 4 * 1024 * 1024,
+  presignTtlSeconds: 300,
+  maxUploadBytes: 1024 * 1024 * 1024,
+  multipartThresholdBytes: 64 * 1024 * 1024,
+  partBytes: 16 * 1024 * 1024,
+});
 
 export interface StoreOptions {
   s3: S3Client;
   ddb: DynamoDBClient;
   bucket: string;
   table: string;
+  limits?: Partial<StoreLimits>;
   now?: () => number;
   newId?: () => string;
   /** Best-effort cleanup failures are logged, never thrown. */
   onCleanupError?: (what: string, err: unknown) => void;
+}
+
+/** Per-call options: the request's deadline, so no AWS call outlives the API Gateway timeout. */
+export interface CallOptions {
+  signal?: AbortSignal;
 }
 
 export interface WriterScope extends ConversationScope {
@@ -70,27 +126,61 @@ export interface WriterScope extends ConversationScope {
 
 export interface SnapshotMeta {
   readonly runId: number;
+  /** sha256 (hex) of the snapshot bytes as written. */
   readonly sha256: string;
+  /** Length of the snapshot bytes as written. */
   readonly bytes: number;
 }
 
 export type HydrateResult =
   | { kind: 'none' }
   | { kind: 'not-modified'; meta: SnapshotMeta }
-  | { kind: 'body'; meta: SnapshotMeta; body: Buffer };
+  | { kind: 'body'; meta: SnapshotMeta; body: Buffer; encoding: Encoding }
+  | { kind: 'redirect'; meta: SnapshotMeta; url: string; encoding: Encoding }
+  /** Too large to return inline, stored gzip, and the client refuses gzip. */
+  | { kind: 'not-acceptable'; meta: SnapshotMeta };
 
 export type WriteResult =
   | { kind: 'stored'; meta: SnapshotMeta; latest: boolean }
   | { kind: 'duplicate' }
-  | { kind: 'fenced' };
+  | { kind: 'fenced' }
+  | { kind: 'upload-not-found' }
+  | { kind: 'upload-invalid'; reason: string }
+  | { kind: 'upload-too-large' };
+
+/** What a client may accept: `gzip`, identity only, or anything (no Accept-Encoding header, RFC 9110 §12.5.3). */
+export type Acceptable = 'gzip' | 'identity' | 'any';
+
+export interface UploadTicket {
+  /** Opaque: echo it back in the commit. Binds scope-independent details only; keys come from the token. */
+  uploadId: string;
+  expiresAt: string;
+  encoding: Encoding;
+  /** Single PUT … */
+  url?: string;
+  /** … or multipart: PUT each part, collect the ETag response headers, send them with the commit. */
+  partBytes?: number;
+  parts?: { partNumber: number; url: string }[];
+}
+
+export interface UploadCommit {
+  runId: number;
+  status: TerminalStatus;
+  uploadId: string;
+  parts?: { partNumber: number; etag: string }[] | undefined;
+}
 
 export class IntegrityError extends Error {
   override name = 'IntegrityError';
 }
 
+class UploadTooLarge extends Error {}
+
 interface RunRecord extends SnapshotMeta {
   readonly status: TerminalStatus;
   readonly s3Key: string;
+  readonly encoding: Encoding;
+  readonly storedBytes: number;
   readonly iat: number;
   readonly createdAtMs: number;
 }
@@ -100,11 +190,18 @@ interface Fence {
   readonly sec: number;
 }
 
+interface UploadRef {
+  /** uuid */ u: string;
+  /** encoding */ e: Encoding;
+  /** iat of the token that created it */ i: number;
+  /** S3 multipart UploadId, when multipart */ m?: string;
+}
+
 export function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** The weak/strong ETag forms a client may send back; we compare the opaque tag only. */
+/** Strong or weak forms of our tag, or `*`. Only the opaque tag is compared. */
 export function etagMatches(ifNoneMatch: string | undefined, sha256: string): boolean {
   if (!ifNoneMatch) return false;
   return ifNoneMatch.split(',').some((t) => {
@@ -113,13 +210,31 @@ export function etagMatches(ifNoneMatch: string | undefined, sha256: string): bo
   });
 }
 
-const KEY_FILE = /\/(\d+)-[0-9a-f-]+\.jsonl$/;
+/** Reads an Accept-Encoding header (RFC 9110 §12.5.3). */
+export function acceptable(acceptEncoding: string | undefined): Acceptable {
+  if (acceptEncoding === undefined) return 'any';
+  let gzipQ: number | undefined;
+  let starQ: number | undefined;
+  for (const part of acceptEncoding.split(',')) {
+    const [name, ...params] = part.trim().toLowerCase().split(';');
+    const qParam = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
+    const q = qParam ? Number(qParam.slice(2)) : 1;
+    if (name === 'gzip' || name === 'x-gzip') gzipQ = Number.isFinite(q) ? q : 0;
+    if (name === '*') starQ = Number.isFinite(q) ? q : 0;
+  }
+  const q = gzipQ ?? starQ ?? 0;
+  return q > 0 ? 'gzip' : 'identity';
+}
+
+const KEY_FILE = /\/(\d+)-[0-9a-f-]+(?:\.jsonl(?:\.gz)?)?$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export class SnapshotStore {
   private readonly s3: S3Client;
   private readonly ddb: DynamoDBClient;
   private readonly bucket: string;
   private readonly table: string;
+  readonly limits: StoreLimits;
   private readonly now: () => number;
   private readonly newId: () => string;
   private readonly onCleanupError: (what: string, err: unknown) => void;
@@ -129,98 +244,217 @@ export class SnapshotStore {
     this.ddb = opts.ddb;
     this.bucket = opts.bucket;
     this.table = opts.table;
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.now = opts.now ?? Date.now;
     this.newId = opts.newId ?? randomUUID;
     this.onCleanupError = opts.onCleanupError ?? (() => {});
   }
 
-  async hydrate(scope: ConversationScope, opts: { ifNoneMatch?: string } = {}): Promise<HydrateResult> {
+  // ---- hydrate ---------------------------------------------------------------------------------
+
+  async hydrate(
+    scope: ConversationScope,
+    opts: CallOptions & { ifNoneMatch?: string | undefined; accept?: Acceptable } = {},
+  ): Promise<HydrateResult> {
     const pk = conversationKey(scope);
     const head = await this.ddb.send(
       new GetItemCommand({
         TableName: this.table,
         Key: key(pk, HEAD_SK),
         ConsistentRead: true, // the next run may be on another pod right after the write
-        ProjectionExpression: 'latestRunId, latestKey, latestSha256, latestBytes',
+        ProjectionExpression: 'latestRunId, latestKey, latestSha256, latestBytes, latestStoredBytes, latestEncoding',
       }),
+      { abortSignal: opts.signal },
     );
     const item = head.Item;
     if (!item?.['latestRunId']) return { kind: 'none' };
     const meta: SnapshotMeta = { runId: num(item, 'latestRunId'), sha256: str(item, 'latestSha256'), bytes: num(item, 'latestBytes') };
     if (etagMatches(opts.ifNoneMatch, meta.sha256)) return { kind: 'not-modified', meta };
 
-    let body: Buffer;
+    const s3Key = str(item, 'latestKey');
+    const stored: Encoding = item['latestEncoding']?.S === 'gzip' ? 'gzip' : 'identity';
+    const storedBytes = item['latestStoredBytes'] ? num(item, 'latestStoredBytes') : meta.bytes;
+    const accept = opts.accept ?? 'any';
+    // Inline, gzip goes only to clients that asked for it (a bare `curl` sends no Accept-Encoding and
+    // expects text). Past the inline limit, S3 serves the stored encoding, which RFC 9110 allows for a
+    // client that sent no Accept-Encoding; only an explicit refusal gets 406.
+    const sendGzip = stored === 'gzip' && accept === 'gzip';
+    const inlineBytes = stored === 'gzip' && !sendGzip ? meta.bytes : storedBytes;
+    if (base64Length(inlineBytes) > base64Length(this.limits.inlineMaxBytes)) {
+      // Too large for a Lambda response: hand out a short-lived URL to the object itself.
+      if (stored === 'gzip' && accept === 'identity') return { kind: 'not-acceptable', meta };
+      const url = await getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key: s3Key }), {
+        expiresIn: this.limits.presignTtlSeconds,
+      });
+      return { kind: 'redirect', meta, url, encoding: stored };
+    }
+
+    let raw: Buffer;
     try {
-      const obj = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: str(item, 'latestKey') }));
-      body = Buffer.from(await obj.Body!.transformToByteArray());
+      const obj = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: s3Key }), { abortSignal: opts.signal });
+      raw = Buffer.from(await obj.Body!.transformToByteArray());
     } catch (err) {
       // Race, not corruption: a clear fenced HEAD and deleted the object between our two reads.
       // Answering 404 is what the reader would have seen had it arrived just after the clear.
       if (err instanceof NoSuchKey) return { kind: 'none' };
       throw err;
     }
+    const plain = stored === 'gzip' ? await gunzip(raw) : raw;
     // Never serve a partial or foreign body (I1): the bytes must be the ones that were committed.
-    if (body.length !== meta.bytes || sha256Hex(body) !== meta.sha256) {
+    if (plain.length !== meta.bytes || sha256Hex(plain) !== meta.sha256) {
       throw new IntegrityError(`stored object for run ${meta.runId} does not match its record`);
     }
-    return { kind: 'body', meta, body };
+    return sendGzip ? { kind: 'body', meta, body: raw, encoding: 'gzip' } : { kind: 'body', meta, body: plain, encoding: 'identity' };
   }
 
-  async write(scope: WriterScope, input: { runId: number; status: TerminalStatus; body: Buffer }): Promise<WriteResult> {
+  // ---- write (direct) --------------------------------------------------------------------------
+
+  async write(scope: WriterScope, input: { runId: number; status: TerminalStatus; body: Buffer }, opts: CallOptions = {}): Promise<WriteResult> {
     const pk = conversationKey(scope);
-    const run16 = padRunId(input.runId);
-    const s3Key = `${SNAPSHOT_PREFIX}${pk}/${run16}/${scope.issuedAt}-${this.newId()}.jsonl`;
     const meta: SnapshotMeta = { runId: input.runId, sha256: sha256Hex(input.body), bytes: input.body.length };
+    const compressed = await gzip(input.body);
+    const s3Key = this.snapshotKey(pk, input.runId, scope.issuedAt);
 
     // 1. Upload first: nothing refers to this key yet, and no other writer will ever use it.
     await this.s3.send(
       new PutObjectCommand({
         Bucket: this.bucket,
         Key: s3Key,
-        Body: input.body,
-        ContentLength: input.body.length,
-        ContentType: 'application/x-ndjson; charset=utf-8',
+        Body: compressed,
+        ContentLength: compressed.length,
+        ContentType: NDJSON_CONTENT_TYPE,
+        ContentEncoding: 'gzip',
+        Metadata: { sha256: meta.sha256 },
       }),
+      { abortSignal: opts.signal },
     );
-
-    // 2. Claim the run. Exactly one writer per (conversation, run) gets past this line (I5).
-    const record: RunRecord = { ...meta, status: input.status, s3Key, iat: scope.issuedAt, createdAtMs: this.now() };
-    try {
-      await this.ddb.send(
-        new PutItemCommand({
-          TableName: this.table,
-          Item: runItem(pk, record),
-          ConditionExpression: 'attribute_not_exists(pk)',
-        }),
-      );
-    } catch (err) {
-      if (!(err instanceof ConditionalCheckFailedException)) throw err;
-      // Someone claimed this run first — a concurrent duplicate, or this same request's earlier attempt
-      // that died before publishing. Finish that commit (idempotent), so a retry always converges (I3).
-      await this.rollForward(pk, input.runId);
-      await this.deleteObjectQuietly(s3Key);
-      return { kind: 'duplicate' };
-    }
-
-    // Non-completed runs are kept for the record but never published, so never served (I1).
-    if (input.status !== 'completed') return { kind: 'stored', meta, latest: false };
-
-    // 3. Publish.
-    if (await this.publish(pk, record)) return { kind: 'stored', meta, latest: true };
-
-    // Not published: a higher run is already latest (fine: stored, 200), or a clear fenced this run.
-    const fence = await this.readFence(pk);
-    if (fence && !isAfterFence(record, fence)) {
-      await this.deleteRunQuietly(pk, record);
-      return { kind: 'fenced' };
-    }
-    return { kind: 'stored', meta, latest: false };
+    const record: Omit<RunRecord, 'createdAtMs'> = {
+      ...meta,
+      status: input.status,
+      s3Key,
+      encoding: 'gzip',
+      storedBytes: compressed.length,
+      iat: scope.issuedAt,
+    };
+    return this.commit(pk, record, opts);
   }
 
-  async clear(scope: ConversationScope): Promise<{ deleted: number }> {
+  // ---- write (presigned upload, for snapshots past the Lambda payload limit) ---------------------
+
+  async createUpload(
+    scope: WriterScope,
+    input: { runId: number; bytes: number; encoding: Encoding },
+    opts: CallOptions = {},
+  ): Promise<UploadTicket> {
+    const pk = conversationKey(scope);
+    const ref: UploadRef = { u: this.newId(), e: input.encoding, i: scope.issuedAt };
+    const uploadKey = this.uploadKey(pk, input.runId, ref);
+    const expiresIn = this.limits.presignTtlSeconds;
+    const expiresAt = new Date(this.now() + expiresIn * 1000).toISOString();
+
+    if (input.bytes <= this.limits.multipartThresholdBytes) {
+      const url = await getSignedUrl(this.s3, new PutObjectCommand({ Bucket: this.bucket, Key: uploadKey }), { expiresIn });
+      return { uploadId: encodeRef(ref), expiresAt, encoding: input.encoding, url };
+    }
+    const mpu = await this.s3.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: uploadKey }), { abortSignal: opts.signal });
+    ref.m = mpu.UploadId!;
+    const count = Math.ceil(input.bytes / this.limits.partBytes);
+    const parts = await Promise.all(
+      Array.from({ length: count }, async (_, i) => ({
+        partNumber: i + 1,
+        url: await getSignedUrl(
+          this.s3,
+          new UploadPartCommand({ Bucket: this.bucket, Key: uploadKey, UploadId: ref.m, PartNumber: i + 1 }),
+          { expiresIn },
+        ),
+      })),
+    );
+    return { uploadId: encodeRef(ref), expiresAt, encoding: input.encoding, partBytes: this.limits.partBytes, parts };
+  }
+
+  /**
+   * Commits an upload: measures what actually landed (never the client's claim), copies it to an
+   * immutable snapshot key, then claims and publishes exactly like a direct write.
+   *   crash after CopyObject → orphan copy (swept by clear); retry re-verifies and converges.
+   *   crash after publish, before the upload is deleted → a retry answers 409 (committed), upload expires.
+   */
+  async commitUpload(scope: WriterScope, input: UploadCommit, opts: CallOptions = {}): Promise<WriteResult> {
+    const pk = conversationKey(scope);
+    const ref = decodeRef(input.uploadId);
+    if (!ref) return { kind: 'upload-not-found' };
+    const uploadKey = this.uploadKey(pk, input.runId, ref);
+
+    if (ref.m) {
+      if (!input.parts?.length) return { kind: 'upload-invalid', reason: 'parts are required for a multipart upload' };
+      try {
+        await this.s3.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.bucket,
+            Key: uploadKey,
+            UploadId: ref.m,
+            MultipartUpload: { Parts: [...input.parts].sort((a, b) => a.partNumber - b.partNumber).map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+          }),
+          { abortSignal: opts.signal },
+        );
+      } catch (err) {
+        // Already completed by an earlier attempt of this commit: the object is there, carry on.
+        if (!(err instanceof NoSuchUpload) && (err as { name?: string }).name !== 'InvalidPart') throw err;
+      }
+    }
+
+    let measured: { sha256: string; bytes: number; storedBytes: number };
+    try {
+      measured = await this.measure(uploadKey, ref.e, opts.signal);
+    } catch (err) {
+      if (err instanceof NoSuchKey) {
+        // Gone: never uploaded, expired, swept by a clear — or committed and cleaned up by an earlier
+        // attempt of this very request whose answer was lost. The latter must read as "already exists".
+        return (await this.runExists(pk, input.runId, opts.signal)) ? { kind: 'duplicate' } : { kind: 'upload-not-found' };
+      }
+      if (err instanceof UploadTooLarge) return { kind: 'upload-too-large' };
+      if ((err as { code?: string }).code?.startsWith('Z_')) return { kind: 'upload-invalid', reason: 'not valid gzip' };
+      throw err;
+    }
+    if (measured.bytes === 0) return { kind: 'upload-invalid', reason: 'empty snapshot' };
+
+    const s3Key = this.snapshotKey(pk, input.runId, scope.issuedAt, ref.e);
+    await this.s3.send(
+      new CopyObjectCommand({
+        Bucket: this.bucket,
+        Key: s3Key,
+        CopySource: `${this.bucket}/${encodeURIComponent(uploadKey).replaceAll('%2F', '/')}`,
+        MetadataDirective: 'REPLACE',
+        ContentType: NDJSON_CONTENT_TYPE,
+        ...(ref.e === 'gzip' && { ContentEncoding: 'gzip' }),
+        Metadata: { sha256: measured.sha256 },
+      }),
+      { abortSignal: opts.signal },
+    );
+    const result = await this.commit(
+      pk,
+      {
+        runId: input.runId,
+        sha256: measured.sha256,
+        bytes: measured.bytes,
+        status: input.status,
+        s3Key,
+        encoding: ref.e,
+        storedBytes: measured.storedBytes,
+        iat: scope.issuedAt,
+      },
+      opts,
+    );
+    if (result.kind === 'stored') await this.deleteObjectQuietly(uploadKey);
+    return result;
+  }
+
+  // ---- clear -----------------------------------------------------------------------------------
+
+  async clear(scope: ConversationScope, opts: CallOptions = {}): Promise<{ deleted: number }> {
     const pk = conversationKey(scope);
     const ms = this.now();
     const fence: Fence = { ms, sec: Math.floor(ms / 1000) };
+    const abortSignal = opts.signal;
 
     // 1. Fence first: from here on hydrate answers 404 and no earlier run can publish.
     //    Fences only move forward; if a concurrent clear already set a later one, ours is subsumed by it
@@ -231,10 +465,12 @@ export class SnapshotStore {
           TableName: this.table,
           Key: key(pk, HEAD_SK),
           UpdateExpression:
-            'SET clearedAtMs = :ms, clearedAtSec = :sec REMOVE latestRunId, latestKey, latestSha256, latestBytes, latestCreatedAtMs',
+            'SET clearedAtMs = :ms, clearedAtSec = :sec ' +
+            'REMOVE latestRunId, latestKey, latestSha256, latestBytes, latestStoredBytes, latestEncoding, latestCreatedAtMs',
           ConditionExpression: 'attribute_not_exists(clearedAtMs) OR clearedAtMs <= :ms',
           ExpressionAttributeValues: { ':ms': n(fence.ms), ':sec': n(fence.sec) },
         }),
+        { abortSignal },
       );
     } catch (err) {
       if (!(err instanceof ConditionalCheckFailedException)) throw err;
@@ -254,34 +490,80 @@ export class SnapshotStore {
           ConsistentRead: true,
           ExclusiveStartKey: startKey,
         }),
+        { abortSignal },
       );
       startKey = page.LastEvaluatedKey;
       const doomed = (page.Items ?? []).map(fromRunItem).filter((r) => !isAfterFence(r, fence));
       const removed = await mapLimit(doomed, 8, async (r) => {
-        await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: r.s3Key }));
-        return this.deleteRun(pk, r, fence);
+        await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: r.s3Key }), { abortSignal });
+        return this.deleteRun(pk, r, fence, abortSignal);
       });
       deleted += removed.filter(Boolean).length;
     } while (startKey);
 
-    // 3. Sweep orphans (uploads whose commit never happened) written with tokens from before the
-    //    fence. Their key carries the writer's iat; such a writer can never publish after this fence,
-    //    so deleting its object cannot break a future HEAD.
-    await this.sweepOrphans(pk, fence);
+    // 3. Sweep objects no record points to — uploads never committed, writers that crashed before their
+    //    claim — written with tokens from before the fence. Their key carries the writer's iat; such a
+    //    writer can never publish after this fence, so deleting its object cannot break a future HEAD.
+    await this.sweep(`${SNAPSHOT_PREFIX}${pk}/`, fence, abortSignal);
+    await this.sweep(`${UPLOAD_PREFIX}${pk}/`, fence, abortSignal);
     return { deleted };
   }
 
   // ---- internals -------------------------------------------------------------------------------
 
+  private snapshotKey(pk: string, runId: number, iat: number, encoding: Encoding = 'gzip'): string {
+    return `${SNAPSHOT_PREFIX}${pk}/${padRunId(runId)}/${iat}-${this.newId()}.jsonl${encoding === 'gzip' ? '.gz' : ''}`;
+  }
+
+  private uploadKey(pk: string, runId: number, ref: UploadRef): string {
+    return `${UPLOAD_PREFIX}${pk}/${padRunId(runId)}/${ref.i}-${ref.u}`;
+  }
+
+  /** Claim, then publish (steps 2 and 3 of the write protocol at the top of this file). */
+  private async commit(pk: string, fields: Omit<RunRecord, 'createdAtMs'>, opts: CallOptions): Promise<WriteResult> {
+    const record: RunRecord = { ...fields, createdAtMs: this.now() };
+    const meta: SnapshotMeta = { runId: record.runId, sha256: record.sha256, bytes: record.bytes };
+
+    // 2. Claim the run. Exactly one writer per (conversation, run) gets past this line (I5).
+    try {
+      await this.ddb.send(
+        new PutItemCommand({ TableName: this.table, Item: runItem(pk, record), ConditionExpression: 'attribute_not_exists(pk)' }),
+        { abortSignal: opts.signal },
+      );
+    } catch (err) {
+      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+      // Someone claimed this run first — a concurrent duplicate, or this same request's earlier attempt
+      // that died before publishing. Finish that commit (idempotent), so a retry always converges (I3).
+      await this.rollForward(pk, record.runId, opts.signal);
+      await this.deleteObjectQuietly(record.s3Key);
+      return { kind: 'duplicate' };
+    }
+
+    // Non-completed runs are kept for the record but never published, so never served (I1).
+    if (record.status !== 'completed') return { kind: 'stored', meta, latest: false };
+
+    // 3. Publish.
+    if (await this.publish(pk, record, opts.signal)) return { kind: 'stored', meta, latest: true };
+
+    // Not published: a higher run is already latest (fine: stored, 200), or a clear fenced this run.
+    const fence = await this.readFence(pk, opts.signal);
+    if (fence && !isAfterFence(record, fence)) {
+      await this.deleteRunQuietly(pk, record);
+      return { kind: 'fenced' };
+    }
+    return { kind: 'stored', meta, latest: false };
+  }
+
   /** One conditional write: succeeds only if this run is newer than the latest and after the fence. */
-  private async publish(pk: string, r: RunRecord): Promise<boolean> {
+  private async publish(pk: string, r: RunRecord, abortSignal?: AbortSignal): Promise<boolean> {
     try {
       await this.ddb.send(
         new UpdateItemCommand({
           TableName: this.table,
           Key: key(pk, HEAD_SK),
           UpdateExpression:
-            'SET latestRunId = :run, latestKey = :key, latestSha256 = :sha, latestBytes = :bytes, latestCreatedAtMs = :created',
+            'SET latestRunId = :run, latestKey = :key, latestSha256 = :sha, latestBytes = :bytes, ' +
+            'latestStoredBytes = :stored, latestEncoding = :enc, latestCreatedAtMs = :created',
           ConditionExpression:
             '(attribute_not_exists(latestRunId) OR latestRunId < :run) AND ' +
             '(attribute_not_exists(clearedAtMs) OR (clearedAtMs < :created AND clearedAtSec <= :iat))',
@@ -290,10 +572,13 @@ export class SnapshotStore {
             ':key': { S: r.s3Key },
             ':sha': { S: r.sha256 },
             ':bytes': n(r.bytes),
+            ':stored': n(r.storedBytes),
+            ':enc': { S: r.encoding },
             ':created': n(r.createdAtMs),
             ':iat': n(r.iat),
           },
         }),
+        { abortSignal },
       );
       return true;
     } catch (err) {
@@ -302,24 +587,63 @@ export class SnapshotStore {
     }
   }
 
-  private async rollForward(pk: string, runId: number): Promise<void> {
-    const res = await this.ddb.send(new GetItemCommand({ TableName: this.table, Key: key(pk, RUN_SK_PREFIX + padRunId(runId)), ConsistentRead: true }));
+  private async rollForward(pk: string, runId: number, abortSignal?: AbortSignal): Promise<void> {
+    const res = await this.ddb.send(
+      new GetItemCommand({ TableName: this.table, Key: key(pk, RUN_SK_PREFIX + padRunId(runId)), ConsistentRead: true }),
+      { abortSignal },
+    );
     if (!res.Item) return; // deleted by a clear in the meantime
     const r = fromRunItem(res.Item);
-    if (r.status === 'completed') await this.publish(pk, r);
+    if (r.status === 'completed') await this.publish(pk, r, abortSignal);
   }
 
-  private async readFence(pk: string): Promise<Fence | undefined> {
+  private async runExists(pk: string, runId: number, abortSignal?: AbortSignal): Promise<boolean> {
+    const res = await this.ddb.send(
+      new GetItemCommand({ TableName: this.table, Key: key(pk, RUN_SK_PREFIX + padRunId(runId)), ConsistentRead: true, ProjectionExpression: 'pk' }),
+      { abortSignal },
+    );
+    return res.Item !== undefined;
+  }
+
+  private async readFence(pk: string, abortSignal?: AbortSignal): Promise<Fence | undefined> {
     const res = await this.ddb.send(
       new GetItemCommand({ TableName: this.table, Key: key(pk, HEAD_SK), ConsistentRead: true, ProjectionExpression: 'clearedAtMs, clearedAtSec' }),
+      { abortSignal },
     );
     const item = res.Item;
     if (!item?.['clearedAtMs']) return undefined;
     return { ms: num(item, 'clearedAtMs'), sec: num(item, 'clearedAtSec') };
   }
 
+  /** Streams an uploaded object through gunzip (if gzip) and sha256: memory stays flat at any size. */
+  private async measure(uploadKey: string, encoding: Encoding, signal?: AbortSignal): Promise<{ sha256: string; bytes: number; storedBytes: number }> {
+    const obj = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: uploadKey }), { abortSignal: signal });
+    const hash = createHash('sha256');
+    let bytes = 0;
+    let storedBytes = 0;
+    const max = this.limits.maxUploadBytes;
+    const source = obj.Body as Readable;
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        storedBytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        bytes += chunk.length;
+        if (bytes > max) return done(new UploadTooLarge());
+        hash.update(chunk);
+        done();
+      },
+    });
+    const stages = encoding === 'gzip' ? [counter, createGunzip()] : [counter];
+    await pipeline([source, ...stages, sink], signal ? { signal } : {});
+    return { sha256: hash.digest('hex'), bytes, storedBytes };
+  }
+
   /** Deletes the RUN record if it is still the one we know and still before the fence. */
-  private async deleteRun(pk: string, r: RunRecord, fence: Fence): Promise<boolean> {
+  private async deleteRun(pk: string, r: RunRecord, fence: Fence, abortSignal?: AbortSignal): Promise<boolean> {
     try {
       const res = await this.ddb.send(
         new DeleteItemCommand({
@@ -330,6 +654,7 @@ export class SnapshotStore {
           ExpressionAttributeValues: { ':key': { S: r.s3Key }, ':ms': n(fence.ms), ':sec': n(fence.sec) },
           ReturnValues: 'ALL_OLD',
         }),
+        { abortSignal },
       );
       return res.Attributes !== undefined;
     } catch (err) {
@@ -363,12 +688,10 @@ export class SnapshotStore {
     }
   }
 
-  private async sweepOrphans(pk: string, fence: Fence): Promise<void> {
+  private async sweep(prefix: string, fence: Fence, abortSignal?: AbortSignal): Promise<void> {
     let token: string | undefined;
     do {
-      const page = await this.s3.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: `${SNAPSHOT_PREFIX}${pk}/`, ContinuationToken: token }),
-      );
+      const page = await this.s3.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }), { abortSignal });
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
       const orphans = (page.Contents ?? [])
         .map((o) => o.Key)
@@ -376,13 +699,35 @@ export class SnapshotStore {
           const iat = k ? KEY_FILE.exec(k)?.[1] : undefined;
           return iat !== undefined && Number(iat) < fence.sec;
         });
-      await mapLimit(orphans, 8, (k) => this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: k })));
+      await mapLimit(orphans, 8, (k) => this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: k }), { abortSignal }));
     } while (token);
   }
 }
 
 function isAfterFence(r: Pick<RunRecord, 'createdAtMs' | 'iat'>, fence: Fence): boolean {
   return r.createdAtMs > fence.ms && r.iat >= fence.sec;
+}
+
+function base64Length(bytes: number): number {
+  return 4 * Math.ceil(bytes / 3);
+}
+
+function encodeRef(ref: UploadRef): string {
+  return Buffer.from(JSON.stringify(ref), 'utf8').toString('base64url');
+}
+
+/** Parses an uploadId strictly. It only names parts of a key under the caller's own scope and run. */
+function decodeRef(uploadId: string): UploadRef | undefined {
+  try {
+    const v = JSON.parse(Buffer.from(uploadId, 'base64url').toString('utf8')) as Partial<UploadRef>;
+    if (typeof v.u !== 'string' || !UUID.test(v.u)) return undefined;
+    if (v.e !== 'gzip' && v.e !== 'identity') return undefined;
+    if (typeof v.i !== 'number' || !Number.isSafeInteger(v.i) || v.i < 0) return undefined;
+    if (v.m !== undefined && (typeof v.m !== 'string' || v.m.length === 0 || v.m.length > 1024)) return undefined;
+    return { u: v.u, e: v.e, i: v.i, ...(v.m !== undefined && { m: v.m }) };
+  } catch {
+    return undefined;
+  }
 }
 
 // ---- DynamoDB item mapping ------------------------------------------------------------------------
@@ -417,6 +762,8 @@ function runItem(pk: string, r: RunRecord): Item {
     s3Key: { S: r.s3Key },
     sha256: { S: r.sha256 },
     bytes: n(r.bytes),
+    storedBytes: n(r.storedBytes),
+    encoding: { S: r.encoding },
     iat: n(r.iat),
     createdAtMs: n(r.createdAtMs),
   };
@@ -429,6 +776,8 @@ function fromRunItem(item: Item): RunRecord {
     s3Key: str(item, 's3Key'),
     sha256: str(item, 'sha256'),
     bytes: num(item, 'bytes'),
+    storedBytes: item['storedBytes'] ? num(item, 'storedBytes') : num(item, 'bytes'),
+    encoding: item['encoding']?.S === 'gzip' ? 'gzip' : 'identity',
     iat: num(item, 'iat'),
     createdAtMs: num(item, 'createdAtMs'),
   };

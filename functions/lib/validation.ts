@@ -1,6 +1,10 @@
+import { promisify } from 'node:util';
+import { gunzip as gunzipCb } from 'node:zlib';
 import { z } from 'zod';
 import { ERRORS, TERMINAL_STATUSES, type TerminalStatus } from './contract.js';
 import { HttpError } from './errors.js';
+
+const gunzip = promisify(gunzipCb);
 
 export interface SnapshotPost {
   readonly terminalStatus: TerminalStatus;
@@ -8,11 +12,35 @@ export interface SnapshotPost {
   readonly runId: number;
 }
 
+/** A POST that commits a presigned upload instead of carrying the snapshot inline. */
+export interface UploadCommitPost {
+  readonly terminalStatus: TerminalStatus;
+  readonly runId: number;
+  readonly uploadId: string;
+  readonly parts: { partNumber: number; etag: string }[] | undefined;
+}
+
+export type PostBody = { kind: 'inline'; post: SnapshotPost } | { kind: 'upload'; commit: UploadCommitPost };
+
+export interface UploadRequest {
+  readonly runId: number;
+  /** Bytes the client will transfer (compressed size when gzip). */
+  readonly bytes: number;
+  readonly contentEncoding: 'gzip' | 'identity';
+}
+
 const terminalStatus = z.enum(TERMINAL_STATUSES);
 // A JSON string can carry lone surrogates ("\ud800"); they have no UTF-8 form, so the bytes we stored
 // would not be the bytes the worker had. Rejected as "not a valid snapshotJsonl".
 const snapshotJsonl = z.string().min(1).refine((s) => s.isWellFormed());
 const runId = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+const uploadId = z.string().min(1).max(4096);
+const parts = z
+  .array(z.strictObject({ partNumber: z.number().int().min(1).max(10_000), etag: z.string().min(1).max(256) }))
+  .min(1)
+  .max(10_000);
+const uploadBytes = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+const contentEncoding = z.enum(['gzip', 'identity']);
 
 const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -20,18 +48,42 @@ const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 export function bodyText(body: string | undefined, isBase64Encoded: boolean): string | undefined {
   if (body === undefined) return undefined;
   if (!isBase64Encoded) return body;
+  return utf8OrUndefined(Buffer.from(body, 'base64'));
+}
+
+function utf8OrUndefined(buf: Buffer): string | undefined {
   try {
-    return fatalUtf8.decode(Buffer.from(body, 'base64'));
+    return fatalUtf8.decode(buf);
   } catch {
     return undefined;
   }
 }
 
 /**
- * Parses a POST body, running the contract's checks in the contract's order (DESIGN §2):
- * JSON → terminalStatus → snapshotJsonl → size → runId. The runId-vs-token check comes after, in the handler.
+ * The request body as text, undoing `Content-Encoding: gzip`. Decompression is bounded (a small gzip
+ * body must not expand into gigabytes): past `maxDecodedBytes` it is 413 Snapshot too large.
  */
-export function parseSnapshotPost(text: string | undefined, maxSnapshotBytes: number): SnapshotPost {
+export async function decodeRequestBody(
+  body: string | undefined,
+  isBase64Encoded: boolean,
+  contentEncodingHeader: string | undefined,
+  maxDecodedBytes: number,
+): Promise<string | undefined> {
+  const coding = (contentEncodingHeader ?? 'identity').trim().toLowerCase();
+  if (coding === 'identity' || coding === '') return bodyText(body, isBase64Encoded);
+  if (coding !== 'gzip' && coding !== 'x-gzip') throw new HttpError(ERRORS.unsupportedEncoding);
+  if (body === undefined) return undefined;
+  let raw: Buffer;
+  try {
+    raw = await gunzip(Buffer.from(body, isBase64Encoded ? 'base64' : 'latin1'), { maxOutputLength: maxDecodedBytes });
+  } catch (err) {
+    if (err instanceof RangeError || (err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw new HttpError(ERRORS.tooLarge);
+    return undefined; // not gzip at all: reported as Invalid JSON body
+  }
+  return utf8OrUndefined(raw);
+}
+
+function parseObject(text: string | undefined): (name: string) => unknown {
   let parsed: unknown;
   try {
     parsed = text === undefined ? undefined : JSON.parse(text);
@@ -40,10 +92,30 @@ export function parseSnapshotPost(text: string | undefined, maxSnapshotBytes: nu
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new HttpError(ERRORS.invalidJson);
   // Own properties only: "__proto__" or inherited names must not satisfy a check.
-  const field = (name: string): unknown => (Object.hasOwn(parsed, name) ? (parsed as Record<string, unknown>)[name] : undefined);
+  return (name) => (Object.hasOwn(parsed, name) ? (parsed as Record<string, unknown>)[name] : undefined);
+}
+
+/**
+ * Parses a POST body, running the contract's checks in the contract's order (DESIGN §2):
+ * JSON → terminalStatus → snapshotJsonl → size → runId. The runId-vs-token check comes after, in the handler.
+ * A body with `uploadId` and no `snapshotJsonl` commits a presigned upload instead (issue 5).
+ */
+export function parsePostBody(text: string | undefined, maxSnapshotBytes: number): PostBody {
+  const field = parseObject(text);
 
   const status = terminalStatus.safeParse(field('terminalStatus'));
   if (!status.success) throw new HttpError(ERRORS.invalidTerminalStatus);
+
+  if (field('snapshotJsonl') === undefined && field('uploadId') !== undefined) {
+    const id = uploadId.safeParse(field('uploadId'));
+    if (!id.success) throw new HttpError(ERRORS.invalidUploadId);
+    const run = runId.safeParse(field('runId'));
+    if (!run.success) throw new HttpError(ERRORS.invalidRunId);
+    const rawParts = field('parts');
+    const p = rawParts === undefined ? undefined : parts.safeParse(rawParts);
+    if (p !== undefined && !p.success) throw new HttpError(ERRORS.invalidParts);
+    return { kind: 'upload', commit: { terminalStatus: status.data, runId: run.data, uploadId: id.data, parts: p?.data } };
+  }
 
   const snapshot = snapshotJsonl.safeParse(field('snapshotJsonl'));
   if (!snapshot.success) throw new HttpError(ERRORS.missingSnapshot);
@@ -53,5 +125,31 @@ export function parseSnapshotPost(text: string | undefined, maxSnapshotBytes: nu
   const run = runId.safeParse(field('runId'));
   if (!run.success) throw new HttpError(ERRORS.invalidRunId);
 
-  return { terminalStatus: status.data, snapshot: Buffer.from(snapshot.data, 'utf8'), runId: run.data };
+  return { kind: 'inline', post: { terminalStatus: status.data, snapshot: Buffer.from(snapshot.data, 'utf8'), runId: run.data } };
+}
+
+/** The inline form only (a body naming an upload is reported as a missing snapshotJsonl). */
+export function parseSnapshotPost(text: string | undefined, maxSnapshotBytes: number): SnapshotPost {
+  const field = parseObject(text);
+  if (field('uploadId') !== undefined && field('snapshotJsonl') === undefined) {
+    if (!terminalStatus.safeParse(field('terminalStatus')).success) throw new HttpError(ERRORS.invalidTerminalStatus);
+    throw new HttpError(ERRORS.missingSnapshot);
+  }
+  const body = parsePostBody(text, maxSnapshotBytes);
+  if (body.kind !== 'inline') throw new HttpError(ERRORS.missingSnapshot);
+  return body.post;
+}
+
+/** `POST …/uploads` body: JSON → runId → bytes → contentEncoding (default identity). */
+export function parseUploadRequest(text: string | undefined, maxUploadBytes: number): UploadRequest {
+  const field = parseObject(text);
+  const run = runId.safeParse(field('runId'));
+  if (!run.success) throw new HttpError(ERRORS.invalidRunId);
+  const bytes = uploadBytes.safeParse(field('bytes'));
+  if (!bytes.success) throw new HttpError(ERRORS.invalidUploadSize);
+  if (bytes.data > maxUploadBytes) throw new HttpError(ERRORS.tooLarge);
+  const rawEncoding = field('contentEncoding');
+  const encoding = rawEncoding === undefined ? undefined : contentEncoding.safeParse(rawEncoding);
+  if (encoding !== undefined && !encoding.success) throw new HttpError(ERRORS.invalidContentEncoding);
+  return { runId: run.data, bytes: bytes.data, contentEncoding: encoding?.data ?? 'identity' };
 }
