@@ -7,8 +7,8 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { createRoutes, type Routes } from '../functions/lib/app.js';
 import { createVerifier } from '../functions/lib/auth.js';
 import { createClients, type ClientOverrides } from '../functions/lib/aws.js';
-import { loadConfig, type Config } from '../functions/lib/config.js';
-import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
+import { loadConfig, storeLimits, type Config } from '../functions/lib/config.js';
+import { SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
 import { SnapshotStore } from '../functions/lib/store.js';
 import { startAdapter, type RouteTable } from './adapter.js';
 import { loadOrCreateDevSecret, mintDevToken, type DevTokenClaims } from './dev-secret.js';
@@ -46,6 +46,7 @@ export function routeTable(routes: Routes): RouteTable {
     [`GET ${SNAPSHOT_PATH}`]: routes.getSnapshot,
     [`POST ${SNAPSHOT_PATH}`]: routes.postSnapshot,
     [`DELETE ${SNAPSHOT_PATH}`]: routes.deleteSnapshot,
+    [`POST ${UPLOADS_PATH}`]: routes.createUpload,
   };
 }
 
@@ -93,9 +94,16 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
       ddb,
       bucket: config.bucketName,
       table: config.tableName,
+      limits: storeLimits(config),
       onCleanupError: (what, err) => logger.warn('cleanup failed', { what, error: String(err) }),
     });
-    const routes = createRoutes({ store, verify: createVerifier(config), logger, maxSnapshotBytes: config.maxSnapshotBytes });
+    const routes = createRoutes({
+      store,
+      verify: createVerifier(config),
+      logger,
+      maxSnapshotBytes: config.maxSnapshotBytes,
+      requestDeadlineMs: config.requestDeadlineMs,
+    });
     const http = await startAdapter(routeTable(routes), { host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
     cleanup.push(() => http.close());
 
