@@ -215,6 +215,37 @@ async function jsonField(res: Response, field: string): Promise<number | undefin
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
+ * Reads the session file into the POST body. The file's bytes and their decoded text are only
+ * referenced inside this function, so once it returns the JSON body is the one copy kept for retries.
+ */
+async function prepareBody(opts: WriteSnapshotOptions): Promise<{ body: string; bytes: number } | WriteSnapshotResult> {
+  let raw: Buffer;
+  try {
+    raw = await readFile(opts.sessionFile);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { status: 'skipped', reason: 'missing_file', attempts: 0 };
+    throw new TranscriptStoreError('io', `read session file failed${code ? ` (${code})` : ''}`, { cause: e });
+  }
+  const bytes = raw.byteLength;
+  if (bytes === 0) return { status: 'skipped', reason: 'empty_file', attempts: 0 };
+  // The body must be the file's bytes exactly. JSON can only carry text, so a file that is not
+  // valid UTF-8 is refused rather than "repaired" with U+FFFD. ignoreBOM keeps a leading BOM.
+  let text: string;
+  try {
+    text = utf8.decode(raw);
+  } catch {
+    return {
+      status: 'failed',
+      reason: 'not_utf8',
+      message: 'session file is not valid UTF-8; refusing to upload a lossy copy',
+      attempts: 0,
+    };
+  }
+  return { body: JSON.stringify({ terminalStatus: opts.terminalStatus, snapshotJsonl: text, runId: opts.runId }), bytes };
+}
+
+/**
  * Drop-in for the worker module's `writeSnapshot`. Never throws (it runs in a worker's dying
  * breath); the result says what happened. Only `completed` runs are uploaded.
  */
@@ -232,33 +263,9 @@ export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSn
       throw new TranscriptStoreError('invalid_argument', 'runId must be a positive integer');
     }
 
-    let raw: Buffer;
-    try {
-      raw = await readFile(opts.sessionFile);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        return done({ status: 'skipped', reason: 'missing_file', attempts: 0 });
-      }
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new TranscriptStoreError('io', `read session file failed${code ? ` (${code})` : ''}`, { cause: e });
-    }
-    const bytes = raw.byteLength;
-    if (bytes === 0) return done({ status: 'skipped', reason: 'empty_file', attempts: 0 });
-
-    // The body must be the file's bytes exactly. JSON can only carry text, so a file that is not
-    // valid UTF-8 is refused rather than "repaired" with U+FFFD. ignoreBOM keeps a leading BOM.
-    let text: string;
-    try {
-      text = utf8.decode(raw);
-    } catch {
-      return done({
-        status: 'failed',
-        reason: 'not_utf8',
-        message: 'session file is not valid UTF-8; refusing to upload a lossy copy',
-        attempts: 0,
-      });
-    }
-    const body = JSON.stringify({ terminalStatus: opts.terminalStatus, snapshotJsonl: text, runId: opts.runId });
+    const prepared = await prepareBody(opts);
+    if ('status' in prepared) return done(prepared);
+    const { body, bytes } = prepared;
 
     const { value } = await runWithRetries(ctx, async (info): Promise<WriteSnapshotResult> => {
       const res = await ctx.fetch(ctx.url, {
