@@ -61,9 +61,11 @@ export const ROUTES: readonly RouteSpec[] = [
     timeoutSeconds: 15,
     access: {
       table: ['dynamodb:GetItem'],
-      // No s3:ListBucket: listing would reveal other conversations' ids. Consequence: S3 answers a
-      // GetObject for a missing key with 403 AccessDenied, not 404 NoSuchKey (the clear race).
+      // GetObject also signs the presigned URL of a 307 (the URL carries this role's authority).
       objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:GetObject'] }],
+      // Not used to list: without s3:ListBucket, S3 answers a GetObject for a missing key with 403
+      // AccessDenied instead of 404 NoSuchKey, and a read racing a clear must be a 404, not a 500.
+      listPrefixes: [SNAPSHOTS_PREFIX],
     },
   },
   {
@@ -75,8 +77,15 @@ export const ROUTES: readonly RouteSpec[] = [
     timeoutSeconds: 28,
     access: {
       table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
-      // DeleteObject: a writer that loses the commit race removes the object it uploaded.
-      objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:PutObject', 's3:DeleteObject'] }],
+      objects: [
+        // DeleteObject: a writer that loses the commit race removes the object it uploaded.
+        { prefix: SNAPSHOTS_PREFIX, actions: ['s3:PutObject', 's3:DeleteObject'] },
+        // Committing a presigned upload: complete the multipart upload (PutObject), stream it to measure
+        // size and sha256 (GetObject), copy it under snapshots/ (Get on source), then remove it.
+        { prefix: UPLOADS_PREFIX, actions: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'] },
+      ],
+      // A missing upload must read as 404 NoSuchKey (→ 400 upload_not_found), not 403 (see GET).
+      listPrefixes: [UPLOADS_PREFIX],
     },
   },
   {
@@ -88,9 +97,25 @@ export const ROUTES: readonly RouteSpec[] = [
     timeoutSeconds: 28,
     access: {
       table: ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
-      objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] }],
-      // The sweep lists the conversation's prefix to also remove orphans (uploaded, never committed).
-      listPrefixes: [SNAPSHOTS_PREFIX],
+      objects: [
+        { prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] },
+        { prefix: UPLOADS_PREFIX, actions: ['s3:DeleteObject'] },
+      ],
+      // The sweep lists the conversation's prefixes to also remove orphans (uploaded, never committed).
+      listPrefixes: [SNAPSHOTS_PREFIX, UPLOADS_PREFIX],
+    },
+  },
+  {
+    id: 'CreateUpload',
+    method: 'POST',
+    path: `${SNAPSHOT_PATH}/uploads`,
+    entry: 'functions/create-upload.ts',
+    description: 'Hand out presigned (multipart) upload URLs for snapshots past the direct-POST limit',
+    timeoutSeconds: 10,
+    access: {
+      table: [],
+      // Signs the presigned PUT / UploadPart URLs and starts multipart uploads, under uploads/ only.
+      objects: [{ prefix: UPLOADS_PREFIX, actions: ['s3:PutObject'] }],
     },
   },
 ];

@@ -34,7 +34,8 @@ export interface TranscriptStoreStackProps extends StackProps {
 /** KMS actions S3 performs on the caller's behalf for each object action under SSE-KMS. */
 const KMS_FOR_OBJECT_ACTION: Record<ObjectAction, string[]> = {
   's3:GetObject': ['kms:Decrypt'],
-  's3:PutObject': ['kms:GenerateDataKey'],
+  // Decrypt too: multipart uploads (CreateMultipartUpload/UploadPart/Complete) to SSE-KMS need both.
+  's3:PutObject': ['kms:GenerateDataKey', 'kms:Decrypt'],
   's3:DeleteObject': [],
 };
 

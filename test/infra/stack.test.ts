@@ -102,7 +102,7 @@ function acknowledgements(scope: IConstruct): { path: string; id: string; reason
 }
 
 describe('HTTP API', () => {
-  it('routes GET, POST and DELETE /worker/transcript/snapshot to their own function with payload format 2.0', () => {
+  it('routes GET, POST, DELETE /worker/transcript/snapshot and POST …/uploads to their own function with payload format 2.0', () => {
     const { template } = synth();
     const resources = template.toJSON().Resources as Record<string, Json>;
     const routes = Object.values(resources).filter((r) => r.Type === 'AWS::ApiGatewayV2::Route');
@@ -110,6 +110,7 @@ describe('HTTP API', () => {
       'DELETE /worker/transcript/snapshot',
       'GET /worker/transcript/snapshot',
       'POST /worker/transcript/snapshot',
+      'POST /worker/transcript/snapshot/uploads',
     ]);
     for (const spec of ROUTES) {
       const route = routes.find((r) => r.Properties.RouteKey === `${spec.method} ${spec.path}`)!;
@@ -182,30 +183,44 @@ describe('least privilege', () => {
   const SNAPSHOT_OBJECTS = `{"Fn::Join":["",[BUCKET,"/${SNAPSHOTS_PREFIX}*"]]}`;
   const secretRef = (t: Template) => `{"Ref":"${logicalIdOf(t, 'AWS::SecretsManager::Secret', 'JwtSigningSecret')}"}`;
 
-  it('lets the GET function only read its record and snapshot objects', () => {
+  const UPLOAD_OBJECTS = `{"Fn::Join":["",[BUCKET,"/${UPLOADS_PREFIX}*"]]}`;
+  const list = (...prefixes: string[]) => `s3:ListBucket -> BUCKET if {"StringLike":{"s3:prefix":${JSON.stringify(prefixes.map((p) => `${p}*`))}}}`;
+
+  it('lets the GET function only read its record and snapshot objects (ListBucket only so a missing key is a 404)', () => {
     const { template } = synth();
     expect(permissions(template, 'GetSnapshot')).toEqual([
       'dynamodb:GetItem -> TABLE',
       `s3:GetObject -> ${SNAPSHOT_OBJECTS}`,
+      list(SNAPSHOTS_PREFIX),
       `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
     ]);
   });
 
-  it('lets the POST function only write, and delete the object it uploaded when it loses a race', () => {
+  it('lets the POST function only write snapshots, and read, complete and remove its own uploads', () => {
     const { template } = synth();
     expect(permissions(template, 'PostSnapshot')).toEqual([
       'dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:PutItem,dynamodb:UpdateItem -> TABLE',
+      `s3:DeleteObject,s3:GetObject,s3:PutObject -> ${UPLOAD_OBJECTS}`,
       `s3:DeleteObject,s3:PutObject -> ${SNAPSHOT_OBJECTS}`,
+      list(UPLOADS_PREFIX),
       `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
     ]);
   });
 
-  it('lets the DELETE function only query and delete, and list nothing but the snapshots/ prefix', () => {
+  it('lets the DELETE function only query and delete, and list nothing but the snapshots/ and uploads/ prefixes', () => {
     const { template } = synth();
     expect(permissions(template, 'DeleteSnapshot')).toEqual([
       'dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:Query,dynamodb:UpdateItem -> TABLE',
-      `s3:DeleteObject -> ${SNAPSHOT_OBJECTS}`,
-      `s3:ListBucket -> BUCKET if {"StringLike":{"s3:prefix":["${SNAPSHOTS_PREFIX}*"]}}`,
+      `s3:DeleteObject -> [${SNAPSHOT_OBJECTS},${UPLOAD_OBJECTS}]`,
+      list(SNAPSHOTS_PREFIX, UPLOADS_PREFIX),
+      `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
+    ]);
+  });
+
+  it('lets the upload function only sign uploads under uploads/, with no table access', () => {
+    const { template } = synth();
+    expect(permissions(template, 'CreateUpload')).toEqual([
+      `s3:PutObject -> ${UPLOAD_OBJECTS}`,
       `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
     ]);
   });
@@ -261,25 +276,27 @@ describe('least privilege', () => {
     const { template } = synth({ bucketEncryption: 'kms' });
     const kmsActions = (id: string) => statementsOf(template, id).flatMap(actions).filter((a) => a.startsWith('kms:'));
     expect(kmsActions('GetSnapshot')).toEqual(['kms:Decrypt']);
-    expect(kmsActions('PostSnapshot')).toEqual(['kms:GenerateDataKey']);
+    // Multipart uploads to an SSE-KMS bucket need Decrypt as well as GenerateDataKey.
+    expect(kmsActions('PostSnapshot')).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
+    expect(kmsActions('CreateUpload')).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
     expect(kmsActions('DeleteSnapshot')).toEqual([]);
   });
 
   it('derives a new function, route and prefix-scoped policy from one more route table entry', () => {
-    const upload: RouteSpec = {
-      id: 'CreateUpload',
+    const extra: RouteSpec = {
+      id: 'ExtraRoute',
       method: 'POST',
-      path: '/worker/transcript/snapshot/uploads',
+      path: '/worker/transcript/snapshot/extra',
       entry: ROUTES[0]!.entry, // stand-in entry file; bundling is skipped in this test
-      description: 'Presigned upload',
+      description: 'An extra route',
       timeoutSeconds: 10,
       access: { table: [], objects: [{ prefix: UPLOADS_PREFIX, actions: ['s3:PutObject'] }] },
     };
-    const { stack } = build({}, [...ROUTES, upload]);
+    const { stack } = build({}, [...ROUTES, extra]);
     const template = Template.fromStack(stack);
-    template.resourceCountIs('AWS::Lambda::Function', 4);
-    template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: 'POST /worker/transcript/snapshot/uploads' });
-    const statements = statementsOf(template, 'CreateUpload').filter((s) => !actions(s)[0]!.startsWith('logs:'));
+    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 1);
+    template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: 'POST /worker/transcript/snapshot/extra' });
+    const statements = statementsOf(template, 'ExtraRoute').filter((s) => !actions(s)[0]!.startsWith('logs:'));
     expect(statements.map((s) => [actions(s), s.Resource])).toEqual([
       [['s3:PutObject'], objectArn(template, UPLOADS_PREFIX)],
       [['secretsmanager:GetSecretValue'], { Ref: logicalIdOf(template, 'AWS::SecretsManager::Secret', 'JwtSigningSecret') }],
@@ -475,7 +492,10 @@ describe('cdk-nag AwsSolutions', () => {
         'HttpApi AwsSolutions-APIG4',
         'JwtSigningSecret AwsSolutions-SMG4',
         'AlarmTopic AwsSolutions-SNS2',
-        ...ROUTES.flatMap((r) => [`${r.id} AwsSolutions-L1`, `${r.id}Role AwsSolutions-IAM5[Resource::<${bucket}.Arn>/snapshots/*]`]),
+        ...ROUTES.flatMap((r) => [
+          `${r.id} AwsSolutions-L1`,
+          ...r.access.objects.map((o) => `${r.id}Role AwsSolutions-IAM5[Resource::<${bucket}.Arn>/${o.prefix}*]`),
+        ]),
       ].sort(),
     );
   });
