@@ -138,7 +138,8 @@ describe('loadConfig: numbers and flags', () => {
 describe('loadConfig: defaults', () => {
   it('applies the documented defaults', () => {
     const c: Config = loadConfig(BASE);
-    expect(c).toEqual({
+    // toMatchObject: later issues add settings; these are the ones the contract pins.
+    expect(c).toMatchObject({
       region: 'eu-west-1',
       bucketName: 'snapshots',
       tableName: 'snapshot-index',
