@@ -444,7 +444,8 @@ export class SnapshotStore {
       },
       opts,
     );
-    if (result.kind === 'stored') await this.deleteObjectQuietly(uploadKey);
+    // Stored, duplicate or fenced: either way this upload will never be committed again.
+    await this.deleteObjectQuietly(uploadKey);
     return result;
   }
 

@@ -10,6 +10,7 @@ import { routeTable } from '../../local/service.js';
 import { FaultPlan, faultyStore } from '../helpers/faults.js';
 import { Api, freshScope, useLocalService, type Scope } from '../helpers/service.js';
 import { Logger } from '@aws-lambda-powertools/logger';
+import { gzipSync } from 'node:zlib';
 
 /**
  * I3 crash safety: for the POST and DELETE paths, fail the N-th AWS call for every N — both before it
@@ -154,3 +155,62 @@ describe('DELETE survives a crash at every AWS call (I3, I4)', () => {
     });
   }
 });
+
+describe('committing a presigned upload survives a crash at every AWS call (I3)', () => {
+  async function prepare(api: Api, scope: Scope, body: Buffer) {
+    const { createUpload, putUpload } = await import('../helpers/uploads.js');
+    const token = await api.token(scope, { runId: 2, issuedAt: issuedAt() });
+    const created = await createUpload(api, token, { runId: 2, bytes: body.length, contentEncoding: 'gzip' });
+    const ticket = (await created.json()) as import('../helpers/uploads.js').Ticket;
+    await putUpload(ticket, gzipSync(body));
+    return { commit: { terminalStatus: 'completed', runId: 2, uploadId: ticket.uploadId } };
+  }
+
+  it('a clean commit reads the upload, copies it, claims, publishes, then removes the upload', async () => {
+    const { api } = ctx;
+    const scope = freshScope();
+    const { commit } = await prepare(api, scope, Buffer.from('probe\n'));
+    const { calls } = await countCalls(async (a) => a.post(await a.token(scope, { runId: 2, issuedAt: issuedAt() }), commit));
+    expect(calls).toEqual(['GetObjectCommand', 'CopyObjectCommand', 'PutItemCommand', 'UpdateItemCommand', 'DeleteObjectCommand']);
+  });
+
+  for (const mode of ['before', 'after'] as const) {
+    it(`fails call N ${mode} it is made, for every N: hydrate serves old or new, and retrying the commit converges`, async () => {
+      const { api } = ctx;
+      for (let n = 1; n <= 5; n++) {
+        const scope = freshScope(`commit-${mode}-${n}`);
+        const oldBody = `old ${n}\n`;
+        const newBody = Buffer.from(`uploaded ${n} ✓\n`.repeat(100));
+        expect((await api.write(scope, 1, oldBody, 'completed', { issuedAt: issuedAt() })).status).toBe(200);
+        const { commit } = await prepare(api, scope, newBody);
+
+        const plan = new FaultPlan();
+        mode === 'before' ? plan.failBeforeCall(n) : plan.failAfterCall(n);
+        const crashed = await withFaultyService(plan, async (a) => a.post(await a.token(scope, { runId: 2, issuedAt: issuedAt() }), commit));
+        // Call 5 removes the committed upload; that cleanup is best effort (the clear sweep and the
+        // uploads/ lifecycle rule catch leftovers), so its failure must not fail the commit.
+        expect(crashed.status, `call ${n} ${mode}`).toBe(n === 5 ? 200 : 500);
+
+        const mid = await api.hydrate(scope);
+        expect([oldBody, newBody.toString()]).toContain(mid?.body.toString());
+
+        const retry = await api.post(await api.token(scope, { runId: 2, issuedAt: issuedAt() }), commit);
+        expect([200, 409], `retry after call ${n} ${mode}`).toContain(retry.status);
+        const end = await api.hydrate(scope);
+        expect(end?.runId, `after retry, call ${n} ${mode}`).toBe(2);
+        expect(end?.body.equals(newBody)).toBe(true);
+
+        expect(await api.clear(scope)).toBe(2);
+        expect(await objectKeys(scope)).toEqual([]);
+        expect(await uploadKeys(scope)).toEqual([]);
+        expect(await runItems(scope)).toBe(0);
+      }
+    });
+  }
+});
+
+async function uploadKeys(scope: Scope): Promise<string[]> {
+  const { svc } = ctx;
+  const res = await svc.s3.send(new ListObjectsV2Command({ Bucket: svc.config.bucketName, Prefix: prefixOf(scope).replace(/^snapshots\//, 'uploads/') }));
+  return (res.Contents ?? []).map((o) => o.Key!);
+}
