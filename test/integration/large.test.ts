@@ -259,6 +259,16 @@ describe('presigned uploads', () => {
     await expectErr({ runId: 1, bytes: 5 }, ERRORS.runOutOfScope, await api.token(scope));
   });
 
+  it('commits uploads for ids full of path tricks and non-ASCII (CopySource encoding)', async () => {
+    const { api } = ctx;
+    const base = freshScope();
+    const scope = { org: `${base.conv}/../x`, agent: '%2F.. ~', conv: 'ü 😀+&?#' };
+    const res = await uploadSnapshot(api, scope, 1, gzipSync(fixture), 'gzip');
+    expect(res.status).toBe(200);
+    expect((await api.hydrate(scope))?.body.equals(fixture)).toBe(true);
+    expect(await api.clear(scope)).toBe(1);
+  });
+
   it('an upload cannot be committed from another conversation', async () => {
     const { api } = ctx;
     const a = freshScope();
