@@ -397,8 +397,12 @@ export class SnapshotStore {
           { abortSignal: opts.signal },
         );
       } catch (err) {
-        // Already completed by an earlier attempt of this commit: the object is there, carry on.
-        if (!(err instanceof NoSuchUpload) && (err as { name?: string }).name !== 'InvalidPart') throw err;
+        const name = (err as { name?: string }).name ?? '';
+        // Wrong or missing part ETags, parts below the S3 minimum: the client's upload is unusable.
+        if (['InvalidPart', 'InvalidPartOrder', 'EntityTooSmall'].includes(name)) return { kind: 'upload-invalid', reason: name };
+        // NoSuchUpload: completed by an earlier attempt of this commit (the object is there — carry on),
+        // or never started/expired (measure() then finds no object: upload-not-found).
+        if (!(err instanceof NoSuchUpload)) throw err;
       }
     }
 

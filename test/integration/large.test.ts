@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ERRORS, errorBody } from '../../functions/lib/contract.js';
 import { freshScope, useLocalService, type Api } from '../helpers/service.js';
+import { FaultPlan, faultyStore } from '../helpers/faults.js';
 import { createUpload, putUpload, uploadSnapshot, type Ticket } from '../helpers/uploads.js';
 
 /**
@@ -191,6 +192,23 @@ describe('presigned uploads', () => {
     expect(res.status).toBe(200);
     const got = await fetch(api.url, { headers: { authorization: `Bearer ${await tokenFor(api, scope)}` } });
     expect(Buffer.from(await got.arrayBuffer()).equals(data)).toBe(true);
+  });
+
+  it('rejects a multipart commit that S3 refuses (wrong part ETags) as upload_invalid', async () => {
+    // s3rver assembles parts without checking their ETags; AWS answers InvalidPart. Inject that answer.
+    const { api, svc } = ctx;
+    const scope = freshScope();
+    const data = Buffer.concat(Array.from({ length: 7 }, () => fixture)); // 6.8 MB → 2 parts
+    const token = await api.token(scope, { runId: 2 });
+    const ticket = (await (await createUpload(api, token, { runId: 2, bytes: data.length })).json()) as Ticket;
+    const parts = (await putUpload(ticket, data))!;
+    const plan = new FaultPlan().onCall((cmd) => {
+      if (cmd === 'CompleteMultipartUploadCommand') throw Object.assign(new Error('One or more of the specified parts could not be found.'), { name: 'InvalidPart' });
+    });
+    const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv, issuedAt: Math.floor(Date.now() / 1000) };
+    const result = await faultyStore(svc, plan).commitUpload(ids, { runId: 2, status: 'completed', uploadId: ticket.uploadId, parts });
+    expect(result).toEqual({ kind: 'upload-invalid', reason: 'InvalidPart' });
+    expect(await api.hydrate(scope)).toBeUndefined();
   });
 
   it('measures what landed, not what the client claimed, and answers a repeated commit with 409', async () => {
