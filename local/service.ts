@@ -4,12 +4,11 @@ import { join, resolve } from 'node:path';
 import { Logger } from '@aws-lambda-powertools/logger';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { createRoutes, type Routes } from '../functions/lib/app.js';
-import { createVerifier } from '../functions/lib/auth.js';
+import { createApp, type Routes } from '../functions/lib/app.js';
 import { createClients, type ClientOverrides } from '../functions/lib/aws.js';
-import { loadConfig, storeLimits, type Config } from '../functions/lib/config.js';
+import { loadConfig, type Config } from '../functions/lib/config.js';
 import { SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
-import { SnapshotStore } from '../functions/lib/store.js';
+import type { SnapshotStore } from '../functions/lib/store.js';
 import { startAdapter, type RouteTable } from './adapter.js';
 import { loadOrCreateDevSecret, mintDevToken, type DevTokenClaims } from './dev-secret.js';
 import { startEmulators, type Emulators } from './emulators.js';
@@ -89,21 +88,7 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
     await ensureTable(ddb, config.tableName);
 
     const logger = opts.logger ?? new Logger({ serviceName: 'transcript-store' });
-    const store = new SnapshotStore({
-      s3,
-      ddb,
-      bucket: config.bucketName,
-      table: config.tableName,
-      limits: storeLimits(config),
-      onCleanupError: (what, err) => logger.warn('cleanup failed', { what, error: String(err) }),
-    });
-    const routes = createRoutes({
-      store,
-      verify: createVerifier(config),
-      logger,
-      maxSnapshotBytes: config.maxSnapshotBytes,
-      requestDeadlineMs: config.requestDeadlineMs,
-    });
+    const { store, routes } = createApp(config, { s3, ddb }, logger);
     const http = await startAdapter(routeTable(routes), { host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
     cleanup.push(() => http.close());
 

@@ -1,9 +1,12 @@
 import type { Logger } from '@aws-lambda-powertools/logger';
-import type { TokenScope, Verifier } from './auth.js';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { createVerifier, type SecretLoader, type TokenScope, type Verifier } from './auth.js';
+import { storeLimits, type Config } from './config.js';
 import { ERRORS, HEADER_RUN_ID, HEADER_SHA256, NDJSON_CONTENT_TYPE } from './contract.js';
 import { HttpError } from './errors.js';
 import { header, httpHandler, json, type HttpResult, type LambdaHttpHandler } from './http.js';
-import { acceptable, type SnapshotMeta, type SnapshotStore, type WriteResult } from './store.js';
+import { acceptable, SnapshotStore, type SnapshotMeta, type WriteResult } from './store.js';
 import { decodeRequestBody, parsePostBody, parseUploadRequest } from './validation.js';
 
 export interface AppDeps {
@@ -144,4 +147,28 @@ export function createRoutes(deps: AppDeps): Routes {
   }, options);
 
   return { getSnapshot, postSnapshot, deleteSnapshot, createUpload };
+}
+
+/** The whole service from a config and SDK clients: used by the Lambda runtime and the local server alike. */
+export function createApp(
+  config: Config,
+  clients: { s3: S3Client; ddb: DynamoDBClient },
+  logger: Logger,
+  loadSecret?: SecretLoader,
+): { store: SnapshotStore; routes: Routes } {
+  const store = new SnapshotStore({
+    ...clients,
+    bucket: config.bucketName,
+    table: config.tableName,
+    limits: storeLimits(config),
+    onCleanupError: (what, err) => logger.warn('cleanup failed', { what, error: String(err) }),
+  });
+  const routes = createRoutes({
+    store,
+    verify: createVerifier(config, loadSecret),
+    logger,
+    maxSnapshotBytes: config.maxSnapshotBytes,
+    requestDeadlineMs: config.requestDeadlineMs,
+  });
+  return { store, routes };
 }
