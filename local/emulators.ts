@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import dynalite from 'dynalite';
@@ -13,6 +14,12 @@ export interface Emulators {
   readonly dynamodbEndpoint: string;
   /** s3rver only accepts this access key id (any secret). */
   readonly credentials: { accessKeyId: string; secretAccessKey: string };
+  /**
+   * Simulates a storage outage: stops both emulators (dropping open connections), waits `downMs`, and
+   * starts them again on the same ports with the same data directory. DynamoDB data survives only when
+   * it is persistent (`persistDynamo`); S3 objects always live on disk.
+   */
+  restart(opts?: { downMs?: number }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -20,31 +27,50 @@ export async function startEmulators(opts: { dataDir: string; persistDynamo: boo
   const host = opts.host ?? '127.0.0.1';
   const s3Dir = join(opts.dataDir, 's3');
   await mkdir(s3Dir, { recursive: true });
-  const s3rver = new S3rver({ address: host, port: 0, silent: true, directory: s3Dir });
-  const s3Address = (await s3rver.run()) as AddressInfo;
-
   let dynamoPath: string | undefined;
   if (opts.persistDynamo) {
     dynamoPath = join(opts.dataDir, 'dynamodb');
     await mkdir(dynamoPath, { recursive: true });
   }
-  const ddbServer = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0, ...(dynamoPath && { path: dynamoPath }) });
-  await new Promise<void>((resolve, reject) => {
-    ddbServer.once('error', reject);
-    ddbServer.listen(0, host, () => resolve());
-  });
-  const ddbPort = (ddbServer.address() as AddressInfo).port;
+
+  const startS3 = async (port: number) => {
+    const server = new S3rver({ address: host, port, silent: true, directory: s3Dir });
+    const address = (await server.run()) as AddressInfo;
+    return { server, port: address.port };
+  };
+  const startDynamo = async (port: number) => {
+    const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0, ...(dynamoPath && { path: dynamoPath }) });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    return { server, port: (server.address() as AddressInfo).port };
+  };
+
+  let s3 = await startS3(0);
+  let ddb = await startDynamo(0);
+  const closeBoth = async () => {
+    ddb.server.closeAllConnections?.();
+    (s3.server as unknown as { httpServer?: Server }).httpServer?.closeAllConnections?.();
+    await Promise.all([s3.server.close(), new Promise<void>((resolve) => ddb.server.close(() => resolve()))]);
+  };
 
   let stopped = false;
   return {
-    s3Endpoint: `http://${host}:${s3Address.port}`,
-    dynamodbEndpoint: `http://${host}:${ddbPort}`,
+    s3Endpoint: `http://${host}:${s3.port}`,
+    dynamodbEndpoint: `http://${host}:${ddb.port}`,
     credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    async restart(restartOpts = {}) {
+      if (stopped) throw new Error('emulators are stopped');
+      await closeBoth();
+      await new Promise((r) => setTimeout(r, restartOpts.downMs ?? 0));
+      s3 = await startS3(s3.port);
+      ddb = await startDynamo(ddb.port);
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
-      ddbServer.closeAllConnections?.();
-      await Promise.all([s3rver.close(), new Promise<void>((resolve) => ddbServer.close(() => resolve()))]);
+      await closeBoth();
     },
   };
 }

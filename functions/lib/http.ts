@@ -54,6 +54,9 @@ export function isTransientStorageError(err: unknown): boolean {
   return status !== undefined && (status === 429 || status >= 500);
 }
 
+/** After the deadline aborts storage calls, how long the route gets to turn that into its own answer. */
+const HARD_STOP_GRACE_MS = 250;
+
 export interface RequestContext {
   route: string;
   /** Extra non-secret fields a route adds (ids, byte counts). Never tokens, bodies or URLs. */
@@ -84,11 +87,19 @@ export function httpHandler(
     const budget = Math.max(1, Math.min(options.deadlineMs, remaining - 1_000));
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(new DeadlineExceeded(budget)), budget);
+    // The hard stop: storage calls abort at the deadline, but anything that ignores the signal must
+    // not hold the answer past API Gateway's limit either. The abandoned work may settle later.
+    let hardStop: NodeJS.Timeout | undefined;
+    const abandoned = new Promise<never>((_, reject) => {
+      hardStop = setTimeout(() => reject(new DeadlineExceeded(budget)), budget + HARD_STOP_GRACE_MS);
+    });
     const log: RequestContext = { route, fields: {}, signal: deadline.signal };
     let result: HttpResult;
     let failure: unknown;
     try {
-      result = await fn(event, log);
+      const work = fn(event, log);
+      work.catch(() => {}); // settles after the hard stop → no unhandled rejection
+      result = await Promise.race([work, abandoned]);
     } catch (err) {
       failure = err;
       if (err instanceof HttpError) result = errorResult(err.spec, err.headers);
@@ -96,6 +107,7 @@ export function httpHandler(
       else result = errorResult(ERRORS.internal);
     } finally {
       clearTimeout(timer);
+      clearTimeout(hardStop);
     }
     const entry = {
       requestId: context?.awsRequestId ?? event.requestContext?.requestId,

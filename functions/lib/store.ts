@@ -449,7 +449,7 @@ export class SnapshotStore {
       opts,
     );
     // Stored, duplicate or fenced: either way this upload will never be committed again.
-    await this.deleteObjectQuietly(uploadKey);
+    await this.deleteObjectQuietly(uploadKey, opts.signal);
     return result;
   }
 
@@ -526,7 +526,7 @@ export class SnapshotStore {
 
   /** Claim, then publish (steps 2 and 3 of the write protocol at the top of this file). */
   private async commit(pk: string, fields: Omit<RunRecord, 'createdAtMs'>, opts: CallOptions): Promise<WriteResult> {
-    const record: RunRecord = { ...fields, createdAtMs: this.now() };
+    let record: RunRecord = { ...fields, createdAtMs: this.now() };
     const meta: SnapshotMeta = { runId: record.runId, sha256: record.sha256, bytes: record.bytes };
 
     // 2. Claim the run. Exactly one writer per (conversation, run) gets past this line (I5).
@@ -537,11 +537,18 @@ export class SnapshotStore {
       );
     } catch (err) {
       if (!(err instanceof ConditionalCheckFailedException)) throw err;
-      // Someone claimed this run first — a concurrent duplicate, or this same request's earlier attempt
-      // that died before publishing. Finish that commit (idempotent), so a retry always converges (I3).
-      await this.rollForward(pk, record.runId, opts.signal);
-      await this.deleteObjectQuietly(record.s3Key);
-      return { kind: 'duplicate' };
+      const existing = await this.readRun(pk, record.runId, opts.signal);
+      if (existing?.s3Key !== record.s3Key) {
+        // Someone claimed this run first — a concurrent duplicate, or this same request's earlier attempt
+        // that died before publishing. Finish that commit (idempotent), so a retry always converges (I3).
+        if (existing?.status === 'completed') await this.publish(pk, existing, opts.signal);
+        await this.deleteObjectQuietly(record.s3Key, opts.signal);
+        return { kind: 'duplicate' };
+      }
+      // The claim is our own: its response was lost (connection reset) and the SDK retried the PutItem,
+      // whose condition then failed against our first attempt. s3Key is unique to this request, so this
+      // is certain. Deleting "our duplicate" object here would delete the committed snapshot.
+      record = existing;
     }
 
     // Non-completed runs are kept for the record but never published, so never served (I1).
@@ -550,10 +557,12 @@ export class SnapshotStore {
     // 3. Publish.
     if (await this.publish(pk, record, opts.signal)) return { kind: 'stored', meta, latest: true };
 
-    // Not published: a higher run is already latest (fine: stored, 200), or a clear fenced this run.
-    const fence = await this.readFence(pk, opts.signal);
-    if (fence && !isAfterFence(record, fence)) {
-      await this.deleteRunQuietly(pk, record);
+    // Not published: a higher run is already latest (fine: stored, 200), or a clear fenced this run, or
+    // our own publish landed and the SDK retried it after a lost response (HEAD already names our key).
+    const head = await this.readHead(pk, opts.signal);
+    if (head.latestKey === record.s3Key) return { kind: 'stored', meta, latest: true };
+    if (head.fence && !isAfterFence(record, head.fence)) {
+      await this.deleteRunQuietly(pk, record, opts.signal);
       return { kind: 'fenced' };
     }
     return { kind: 'stored', meta, latest: false };
@@ -592,14 +601,13 @@ export class SnapshotStore {
     }
   }
 
-  private async rollForward(pk: string, runId: number, abortSignal?: AbortSignal): Promise<void> {
+  /** The RUN record, or undefined if a clear deleted it in the meantime. */
+  private async readRun(pk: string, runId: number, abortSignal?: AbortSignal): Promise<RunRecord | undefined> {
     const res = await this.ddb.send(
       new GetItemCommand({ TableName: this.table, Key: key(pk, RUN_SK_PREFIX + padRunId(runId)), ConsistentRead: true }),
       { abortSignal },
     );
-    if (!res.Item) return; // deleted by a clear in the meantime
-    const r = fromRunItem(res.Item);
-    if (r.status === 'completed') await this.publish(pk, r, abortSignal);
+    return res.Item ? fromRunItem(res.Item) : undefined;
   }
 
   private async runExists(pk: string, runId: number, abortSignal?: AbortSignal): Promise<boolean> {
@@ -610,14 +618,20 @@ export class SnapshotStore {
     return res.Item !== undefined;
   }
 
-  private async readFence(pk: string, abortSignal?: AbortSignal): Promise<Fence | undefined> {
+  private async readHead(pk: string, abortSignal?: AbortSignal): Promise<{ fence: Fence | undefined; latestKey: string | undefined }> {
     const res = await this.ddb.send(
-      new GetItemCommand({ TableName: this.table, Key: key(pk, HEAD_SK), ConsistentRead: true, ProjectionExpression: 'clearedAtMs, clearedAtSec' }),
+      new GetItemCommand({
+        TableName: this.table,
+        Key: key(pk, HEAD_SK),
+        ConsistentRead: true,
+        ProjectionExpression: 'clearedAtMs, clearedAtSec, latestKey',
+      }),
       { abortSignal },
     );
     const item = res.Item;
-    if (!item?.['clearedAtMs']) return undefined;
-    return { ms: num(item, 'clearedAtMs'), sec: num(item, 'clearedAtSec') };
+    const latestKey = item?.['latestKey']?.S;
+    if (!item?.['clearedAtMs']) return { fence: undefined, latestKey };
+    return { fence: { ms: num(item, 'clearedAtMs'), sec: num(item, 'clearedAtSec') }, latestKey };
   }
 
   /** Streams an uploaded object through gunzip (if gzip) and sha256: memory stays flat at any size. */
@@ -669,7 +683,7 @@ export class SnapshotStore {
   }
 
   /** A fenced writer removes its own claim and object; if it crashes, the next clear does it. */
-  private async deleteRunQuietly(pk: string, r: RunRecord): Promise<void> {
+  private async deleteRunQuietly(pk: string, r: RunRecord, abortSignal?: AbortSignal): Promise<void> {
     try {
       await this.ddb.send(
         new DeleteItemCommand({
@@ -678,16 +692,18 @@ export class SnapshotStore {
           ConditionExpression: 's3Key = :key',
           ExpressionAttributeValues: { ':key': { S: r.s3Key } },
         }),
+        { abortSignal },
       );
     } catch (err) {
       if (!(err instanceof ConditionalCheckFailedException)) this.onCleanupError('delete fenced run record', err);
     }
-    await this.deleteObjectQuietly(r.s3Key);
+    await this.deleteObjectQuietly(r.s3Key, abortSignal);
   }
 
-  private async deleteObjectQuietly(s3Key: string): Promise<void> {
+  /** Best effort, but still bound by the request deadline: a stalled cleanup must not hold the answer. */
+  private async deleteObjectQuietly(s3Key: string, abortSignal?: AbortSignal): Promise<void> {
     try {
-      await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: s3Key }));
+      await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: s3Key }), { abortSignal });
     } catch (err) {
       this.onCleanupError('delete unreferenced object', err);
     }
