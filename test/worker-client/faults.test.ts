@@ -166,7 +166,16 @@ describe('writeSnapshot through faults', () => {
     await writeFile(sessionFile, text);
     proxy.enqueue({ kind: 'drop-after-upstream' });
     const r = await writeSnapshot({ sessionFile, gatewayUrl: proxy.url, workerToken: await c.runToken(3), terminalStatus: 'completed', runId: 3, ...FAST });
-    expect(r).toEqual({ status: 'written', bytes: Buffer.byteLength(text), attempts: 2, afterRetry: true });
+    expect(r).toEqual({
+      status: 'written',
+      bytes: Buffer.byteLength(text),
+      attempts: 2,
+      afterRetry: true,
+      transport: 'direct',
+      encoding: 'gzip',
+      wireBytes: expect.any(Number),
+      parts: 0,
+    });
     expect(proxy.requests.map((q) => [q.fault, q.upstreamStatus])).toEqual([
       ['drop-after-upstream', 200],
       ['pass', 409],

@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { LocalService } from '../../local/service.js';
 import { clearSnapshots, hydrateFromSnapshot, hydrateSnapshot, writeSnapshot } from '../../worker-client/src/index.js';
-import { collectEvents, conversation, FAST, fakeGateway, startService, tempDir } from './support.js';
+import { collectEvents, conversation, FAST, fakeGateway, startService, tempDir, tempFilesIn } from './support.js';
 
 let svc: LocalService;
 let dir: string;
@@ -34,7 +35,18 @@ describe('writeSnapshot against the local service', () => {
     const c = await conversation(svc);
     const text = '{"a":1}\n{"b":"ü"}\n';
     const r = await writeSnapshot({ sessionFile: await file('s.jsonl', text), gatewayUrl: svc.url, workerToken: await c.runToken(5), terminalStatus: 'completed', runId: 5 });
-    expect(r).toEqual({ status: 'written', id: expect.any(Number), bytes: Buffer.byteLength(text), attempts: 1, afterRetry: false });
+    expect(r).toEqual({
+      status: 'written',
+      id: expect.any(Number),
+      bytes: Buffer.byteLength(text),
+      attempts: 1,
+      afterRetry: false,
+      sha256: createHash('sha256').update(text).digest('hex'),
+      transport: 'direct',
+      encoding: 'gzip',
+      wireBytes: expect.any(Number),
+      parts: 0,
+    });
   });
 
   it('returns duplicate when the run already has a snapshot (409 on the first attempt)', async () => {
@@ -109,15 +121,17 @@ describe('writeSnapshot against the local service', () => {
     expect(events.filter((e) => e.event === 'attempt')).toHaveLength(1);
   });
 
-  it('fails with too_large on 413 without retrying', async () => {
+  it('on 413 tries a presigned upload once (no retries), then fails with too_large if that is refused too', async () => {
     const gw = await fakeGateway((_q, res) => {
       res.writeHead(413, { 'content-type': 'application/json' });
       res.end('{"error":"Snapshot too large","code":"snapshot_too_large"}');
     });
     try {
       const r = await writeSnapshot({ sessionFile: await file('s.jsonl', 'x\n'), gatewayUrl: gw.url, workerToken: 't', terminalStatus: 'completed', runId: 1, ...FAST });
-      expect(r).toMatchObject({ status: 'failed', reason: 'too_large', httpStatus: 413, serverCode: 'snapshot_too_large', attempts: 1 });
-      expect(gw.requests).toHaveLength(1);
+      expect(r).toMatchObject({ status: 'failed', reason: 'too_large', httpStatus: 413, serverCode: 'snapshot_too_large', attempts: 2 });
+      expect(gw.requests.map((q) => q.url)).toEqual(['/worker/transcript/snapshot', '/worker/transcript/snapshot/uploads']);
+      expect(JSON.parse(gw.requests[1]!.body)).toEqual({ runId: 1, bytes: expect.any(Number), contentEncoding: 'gzip' });
+      expect(await tempFilesIn(dir)).toEqual([]);
     } finally {
       await gw.close();
     }
@@ -136,17 +150,65 @@ describe('writeSnapshot against the local service', () => {
     expect(r).toMatchObject({ status: 'failed', reason: 'invalid_argument' });
   });
 
-  it('sends exactly the body shape existing workers send', async () => {
+  it('with compress: false sends exactly the body shape existing workers send', async () => {
     const gw = await fakeGateway((_q, res) => res.end('{"id":4}'));
     try {
       const text = 'line "one"\n\\u0000 two\n';
-      await writeSnapshot({ sessionFile: await file('s.jsonl', text), gatewayUrl: `${gw.url}/lobu`, workerToken: 'run-token', terminalStatus: 'completed', runId: 42 });
+      const r = await writeSnapshot({ sessionFile: await file('s.jsonl', text), gatewayUrl: `${gw.url}/lobu`, workerToken: 'run-token', terminalStatus: 'completed', runId: 42, compress: false });
+      expect(r).toMatchObject({ status: 'written', transport: 'direct', encoding: 'identity' });
       const req = gw.requests[0]!;
       expect(req.url).toBe('/lobu/worker/transcript/snapshot');
       expect(req.method).toBe('POST');
       expect(req.headers.authorization).toBe('Bearer run-token');
       expect(req.headers['content-type']).toBe('application/json');
+      expect(req.headers['content-encoding']).toBeUndefined();
       expect(JSON.parse(req.body)).toEqual({ terminalStatus: 'completed', snapshotJsonl: text, runId: 42 });
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('by default gzips the same JSON body and says so with Content-Encoding: gzip', async () => {
+    const raw: Buffer[] = [];
+    const gw = await fakeGateway((_q, res) => res.end('{"id":4}'));
+    // fakeGateway keeps bodies as utf-8 text, which would mangle gzip: capture the raw bytes in `fetch`.
+    try {
+      const text = '{"type":"message","text":"ü"}\n'.repeat(200);
+      const r = await writeSnapshot({
+        sessionFile: await file('s.jsonl', text),
+        gatewayUrl: gw.url,
+        workerToken: 'run-token',
+        terminalStatus: 'completed',
+        runId: 42,
+        fetch: async (input, init) => {
+          if (init?.body instanceof Uint8Array) raw.push(Buffer.from(init.body));
+          return fetch(input, init);
+        },
+      });
+      const req = gw.requests[0]!;
+      expect(req.headers['content-encoding']).toBe('gzip');
+      expect(req.headers['content-type']).toBe('application/json');
+      expect(raw).toHaveLength(1);
+      expect(JSON.parse(gunzipSync(raw[0]!).toString('utf8'))).toEqual({ terminalStatus: 'completed', snapshotJsonl: text, runId: 42 });
+      expect(r).toMatchObject({ status: 'written', transport: 'direct', encoding: 'gzip', wireBytes: raw[0]!.length });
+      expect(raw[0]!.length).toBeLessThan(Buffer.byteLength(text) / 10);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('sends the body uncompressed once more when the server cannot decode gzip (415)', async () => {
+    const gw = await fakeGateway((q, res) => {
+      if (q.headers['content-encoding']) {
+        res.writeHead(415, { 'content-type': 'application/json' });
+        res.end('{"error":"Unsupported Content-Encoding","code":"unsupported_content_encoding"}');
+      } else res.end('{"id":7}');
+    });
+    try {
+      const r = await writeSnapshot({ sessionFile: await file('s.jsonl', 'x\n'), gatewayUrl: gw.url, workerToken: 't', terminalStatus: 'completed', runId: 7, ...FAST });
+      expect(r).toMatchObject({ status: 'written', id: 7, attempts: 2, transport: 'direct', encoding: 'identity' });
+      expect(gw.requests.map((q) => q.headers['content-encoding'])).toEqual(['gzip', undefined]);
+      expect(JSON.parse(gw.requests[1]!.body)).toEqual({ terminalStatus: 'completed', snapshotJsonl: 'x\n', runId: 7 });
     } finally {
       await gw.close();
     }

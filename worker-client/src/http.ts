@@ -8,11 +8,12 @@ const DEFAULTS = {
   retries: 4,
   backoffBaseMs: 250,
   backoffMaxMs: 8_000,
-  timeoutMs: { GET: 30_000, DELETE: 30_000, POST: 60_000 },
-  deadlineMs: { GET: 120_000, DELETE: 120_000, POST: 180_000 },
+  timeoutMs: { GET: 30_000, DELETE: 30_000, POST: 60_000, PUT: 60_000 },
+  deadlineMs: { GET: 120_000, DELETE: 120_000, POST: 180_000, PUT: 180_000 },
 } as const;
 
-export type Method = 'GET' | 'POST' | 'DELETE';
+/** `PUT` only appears on sub-calls of a write (presigned uploads), which share the write's deadline. */
+export type Method = 'GET' | 'POST' | 'DELETE' | 'PUT';
 
 export type Log = (level: ClientEvent['level'], event: string, fields?: Record<string, unknown>) => void;
 
@@ -45,7 +46,7 @@ export interface CallContext {
   signal: AbortSignal | undefined;
 }
 
-function nonNegative(name: string, v: number | undefined, fallback: number): number {
+export function nonNegative(name: string, v: number | undefined, fallback: number): number {
   if (v === undefined) return fallback;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
     throw new TranscriptStoreError('invalid_argument', `${name} must be a finite number ≥ 0`);

@@ -1,4 +1,6 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat, unlink } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
 import { ensureDir, replaceFileAtomically, sha256OfFile } from './atomic-file.js';
 import { TranscriptStoreError } from './errors.js';
 import {
@@ -9,6 +11,7 @@ import {
   httpError,
   makeContext,
   makeLog,
+  nonNegative,
   readServerError,
   readSmallBody,
   redactUrl,
@@ -25,6 +28,7 @@ import type {
   WriteSnapshotOptions,
   WriteSnapshotResult,
 } from './types.js';
+import { createUpload, NotUtf8, type PreparedFile, prepareFile, putFile } from './upload.js';
 
 const MAX_REDIRECTS = 5;
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -59,10 +63,17 @@ async function hydrateAttempt(
   localSha: string | undefined,
 ): Promise<HydrateResult> {
   let url = ctx.url;
-  const headers: Record<string, string> = { ...authHeaders(ctx), accept: 'application/x-ndjson, */*;q=0.1' };
+  // gzip is asked for explicitly: the service then sends it inline, and storage serves large snapshots
+  // stored gzip. fetch decodes Content-Encoding itself, so the digest is checked on the decoded bytes.
+  const headers: Record<string, string> = {
+    ...authHeaders(ctx),
+    accept: 'application/x-ndjson, */*;q=0.1',
+    'accept-encoding': 'gzip',
+  };
   if (localSha) headers['if-none-match'] = `"${localSha}"`;
   const digests = new Set<string>();
   let runId: number | undefined;
+  let redirected = false;
   let res: Response;
   // Redirects are followed by hand so the digest announced by the gateway (on the 307 to a
   // presigned storage URL) is still checked against the body that finally arrives.
@@ -86,6 +97,7 @@ async function hydrateAttempt(
     }
     ctx.log('debug', 'redirect', { status: res.status, to: redactUrl(next.href) });
     url = next.href;
+    redirected = true;
   }
 
   if (res.status === 404) {
@@ -101,8 +113,10 @@ async function hydrateAttempt(
   if (res.status !== 200) throw await httpError(ctx, res);
   if (!res.body) throw new TranscriptStoreError('network', 'hydrate failed: response has no body', { status: 200 });
 
-  const contentLength = res.headers.get('content-encoding') ? null : res.headers.get('content-length');
-  const expectedBytes = contentLength !== null && /^\d+$/.test(contentLength) ? Number(contentLength) : undefined;
+  const rawLength = res.headers.get('content-length');
+  const wireBytes = rawLength !== null && /^\d+$/.test(rawLength) ? Number(rawLength) : undefined;
+  // With a content coding, content-length is the encoded size; the decoded size is checked by the digest.
+  const expectedBytes = res.headers.get('content-encoding') ? undefined : wireBytes;
   // Only now: a 404, 304 or error must not even create the parent directory.
   await ensureDir(sessionFile);
   const written = await replaceFileAtomically(sessionFile, res.body, (sha256, bytes) => {
@@ -126,6 +140,8 @@ async function hydrateAttempt(
     sha256: written.sha256,
     runId,
     verified: digests.size > 0,
+    redirected,
+    wireBytes,
     file: sessionFile,
   });
   return {
@@ -134,6 +150,8 @@ async function hydrateAttempt(
     bytes: written.bytes,
     sha256: written.sha256,
     verified: digests.size > 0,
+    redirected,
+    wireBytes,
     attempts: info.attempt,
   };
 }
@@ -203,16 +221,33 @@ function toFailure(e: unknown, op: Operation): FailedResult {
   return { status: 'failed', reason: 'io', message: `${op} failed unexpectedly`, attempts: 0 };
 }
 
-async function jsonField(res: Response, field: string): Promise<number | undefined> {
+async function jsonBody(res: Response): Promise<Record<string, unknown>> {
   try {
-    const v: unknown = (JSON.parse(await readSmallBody(res)) as Record<string, unknown>)[field];
-    return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+    const v: unknown = JSON.parse(await readSmallBody(res));
+    return v && typeof v === 'object' ? (v as Record<string, unknown>) : {};
   } catch {
-    return undefined;
+    return {};
   }
 }
 
+async function jsonField(res: Response, field: string): Promise<number | undefined> {
+  const v = (await jsonBody(res))[field];
+  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+}
+
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const gzipAsync = promisify(gzip);
+
+/** The service's default MAX_SNAPSHOT_BYTES: the largest snapshot a direct POST may carry. */
+export const DEFAULT_DIRECT_MAX_BYTES = 4 * 1024 * 1024;
+const DEFAULT_PART_CONCURRENCY = 4;
+
+const notUtf8 = (attempts: number): WriteSnapshotResult => ({
+  status: 'failed',
+  reason: 'not_utf8',
+  message: 'session file is not valid UTF-8; refusing to upload a lossy copy',
+  attempts,
+});
 
 /**
  * Reads the session file into the POST body. The file's bytes and their decoded text are only
@@ -235,19 +270,209 @@ async function prepareBody(opts: WriteSnapshotOptions): Promise<{ body: string; 
   try {
     text = utf8.decode(raw);
   } catch {
-    return {
-      status: 'failed',
-      reason: 'not_utf8',
-      message: 'session file is not valid UTF-8; refusing to upload a lossy copy',
-      attempts: 0,
-    };
+    return notUtf8(0);
   }
   return { body: JSON.stringify({ terminalStatus: opts.terminalStatus, snapshotJsonl: text, runId: opts.runId }), bytes };
+}
+
+type Transfer = Pick<Extract<WriteSnapshotResult, { status: 'written' }>, 'transport' | 'encoding' | 'wireBytes' | 'parts'>;
+
+/**
+ * Maps the answer to a snapshot POST (direct or commit) to a result; throws for anything else.
+ * 409 snapshot_exists after an attempt that got no answer is this call's own earlier write.
+ */
+async function writeAnswer(
+  ctx: CallContext,
+  res: Response,
+  info: AttemptInfo,
+  bytes: number,
+  transfer: Transfer,
+  localSha?: string,
+): Promise<WriteSnapshotResult> {
+  if (res.status >= 200 && res.status < 300) {
+    const body = await jsonBody(res);
+    const id = typeof body.id === 'number' && Number.isFinite(body.id) ? body.id : undefined;
+    const serverSha = typeof body.sha256 === 'string' && HEX64.test(body.sha256) ? body.sha256 : undefined;
+    if (serverSha && localSha && serverSha !== localSha) {
+      // The service measured what landed; a difference means the file changed while it was read.
+      ctx.log('warn', 'sha256_mismatch', { local: localSha, server: serverSha });
+    }
+    const sha256 = serverSha ?? localSha;
+    return {
+      status: 'written',
+      ...(id !== undefined ? { id } : {}),
+      bytes,
+      attempts: info.attempt,
+      afterRetry: false,
+      ...(sha256 !== undefined ? { sha256 } : {}),
+      ...transfer,
+    };
+  }
+  if (res.status === 409) {
+    const err = await readServerError(res);
+    if (err.code === 'reset_fenced') return { status: 'skipped', reason: 'reset', attempts: info.attempt };
+    // Same request, retried: if an earlier attempt may have committed, the stored snapshot is ours.
+    if (info.ambiguousBefore) return { status: 'written', bytes, attempts: info.attempt, afterRetry: true, ...transfer };
+    return { status: 'duplicate', bytes, attempts: info.attempt, ...transfer };
+  }
+  throw await httpError(ctx, res);
+}
+
+function withAttempts(r: WriteSnapshotResult, before: number): WriteSnapshotResult {
+  return before === 0 ? r : { ...r, attempts: r.attempts + before };
+}
+
+/** Marker: the server refused the direct POST as too large (413); the caller tries the presigned path. */
+interface TooLargeForDirect {
+  tooLarge: TranscriptStoreError;
+}
+
+/**
+ * Direct POST. With compression, the JSON body is gzipped (`Content-Encoding: gzip`); a server that
+ * cannot decode it (415, or 400 invalid_json for a body we know is valid JSON) gets it once more
+ * uncompressed.
+ */
+async function writeDirect(ctx: CallContext, opts: WriteSnapshotOptions, compress: boolean): Promise<WriteSnapshotResult | TooLargeForDirect> {
+  const prepared = await prepareBody(opts);
+  if ('status' in prepared) return prepared;
+  const { bytes } = prepared;
+  // One copy kept for retries: the gzip of the JSON, or the JSON itself.
+  const payload: string | Buffer = compress ? await gzipAsync(Buffer.from(prepared.body, 'utf8')) : prepared.body;
+  const wireBytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength;
+  const transfer: Transfer = { transport: 'direct', encoding: compress ? 'gzip' : 'identity', wireBytes, parts: 0 };
+  try {
+    const { value } = await runWithRetries(ctx, async (info) => {
+      const res = await ctx.fetch(ctx.url, {
+        method: 'POST',
+        headers: { ...authHeaders(ctx), 'content-type': 'application/json', ...(compress ? { 'content-encoding': 'gzip' } : {}) },
+        body: payload,
+        signal: info.signal,
+      });
+      return writeAnswer(ctx, res, info, bytes, transfer);
+    });
+    return value;
+  } catch (e) {
+    if (!(e instanceof TranscriptStoreError) || e.code !== 'http_4xx') throw e;
+    if (e.status === 413) return { tooLarge: e };
+    if (compress && (e.status === 415 || (e.status === 400 && e.serverCode === 'invalid_json'))) {
+      ctx.log('info', 'fallback_identity', { status: e.status, serverCode: e.serverCode });
+      const again = await writeDirect(ctx, opts, false);
+      return 'status' in again ? withAttempts(again, e.attempts) : again;
+    }
+    throw e;
+  }
+}
+
+/** Aborts when the call's deadline passes or the caller aborts; for the local (non-HTTP) steps. */
+function localStepSignal(ctx: CallContext): { signal: AbortSignal; why: () => 'deadline' | 'aborted' | undefined; done: () => void } {
+  const controller = new AbortController();
+  let why: 'deadline' | 'aborted' | undefined;
+  const timer = setTimeout(() => {
+    why = 'deadline';
+    controller.abort();
+  }, Math.max(0, ctx.deadlineAt - Date.now()));
+  const onAbort = () => {
+    why = 'aborted';
+    controller.abort();
+  };
+  if (ctx.signal?.aborted) onAbort();
+  else ctx.signal?.addEventListener('abort', onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    why: () => why,
+    done: () => {
+      clearTimeout(timer);
+      ctx.signal?.removeEventListener('abort', onAbort);
+    },
+  };
+}
+
+/**
+ * Presigned upload (see upload.ts): stream the file through gzip into a temp file, create the
+ * upload, PUT, commit. The temp file is deleted whatever happens. `before` = attempts already made.
+ */
+async function writePresigned(
+  ctx: CallContext,
+  opts: WriteSnapshotOptions,
+  compress: boolean,
+  partConcurrency: number,
+  before: number,
+): Promise<WriteSnapshotResult> {
+  let total = before;
+  const step = async <T extends { attempts: number }>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      const r = await fn();
+      total += r.attempts;
+      return r;
+    } catch (e) {
+      if (e instanceof TranscriptStoreError) e.attempts += total;
+      throw e;
+    }
+  };
+
+  let file: PreparedFile | undefined;
+  try {
+    const started = Date.now();
+    const local = localStepSignal(ctx);
+    try {
+      file = await prepareFile(opts.sessionFile, compress, opts.tempDir, local.signal);
+    } catch (e) {
+      if (e instanceof NotUtf8) return notUtf8(total);
+      if (e instanceof TranscriptStoreError) throw e;
+      const why = local.why();
+      if (why === 'aborted') throw new TranscriptStoreError('aborted', 'write aborted by caller', { cause: e, attempts: total });
+      if (why === 'deadline') {
+        throw new TranscriptStoreError('deadline', `write gave up: deadline of ${ctx.deadlineMs} ms reached while compressing`, { cause: e, attempts: total });
+      }
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return { status: 'skipped', reason: 'missing_file', attempts: total };
+      throw new TranscriptStoreError('io', `read session file failed${code ? ` (${code})` : ''}`, { cause: e, attempts: total });
+    } finally {
+      local.done();
+    }
+    if (file.bytes === 0) return { status: 'skipped', reason: 'empty_file', attempts: total };
+    ctx.log('info', 'upload_prepared', {
+      bytes: file.bytes,
+      wireBytes: file.transferBytes,
+      encoding: file.encoding,
+      ms: Date.now() - started,
+    });
+
+    const prepared = file;
+    const { ticket } = await step(() => createUpload(ctx, opts.runId, prepared));
+    ctx.log('info', 'upload_created', { parts: ticket.parts?.length ?? 1, wireBytes: prepared.transferBytes });
+    const put = await step(() => putFile(ctx, ticket, prepared, partConcurrency));
+
+    const transfer: Transfer = { transport: 'presigned', encoding: prepared.encoding, wireBytes: prepared.transferBytes, parts: put.puts };
+    const body = JSON.stringify({
+      terminalStatus: opts.terminalStatus,
+      runId: opts.runId,
+      uploadId: ticket.uploadId,
+      ...(put.parts ? { parts: put.parts } : {}),
+    });
+    const { value } = await step(() =>
+      runWithRetries(ctx, async (info) => {
+        const res = await ctx.fetch(ctx.url, {
+          method: 'POST',
+          headers: { ...authHeaders(ctx), 'content-type': 'application/json' },
+          body,
+          signal: info.signal,
+        });
+        return writeAnswer(ctx, res, info, prepared.bytes, transfer, prepared.sha256);
+      }),
+    );
+    return { ...value, attempts: total };
+  } finally {
+    if (file?.temp) await unlink(file.temp).catch(() => {});
+  }
 }
 
 /**
  * Drop-in for the worker module's `writeSnapshot`. Never throws (it runs in a worker's dying
  * breath); the result says what happened. Only `completed` runs are uploaded.
+ *
+ * Files up to `directMaxBytes` go inline in one POST (gzip-compressed unless `compress: false`);
+ * larger ones through a presigned upload, streamed from disk so memory stays flat at any size.
  */
 export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSnapshotResult> {
   const log = makeLog(opts.logger, 'write');
@@ -262,38 +487,30 @@ export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSn
     if (!Number.isSafeInteger(opts.runId) || opts.runId <= 0) {
       throw new TranscriptStoreError('invalid_argument', 'runId must be a positive integer');
     }
+    const compress = opts.compress ?? true;
+    const directMaxBytes = nonNegative('directMaxBytes', opts.directMaxBytes, DEFAULT_DIRECT_MAX_BYTES);
+    const partConcurrency = Math.max(1, Math.floor(nonNegative('partConcurrency', opts.partConcurrency, DEFAULT_PART_CONCURRENCY)));
+    if (typeof opts.sessionFile !== 'string' || opts.sessionFile.length === 0) {
+      throw new TranscriptStoreError('invalid_argument', 'sessionFile is required');
+    }
 
-    const prepared = await prepareBody(opts);
-    if ('status' in prepared) return done(prepared);
-    const { body, bytes } = prepared;
+    let size: number;
+    try {
+      size = (await stat(opts.sessionFile)).size;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return done({ status: 'skipped', reason: 'missing_file', attempts: 0 });
+      throw new TranscriptStoreError('io', `stat session file failed${code ? ` (${code})` : ''}`, { cause: e });
+    }
 
-    const { value } = await runWithRetries(ctx, async (info): Promise<WriteSnapshotResult> => {
-      const res = await ctx.fetch(ctx.url, {
-        method: 'POST',
-        headers: { ...authHeaders(ctx), 'content-type': 'application/json' },
-        body,
-        signal: info.signal,
-      });
-      if (res.status >= 200 && res.status < 300) {
-        const id = await jsonField(res, 'id');
-        return {
-          status: 'written',
-          ...(id !== undefined ? { id } : {}),
-          bytes,
-          attempts: info.attempt,
-          afterRetry: false,
-        };
-      }
-      if (res.status === 409) {
-        const err = await readServerError(res);
-        if (err.code === 'reset_fenced') return { status: 'skipped', reason: 'reset', attempts: info.attempt };
-        // Same request, retried: if an earlier attempt may have committed, the stored snapshot is ours.
-        if (info.ambiguousBefore) return { status: 'written', bytes, attempts: info.attempt, afterRetry: true };
-        return { status: 'duplicate', bytes, attempts: info.attempt };
-      }
-      throw await httpError(ctx, res);
-    });
-    return done(value);
+    if (size <= directMaxBytes) {
+      const direct = await writeDirect(ctx, opts, compress);
+      if ('status' in direct) return done(direct);
+      // The server's limit is below ours: go the way that has no such limit, once.
+      log('info', 'fallback_presigned', { bytes: size, status: 413, serverCode: direct.tooLarge.serverCode });
+      return done(await writePresigned(ctx, opts, compress, partConcurrency, direct.tooLarge.attempts));
+    }
+    return done(await writePresigned(ctx, opts, compress, partConcurrency, 0));
   } catch (e) {
     return done(toFailure(e, 'write'));
   }

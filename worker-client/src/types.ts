@@ -63,6 +63,36 @@ export interface WriteSnapshotOptions extends ConnectionOptions, TransportOption
   terminalStatus: TerminalStatus;
   /** The run this worker claimed; must match the `runId` claim of the per-run token. */
   runId: number;
+  /**
+   * gzip what goes on the wire: the direct POST body (`Content-Encoding: gzip`) and the presigned
+   * upload (stored gzip by the service). Default true. `false` sends the bytes as they are.
+   */
+  compress?: boolean;
+  /**
+   * Largest session file (bytes) sent inline with a direct POST; anything larger goes through a
+   * presigned upload. Default 4 MiB (4,194,304), the service's default `MAX_SNAPSHOT_BYTES`. A 413
+   * from a server with a smaller limit falls back to the presigned upload once.
+   */
+  directMaxBytes?: number;
+  /**
+   * Where the compressed copy of a large file is written before it is uploaded. Default: the session
+   * file's directory (falling back to `os.tmpdir()` when that is not writable). Always deleted.
+   */
+  tempDir?: string;
+  /** Parts of a multipart upload sent at the same time. Default 4. */
+  partConcurrency?: number;
+}
+
+/** How a written snapshot travelled. */
+export interface WriteTransfer {
+  /** `direct`: inline in the POST; `presigned`: PUT to storage, then a commit POST. */
+  transport: 'direct' | 'presigned';
+  /** Content coding on the wire (and at rest, for presigned uploads). */
+  encoding: 'gzip' | 'identity';
+  /** Bytes sent in the successful request body (direct) or PUT to storage (presigned). */
+  wireBytes: number;
+  /** Number of PUTs (1 for a single upload, the part count for multipart); 0 for direct. */
+  parts: number;
 }
 
 export type ClearSnapshotsOptions = ConnectionOptions & TransportOptions;
@@ -77,6 +107,13 @@ export type HydrateResult =
       sha256: string;
       /** Whether the server announced a digest that was checked before the file was replaced. */
       verified: boolean;
+      /** True when the body came from a redirect (307 to presigned storage, for large snapshots). */
+      redirected: boolean;
+      /**
+       * Body bytes on the wire (the response's `content-length`: the compressed size when it was
+       * gzip-encoded); undefined when the response did not say.
+       */
+      wireBytes: number | undefined;
       attempts: number;
     }
   | { status: 'not_modified'; sha256: string; attempts: number }
@@ -111,7 +148,7 @@ export interface FailedResult {
 }
 
 export type WriteSnapshotResult =
-  | {
+  | ({
       status: 'written';
       /** `id` from the server's 200 body; absent when the write was confirmed by a 409 after a retry. */
       id?: number;
@@ -122,8 +159,10 @@ export type WriteSnapshotResult =
        * attempt was told the run already has a snapshot: that snapshot is this call's own write.
        */
       afterRetry: boolean;
-    }
-  | { status: 'duplicate'; bytes: number; attempts: number }
+      /** sha256 (hex) of the file bytes, as the server measured them (or as computed locally). */
+      sha256?: string;
+    } & WriteTransfer)
+  | ({ status: 'duplicate'; bytes: number; attempts: number } & WriteTransfer)
   | {
       status: 'skipped';
       /**
