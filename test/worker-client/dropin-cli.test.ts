@@ -121,6 +121,15 @@ describe('operator CLI', () => {
     expect(JSON.parse(b.out.join(''))).toMatchObject({ status: 'not_found', hydrated: false });
   });
 
+  it('write takes --direct-max-bytes and --no-compress (presigned identity upload)', async () => {
+    const c = await conversation(svc);
+    const src = join(dir, 'big.jsonl');
+    await writeFile(src, '{"line":"x"}\n'.repeat(1000));
+    const w = io({ WORKER_TOKEN: await c.runToken(3), DISPATCHER_URL: svc.url });
+    expect(await runCli(['write', '--session-file', src, '--run-id', '3', '--direct-max-bytes', '1000', '--no-compress'], w.io)).toBe(0);
+    expect(JSON.parse(w.out.join(''))).toMatchObject({ status: 'written', transport: 'presigned', encoding: 'identity', wireBytes: 13_000, parts: 1 });
+  });
+
   it('exits 1 with a typed JSON failure on an invalid token, and never prints the token', async () => {
     const token = 'definitely-not-a-jwt';
     const a = io({ TRANSCRIPT_STORE_TOKEN: token });

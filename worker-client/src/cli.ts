@@ -23,6 +23,8 @@ Options:
   --timeout-ms <n>        Per-attempt timeout
   --retries <n>           Extra attempts on retryable failures
   --deadline-ms <n>       Overall time budget
+  --direct-max-bytes <n>  write: largest file sent inline (default 4194304); larger → presigned upload
+  --no-compress           write: send the bytes as they are instead of gzip
   --verbose               Log events as JSON lines on stderr
   -h, --help
 
@@ -61,6 +63,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         'timeout-ms': { type: 'string' },
         retries: { type: 'string' },
         'deadline-ms': { type: 'string' },
+        'direct-max-bytes': { type: 'string' },
+        'no-compress': { type: 'boolean' },
         verbose: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -122,7 +126,15 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       if (!TERMINAL.includes(ts as TerminalStatus)) {
         throw new UsageError(`--terminal-status must be one of ${TERMINAL.join(', ')}`);
       }
-      const r = await writeSnapshot({ ...conn, sessionFile, runId, terminalStatus: ts as TerminalStatus });
+      const directMaxBytes = intFlag('direct-max-bytes', values['direct-max-bytes']);
+      const r = await writeSnapshot({
+        ...conn,
+        sessionFile,
+        runId,
+        terminalStatus: ts as TerminalStatus,
+        ...(directMaxBytes !== undefined ? { directMaxBytes } : {}),
+        ...(values['no-compress'] ? { compress: false } : {}),
+      });
       io.stdout(`${JSON.stringify(r)}\n`);
       return r.status === 'failed' ? (r.reason === 'invalid_argument' ? 2 : 1) : 0;
     }
