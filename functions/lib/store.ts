@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { Transform, Writable, type Readable } from 'node:stream';
+import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { createGunzip, gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
@@ -299,12 +299,21 @@ export class SnapshotStore {
       if (err instanceof NoSuchKey) return { kind: 'none' };
       throw err;
     }
-    const plain = stored === 'gzip' ? await gunzip(raw) : raw;
     // Never serve a partial or foreign body (I1): the bytes must be the ones that were committed.
+    if (sendGzip) {
+      // Sent as stored, so checked by streaming it through gunzip into the hash: its decoded size is
+      // bounded by maxUploadBytes, not by the inline limit, and must never be held in memory.
+      const decoded = await gunzippedDigest(raw, meta.bytes);
+      if (decoded.bytes !== meta.bytes || decoded.sha256 !== meta.sha256) {
+        throw new IntegrityError(`stored object for run ${meta.runId} does not match its record`);
+      }
+      return { kind: 'body', meta, body: raw, encoding: 'gzip' };
+    }
+    const plain = stored === 'gzip' ? await gunzip(raw) : raw;
     if (plain.length !== meta.bytes || sha256Hex(plain) !== meta.sha256) {
       throw new IntegrityError(`stored object for run ${meta.runId} does not match its record`);
     }
-    return sendGzip ? { kind: 'body', meta, body: raw, encoding: 'gzip' } : { kind: 'body', meta, body: plain, encoding: 'identity' };
+    return { kind: 'body', meta, body: plain, encoding: 'identity' };
   }
 
   // ---- write (direct) --------------------------------------------------------------------------
@@ -723,6 +732,22 @@ export class SnapshotStore {
       await mapLimit(orphans, 8, (k) => this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: k }), { abortSignal }));
     } while (token);
   }
+}
+
+/** sha256 and length of a gzip body's decoded bytes, streamed; stops past `limit` decoded bytes. */
+async function gunzippedDigest(raw: Buffer, limit: number): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      bytes += chunk.length;
+      if (bytes > limit) return done(new IntegrityError('stored object decodes to more bytes than its record'));
+      hash.update(chunk);
+      done();
+    },
+  });
+  await pipeline(Readable.from([raw]), createGunzip(), sink);
+  return { sha256: hash.digest('hex'), bytes };
 }
 
 function isAfterFence(r: Pick<RunRecord, 'createdAtMs' | 'iat'>, fence: Fence): boolean {

@@ -439,3 +439,44 @@ describe('hydrate: large snapshots', () => {
     }
   });
 });
+
+describe('service memory on the inline gzip path', () => {
+  /**
+   * A snapshot whose gzip fits the inline limit is served inline. Its decoded size is bounded only by
+   * MAX_UPLOAD_BYTES, not by the inline limit: 100 MiB of one repeated line gzips to ~100 KB. Serving it
+   * must not decode it into memory in the service (a Lambda would need the decoded size in RAM).
+   */
+  it('serves a highly compressible 100 MiB snapshot inline without holding it decoded', async () => {
+    const c = await conversation(svc);
+    const size = 100 * MiB;
+    const src = join(dir, 'repetitive.jsonl');
+    const line = Buffer.from('{"type":"message","text":"ok"}\n');
+    const out0 = createWriteStream(src);
+    const block = Buffer.concat(Array.from({ length: Math.floor(MiB / line.length) + 1 }, () => line)).subarray(0, MiB);
+    for (let i = 0; i < size / MiB; i++) if (!out0.write(block)) await once(out0, 'drain');
+    out0.end();
+    await once(out0, 'finish');
+    const w = await write(c, 1, src);
+    expect(w).toMatchObject({ status: 'written', transport: 'presigned', encoding: 'gzip' });
+    if (w.status !== 'written') throw new Error('unreachable');
+    expect(w.wireBytes).toBeLessThan(256 * KiB); // stored gzip under INLINE_RESPONSE_MAX_BYTES → inline
+
+    const base = process.memoryUsage();
+    let peak = 0;
+    const sampler = setInterval(() => {
+      const m = process.memoryUsage();
+      peak = Math.max(peak, m.heapUsed - base.heapUsed + (m.arrayBuffers - base.arrayBuffers));
+    }, 2);
+    const out = join(dir, 'out.jsonl');
+    let h;
+    try {
+      h = await hydrateSnapshot({ sessionFile: out, gatewayUrl: svc.url, workerToken: c.convToken });
+    } finally {
+      clearInterval(sampler);
+    }
+    expect(h).toMatchObject({ status: 'hydrated', redirected: false, bytes: size, verified: true });
+    expect(await sameBytes(src, out)).toBe(true);
+    // The client streams; anything near 100 MiB here is the service holding the decoded snapshot.
+    expect(peak).toBeLessThan(48 * MiB);
+  }, 60_000);
+});
