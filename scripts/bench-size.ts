@@ -234,12 +234,18 @@ interface Row {
   identity: RoundTrip;
   sdkPutMs: number;
   sdkGetMs: number;
+  /** Service RSS when the size started (after the peak reset) and its peak during the size. */
+  startRssMb: number;
   peakRssMb: number;
 }
 
 const mb = (b: number) => b / 1e6;
 const fmtBytes = (b: number | undefined) =>
   b === undefined ? 'n/a' : b >= 1e6 ? `${(b / 1e6).toFixed(2)} MB` : b >= 1e3 ? `${(b / 1e3).toFixed(1)} KB` : `${b} B`;
+const rate = (bytes: number, totalMs: number) => {
+  const v = (2 * mb(bytes)) / (Math.max(1, totalMs) / 1000);
+  return v.toFixed(v < 1 ? 2 : 1);
+};
 const ms = (t0: number) => Math.round(performance.now() - t0);
 
 /** A fetch that refuses gzip downloads (identity round trips), as an existing worker could. */
@@ -376,6 +382,7 @@ async function main(): Promise<number> {
     const src = join(work, `${size.label}.jsonl`);
     const bytes = await buildFile(src, size.bytes, fixture);
     const canReset = await resetPeak(svcPid);
+    const startRssMb = (await statusKb(svcPid, 'VmRSS')) / 1024;
     const gzip = await roundTrip(url, secret, `gz-${size.label}-${Date.now()}`, src, join(work, `${size.label}.out`), true);
     const identity = await roundTrip(url, secret, `id-${size.label}-${Date.now()}`, src, join(work, `${size.label}.out`), false);
     const peakRssMb = (await statusKb(svcPid, 'VmHWM')) / 1024;
@@ -385,7 +392,7 @@ async function main(): Promise<number> {
       log(`MISMATCH: ${size.label} hydrate is not byte-exact (gzip ${gzip.exact}, identity ${identity.exact})`);
     }
     if (!sdk.exact) log(`warning: SDK baseline GetObject of ${size.label} differs from the source`);
-    rows.push({ label: size.label, bytes, gzip, identity, sdkPutMs: sdk.putMs, sdkGetMs: sdk.getMs, peakRssMb });
+    rows.push({ label: size.label, bytes, gzip, identity, sdkPutMs: sdk.putMs, sdkGetMs: sdk.getMs, startRssMb, peakRssMb });
     log(
       `${size.label}: gzip ${gzip.writeMs}/${gzip.hydrateMs} ms (${gzip.transport}), identity ${identity.writeMs}/${identity.hydrateMs} ms, ` +
         `sdk ${sdk.putMs}/${sdk.getMs} ms, service peak RSS ${peakRssMb.toFixed(1)} MB${canReset ? '' : ' (cumulative: clear_refs not permitted)'}`,
@@ -396,17 +403,17 @@ async function main(): Promise<number> {
   // ---- report ----
   const lines: string[] = [];
   lines.push(
-    '| snapshot | bytes | write / hydrate path (gzip) | write ms | hydrate ms | MB/s (w+h) | up gzip | up identity | down gzip | down identity | identity write/hydrate ms | SDK put/get ms | ratio vs SDK | service peak RSS MB | byte-exact |',
+    '| snapshot | bytes | write / hydrate path (gzip) | write ms | hydrate ms | MB/s (w+h) | up gzip | up identity | down gzip | down identity | identity write/hydrate ms (path) | SDK put/get ms | ratio vs SDK | service RSS at start → peak MB | byte-exact |',
   );
   lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const total = r.gzip.writeMs + r.gzip.hydrateMs;
     const sdkTotal = r.sdkPutMs + r.sdkGetMs;
     lines.push(
-      `| ${r.label} | ${r.bytes} | ${r.gzip.transport} / ${r.gzip.hydratePath} | ${r.gzip.writeMs} | ${r.gzip.hydrateMs} | ${((2 * mb(r.bytes)) / (total / 1000)).toFixed(1)} | ` +
+      `| ${r.label} | ${r.bytes} | ${r.gzip.transport} / ${r.gzip.hydratePath} | ${r.gzip.writeMs} | ${r.gzip.hydrateMs} | ${rate(r.bytes, total)} | ` +
         `${fmtBytes(r.gzip.upBytes)} | ${fmtBytes(r.identity.upBytes)} | ${fmtBytes(r.gzip.downBytes)} | ${fmtBytes(r.identity.downBytes)} | ` +
-        `${r.identity.writeMs}/${r.identity.hydrateMs} | ${r.sdkPutMs}/${r.sdkGetMs} | ${(total / Math.max(1, sdkTotal)).toFixed(1)}× | ` +
-        `${r.peakRssMb.toFixed(0)} | ${r.gzip.exact && r.identity.exact ? 'yes' : 'NO'} |`,
+        `${r.identity.writeMs}/${r.identity.hydrateMs} (${r.identity.transport} / ${r.identity.hydratePath}) | ${r.sdkPutMs}/${r.sdkGetMs} | ${(total / Math.max(1, sdkTotal)).toFixed(1)}× | ` +
+        `${r.startRssMb.toFixed(0)} → ${r.peakRssMb.toFixed(0)} | ${r.gzip.exact && r.identity.exact ? 'yes' : 'NO'} |`,
     );
   }
   const peak = Math.max(...rows.map((r) => r.peakRssMb));
