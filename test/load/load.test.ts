@@ -31,7 +31,9 @@ async function sabotage(svc: LocalService): Promise<void> {
     (i) => i['sk']?.S === HEAD_SK && i['latestKey'] !== undefined,
   ) ?? [];
   expect(heads.length).toBeGreaterThan(1);
-  const [from, to] = [heads[0]!, heads[1]!];
+  // The highest published run onto the lowest: the victim's own later runs cannot out-publish it.
+  heads.sort((a, b) => Number(a['latestRunId']!.N) - Number(b['latestRunId']!.N));
+  const [from, to] = [heads.at(-1)!, heads[0]!];
   const names = ['latestRunId', 'latestKey', 'latestSha256', 'latestBytes', 'latestStoredBytes', 'latestEncoding'];
   const values: Record<string, AttributeValue> = {};
   names.forEach((n, i) => (values[`:v${i}`] = from[n]!));
@@ -44,7 +46,7 @@ async function sabotage(svc: LocalService): Promise<void> {
     }),
   );
   const objects = (await svc.s3.send(new ListObjectsV2Command({ Bucket: svc.config.bucketName, Prefix: SNAPSHOT_PREFIX }))).Contents ?? [];
-  for (const o of objects.slice(0, 20)) await svc.s3.send(new DeleteObjectCommand({ Bucket: svc.config.bucketName, Key: o.Key! }));
+  for (const o of objects.filter((x) => x.Key !== from['latestKey']!.S).slice(0, 20)) await svc.s3.send(new DeleteObjectCommand({ Bucket: svc.config.bucketName, Key: o.Key! }));
 }
 
 describe('load checker', () => {
