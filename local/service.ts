@@ -73,7 +73,15 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
     const config = loadConfig(env);
 
     let emulators: Emulators | undefined;
-    let overrides: ClientOverrides = {};
+    // External endpoints come from the env we were given (which may not be process.env), so pass
+    // them explicitly rather than relying on the SDK reading process.env; likewise credentials.
+    const pick = (name: string) => baseEnv[name] || baseEnv['AWS_ENDPOINT_URL'] || undefined;
+    const keyId = baseEnv['AWS_ACCESS_KEY_ID'];
+    const secretKey = baseEnv['AWS_SECRET_ACCESS_KEY'];
+    let overrides: ClientOverrides = {
+      endpoints: { s3: pick('AWS_ENDPOINT_URL_S3'), dynamodb: pick('AWS_ENDPOINT_URL_DYNAMODB') },
+      ...(keyId && secretKey && { credentials: { accessKeyId: keyId, secretAccessKey: secretKey, ...(baseEnv['AWS_SESSION_TOKEN'] && { sessionToken: baseEnv['AWS_SESSION_TOKEN'] }) } }),
+    };
     if (!external) {
       emulators = await startEmulators({ dataDir, persistDynamo: !ephemeral, host: '127.0.0.1' });
       cleanup.push(() => emulators!.stop());

@@ -9,8 +9,8 @@ import type { Config } from './config.js';
  */
 export interface ClientOverrides {
   /** Explicit endpoints (the local emulators); otherwise the SDK's standard endpoint resolution. */
-  endpoints?: { s3: string; dynamodb: string };
-  credentials?: { accessKeyId: string; secretAccessKey: string };
+  endpoints?: { s3?: string | undefined; dynamodb?: string | undefined };
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
 }
 
 export function createClients(
@@ -21,7 +21,7 @@ export function createClients(
   const common = { region: config.region, ...(overrides.credentials && { credentials: overrides.credentials }) };
   const s3 = new S3Client({
     ...common,
-    ...(overrides.endpoints && { endpoint: overrides.endpoints.s3 }),
+    ...(overrides.endpoints?.s3 && { endpoint: overrides.endpoints.s3 }),
     forcePathStyle: config.s3ForcePathStyle,
     // Checksums only where the API requires them: with the default (WHEN_SUPPORTED) a streamed body is
     // sent aws-chunked, which s3rver stores framing and all (silent corruption). Valid on AWS too.
@@ -32,7 +32,7 @@ export function createClients(
   });
   const ddb = new DynamoDBClient({
     ...common,
-    ...(overrides.endpoints && { endpoint: overrides.endpoints.dynamodb }),
+    ...(overrides.endpoints?.dynamodb && { endpoint: overrides.endpoints.dynamodb }),
     maxAttempts: 3,
     requestHandler,
   });

@@ -541,12 +541,19 @@ export class SnapshotStore {
     // 2. Claim the run. Exactly one writer per (conversation, run) gets past this line (I5).
     try {
       await this.ddb.send(
-        new PutItemCommand({ TableName: this.table, Item: runItem(pk, record), ConditionExpression: 'attribute_not_exists(pk)' }),
+        new PutItemCommand({
+          TableName: this.table,
+          Item: runItem(pk, record),
+          ConditionExpression: 'attribute_not_exists(pk)',
+          // DynamoDB returns the conflicting item with the failure (saves a read); dynalite ignores
+          // this, so the read below remains the fallback.
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        }),
         { abortSignal: opts.signal },
       );
     } catch (err) {
       if (!(err instanceof ConditionalCheckFailedException)) throw err;
-      const existing = await this.readRun(pk, record.runId, opts.signal);
+      const existing = err.Item ? fromRunItem(err.Item) : await this.readRun(pk, record.runId, opts.signal);
       if (existing?.s3Key !== record.s3Key) {
         // Someone claimed this run first — a concurrent duplicate, or this same request's earlier attempt
         // that died before publishing. Finish that commit (idempotent), so a retry always converges (I3).
@@ -564,11 +571,13 @@ export class SnapshotStore {
     if (record.status !== 'completed') return { kind: 'stored', meta, latest: false };
 
     // 3. Publish.
-    if (await this.publish(pk, record, opts.signal)) return { kind: 'stored', meta, latest: true };
+    const published = await this.publish(pk, record, opts.signal);
+    if (published === true) return { kind: 'stored', meta, latest: true };
 
     // Not published: a higher run is already latest (fine: stored, 200), or a clear fenced this run, or
     // our own publish landed and the SDK retried it after a lost response (HEAD already names our key).
-    const head = await this.readHead(pk, opts.signal);
+    // DynamoDB hands back the HEAD that failed the condition; on dynalite we read it.
+    const head = published.head ? parseHead(published.head) : await this.readHead(pk, opts.signal);
     if (head.latestKey === record.s3Key) return { kind: 'stored', meta, latest: true };
     if (head.fence && !isAfterFence(record, head.fence)) {
       await this.deleteRunQuietly(pk, record, opts.signal);
@@ -577,8 +586,11 @@ export class SnapshotStore {
     return { kind: 'stored', meta, latest: false };
   }
 
-  /** One conditional write: succeeds only if this run is newer than the latest and after the fence. */
-  private async publish(pk: string, r: RunRecord, abortSignal?: AbortSignal): Promise<boolean> {
+  /**
+   * One conditional write: succeeds only if this run is newer than the latest and after the fence.
+   * On failure, the HEAD item that failed the condition when the service returns it (DynamoDB does).
+   */
+  private async publish(pk: string, r: RunRecord, abortSignal?: AbortSignal): Promise<true | { head: Item | undefined }> {
     try {
       await this.ddb.send(
         new UpdateItemCommand({
@@ -600,12 +612,13 @@ export class SnapshotStore {
             ':created': n(r.createdAtMs),
             ':iat': n(r.iat),
           },
+          ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
         }),
         { abortSignal },
       );
       return true;
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) return false;
+      if (err instanceof ConditionalCheckFailedException) return { head: err.Item };
       throw err;
     }
   }
@@ -627,7 +640,7 @@ export class SnapshotStore {
     return res.Item !== undefined;
   }
 
-  private async readHead(pk: string, abortSignal?: AbortSignal): Promise<{ fence: Fence | undefined; latestKey: string | undefined }> {
+  private async readHead(pk: string, abortSignal?: AbortSignal): Promise<HeadView> {
     const res = await this.ddb.send(
       new GetItemCommand({
         TableName: this.table,
@@ -637,10 +650,7 @@ export class SnapshotStore {
       }),
       { abortSignal },
     );
-    const item = res.Item;
-    const latestKey = item?.['latestKey']?.S;
-    if (!item?.['clearedAtMs']) return { fence: undefined, latestKey };
-    return { fence: { ms: num(item, 'clearedAtMs'), sec: num(item, 'clearedAtSec') }, latestKey };
+    return parseHead(res.Item);
   }
 
   /** Streams an uploaded object through gunzip (if gzip) and sha256: memory stays flat at any size. */
@@ -748,6 +758,17 @@ async function gunzippedDigest(raw: Buffer, limit: number): Promise<{ sha256: st
   });
   await pipeline(Readable.from([raw]), createGunzip(), sink);
   return { sha256: hash.digest('hex'), bytes };
+}
+
+interface HeadView {
+  fence: Fence | undefined;
+  latestKey: string | undefined;
+}
+
+function parseHead(item: Item | undefined): HeadView {
+  const latestKey = item?.['latestKey']?.S;
+  if (!item?.['clearedAtMs']) return { fence: undefined, latestKey };
+  return { fence: { ms: num(item, 'clearedAtMs'), sec: num(item, 'clearedAtSec') }, latestKey };
 }
 
 function isAfterFence(r: Pick<RunRecord, 'createdAtMs' | 'iat'>, fence: Fence): boolean {

@@ -1,0 +1,74 @@
+import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { describe, expect, it } from 'vitest';
+import { FaultPlan, faultyStore } from '../helpers/faults.js';
+import { freshScope, useLocalService } from '../helpers/service.js';
+
+/**
+ * On DynamoDB, a failed conditional write can return the item that failed the condition
+ * (ReturnValuesOnConditionCheckFailure: ALL_OLD); dynalite silently ignores the option. This shim gives
+ * dynalite that behaviour (it attaches the item, read through a separate client that is not counted),
+ * so we can show that on AWS a write costs exactly 3 calls even when it loses a race — and that the
+ * outcomes are the same as with the fallback read.
+ */
+const ctx = useLocalService();
+
+function withReturnValuesShim(store: ReturnType<typeof faultyStore>, side: DynamoDBClient): void {
+  const ddb = (store as unknown as { ddb: DynamoDBClient }).ddb;
+  ddb.middlewareStack.add(
+    (next, context) => async (args) => {
+      try {
+        return await next(args);
+      } catch (err) {
+        const input = (args as { input: { ReturnValuesOnConditionCheckFailure?: string; TableName: string; Key?: unknown; Item?: Record<string, unknown> } }).input;
+        if (err instanceof ConditionalCheckFailedException && input.ReturnValuesOnConditionCheckFailure === 'ALL_OLD') {
+          const k = input.Key ?? { pk: input.Item!['pk'], sk: input.Item!['sk'] };
+          const res = await side.send(new GetItemCommand({ TableName: input.TableName, Key: k as never, ConsistentRead: true }));
+          err.Item = res.Item;
+        }
+        void context;
+        throw err;
+      }
+    },
+    { step: 'initialize', name: 'returnValuesShim', priority: 'low' },
+  );
+}
+
+describe('a write that loses a race (DynamoDB returning the failing item)', () => {
+  it('costs exactly 3 AWS calls when a higher run is already latest, and answers stored/not latest', async () => {
+    const { api, svc } = ctx;
+    const scope = freshScope();
+    await api.write(scope, 9, 'nine\n');
+    const plan = new FaultPlan();
+    const store = faultyStore(svc, plan);
+    withReturnValuesShim(store, svc.ddb);
+    const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv, issuedAt: Math.floor(Date.now() / 1000) };
+    const result = await store.write(ids, { runId: 4, status: 'completed', body: Buffer.from('four\n') });
+    expect(result).toMatchObject({ kind: 'stored', latest: false });
+    expect(plan.calls).toEqual(['PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
+    expect((await api.hydrate(scope))?.body.toString()).toBe('nine\n');
+  });
+
+  it('tells a fenced run apart without a read, and a duplicate without a read', async () => {
+    const { api, svc } = ctx;
+    const scope = freshScope();
+    const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv };
+    const old = Math.floor(Date.now() / 1000) - 5;
+    await api.write(scope, 1, 'one\n', 'completed', { issuedAt: old });
+    await api.clear(scope);
+
+    const plan = new FaultPlan();
+    const store = faultyStore(svc, plan);
+    withReturnValuesShim(store, svc.ddb);
+    expect(await store.write({ ...ids, issuedAt: old }, { runId: 2, status: 'completed', body: Buffer.from('old+\n') })).toEqual({ kind: 'fenced' });
+    expect(plan.calls.slice(0, 3)).toEqual(['PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
+    expect(plan.calls).not.toContain('GetItemCommand');
+
+    await api.write(scope, 3, 'three\n');
+    plan.reset();
+    expect(await store.write({ ...ids, issuedAt: Math.floor(Date.now() / 1000) }, { runId: 3, status: 'completed', body: Buffer.from('dup\n') })).toEqual({
+      kind: 'duplicate',
+    });
+    expect(plan.calls).not.toContain('GetItemCommand');
+    expect((await api.hydrate(scope))?.body.toString()).toBe('three\n');
+  });
+});
