@@ -309,7 +309,8 @@ export class SnapshotStore {
       }
       return { kind: 'body', meta, body: raw, encoding: 'gzip' };
     }
-    const plain = stored === 'gzip' ? await gunzip(raw) : raw;
+    // Bounded by the recorded size: a corrupt object must not inflate without limit (it fails the check).
+    const plain = stored === 'gzip' ? await gunzip(raw, { maxOutputLength: meta.bytes + 1 }) : raw;
     if (plain.length !== meta.bytes || sha256Hex(plain) !== meta.sha256) {
       throw new IntegrityError(`stored object for run ${meta.runId} does not match its record`);
     }
