@@ -1,5 +1,5 @@
 import { createRemoteJWKSet, customFetch, jwtVerify, errors as joseErrors, type JWTPayload, type JWTVerifyGetKey } from 'jose';
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import type { Config } from './config.js';
 import { ERRORS } from './contract.js';
 import { HttpError, invalidToken, unavailable } from './errors.js';
@@ -18,11 +18,8 @@ export type Verifier = (authorization: string | undefined) => Promise<TokenScope
 /** Loads the HS256 secret; production passes a Secrets Manager fetch (once per cold start). */
 export type SecretLoader = (arn: string) => Promise<string>;
 
-const scopeClaims = z.object({
-  organizationId: z.string().refine(isValidId),
-  agentId: z.string().refine(isValidId),
-  conversationId: z.string().refine(isValidId),
-});
+const id = () => z.string().check(z.refine(isValidId));
+const scopeClaims = z.object({ organizationId: id(), agentId: id(), conversationId: id() });
 
 const BEARER = /^Bearer[ \t]+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)[ \t]*$/i;
 
