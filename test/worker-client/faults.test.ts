@@ -6,32 +6,27 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { LocalService } from '../../local/service.js';
 import { clearSnapshots, hydrateFromSnapshot, hydrateSnapshot, writeSnapshot } from '../../worker-client/src/index.js';
 import { type Fault, type FaultProxy, startFaultProxy } from '../helpers/fault-proxy.js';
-import { collectEvents, conversation, FAST, startService, tempDir, tempFilesIn } from './support.js';
+import { collectEvents, conversation, FAST, tempFilesIn, useServiceAndTempDir } from './support.js';
 
 let svc: LocalService;
 let proxy: FaultProxy;
 let dir: string;
-let cleanup: () => Promise<void>;
 let plan: Fault | undefined;
+useServiceAndTempDir(
+  (s) => (svc = s),
+  (d) => (dir = d),
+);
 
-beforeAll(async () => {
-  svc = await startService();
-});
-afterAll(async () => {
-  await svc.stop();
-});
 beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
   plan = undefined;
   proxy = await startFaultProxy({ upstream: svc.url, maxStallMs: 5_000, plan: () => plan });
 });
 afterEach(async () => {
   await proxy.close();
-  await cleanup();
 });
 
 /** A conversation with one completed snapshot (written directly, not through the proxy). */

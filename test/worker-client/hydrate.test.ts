@@ -1,29 +1,19 @@
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { LocalService } from '../../local/service.js';
 import { hydrateFromSnapshot, hydrateSnapshot, TranscriptStoreError, writeSnapshot } from '../../worker-client/src/index.js';
-import { collectEvents, conversation, FAST, fakeGateway, startService, tempDir, tempFilesIn } from './support.js';
+import { collectEvents, conversation, FAST, fakeGateway, tempFilesIn, useServiceAndTempDir } from './support.js';
 
 const sha = (s: string | Buffer) => createHash('sha256').update(s).digest('hex');
 
 let svc: LocalService;
 let dir: string;
-let cleanup: () => Promise<void>;
-
-beforeAll(async () => {
-  svc = await startService();
-});
-afterAll(async () => {
-  await svc.stop();
-});
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
-});
-afterEach(async () => {
-  await cleanup();
-});
+useServiceAndTempDir(
+  (s) => (svc = s),
+  (d) => (dir = d),
+);
 
 async function seed(c: Awaited<ReturnType<typeof conversation>>, runId: number, text: string) {
   const src = join(dir, `seed-${runId}.jsonl`);

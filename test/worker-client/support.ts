@@ -3,6 +3,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Logger } from '@aws-lambda-powertools/logger';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { startLocalService, type LocalService } from '../../local/service.js';
 import type { ClientEvent, TransportOptions } from '../../worker-client/src/index.js';
 
@@ -11,6 +12,30 @@ export const FAST: TransportOptions = { backoffBaseMs: 5, backoffMaxMs: 20, time
 
 export async function startService(): Promise<LocalService> {
   return startLocalService({ port: 0, logger: new Logger({ serviceName: 'test', logLevel: 'SILENT' }) });
+}
+
+/**
+ * The usual lifecycle of a worker-client test file: one local service for the file, a fresh temp
+ * directory for each test (removed afterwards). Hands them to the file through the two setters.
+ */
+export function useServiceAndTempDir(setService: (svc: LocalService) => void, setDir: (dir: string) => void): void {
+  let svc: LocalService | undefined;
+  let cleanup: (() => Promise<void>) | undefined;
+  beforeAll(async () => {
+    svc = await startService();
+    setService(svc);
+  });
+  afterAll(async () => {
+    await svc?.stop();
+  });
+  beforeEach(async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    setDir(t.dir);
+  });
+  afterEach(async () => {
+    await cleanup?.();
+  });
 }
 
 /** A fresh conversation on `svc`, with a conversation token and a per-run token factory. */

@@ -2,27 +2,17 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { LocalService } from '../../local/service.js';
 import { clearSnapshots, hydrateFromSnapshot, hydrateSnapshot, writeSnapshot } from '../../worker-client/src/index.js';
-import { collectEvents, conversation, FAST, fakeGateway, startService, tempDir, tempFilesIn } from './support.js';
+import { collectEvents, conversation, FAST, fakeGateway, tempFilesIn, useServiceAndTempDir } from './support.js';
 
 let svc: LocalService;
 let dir: string;
-let cleanup: () => Promise<void>;
-
-beforeAll(async () => {
-  svc = await startService();
-});
-afterAll(async () => {
-  await svc.stop();
-});
-beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
-});
-afterEach(async () => {
-  await cleanup();
-});
+useServiceAndTempDir(
+  (s) => (svc = s),
+  (d) => (dir = d),
+);
 
 async function file(name: string, content: string | Buffer): Promise<string> {
   const p = join(dir, name);
