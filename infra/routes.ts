@@ -119,3 +119,31 @@ export const ROUTES: readonly RouteSpec[] = [
     },
   },
 ];
+
+/** A scheduled function (not behind the API). */
+export interface JobSpec {
+  readonly id: string;
+  readonly entry: string;
+  readonly description: string;
+  readonly timeoutSeconds: number;
+  /** EventBridge schedule: every this many minutes. */
+  readonly everyMinutes: number;
+  readonly access: RouteAccess;
+}
+
+/**
+ * The orphan reconciler (functions/reconcile.ts): lists snapshots/, reads the RUN record an old object
+ * would belong to, deletes the object when no record refers to it; keeps its cursor in the table.
+ */
+export const RECONCILER: JobSpec = {
+  id: 'Reconciler',
+  entry: 'functions/reconcile.ts',
+  description: 'Delete snapshot objects no record refers to (uploads whose commit never happened), past the grace period',
+  timeoutSeconds: 300,
+  everyMinutes: 360,
+  access: {
+    table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'],
+    objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] }],
+    listPrefixes: [SNAPSHOTS_PREFIX],
+  },
+};

@@ -43,6 +43,8 @@ export interface StoreSettings {
   /** API 5xx responses as a percentage of requests (5-minute periods). */
   readonly api5xxRatePercent: number;
   readonly apiLatencyP99Ms: number;
+  /** The reconciler deletes unreferenced snapshot objects older than this (≥ 900 s). */
+  readonly orphanGraceSeconds: number;
 }
 
 export const DEFAULT_SETTINGS: StoreSettings = {
@@ -61,6 +63,7 @@ export const DEFAULT_SETTINGS: StoreSettings = {
   alarmTopicArn: undefined,
   api5xxRatePercent: 5,
   apiLatencyP99Ms: 3000,
+  orphanGraceSeconds: 3600,
 };
 
 /** Retention values CloudWatch Logs accepts (days). */
@@ -196,5 +199,7 @@ export function settingsFromContext(ctx: ContextSource): StoreSettings {
     alarmTopicArn,
     api5xxRatePercent: num(ctx, 'api5xxRatePercent', d.api5xxRatePercent, 0.01, 100),
     apiLatencyP99Ms: int(ctx, 'apiLatencyP99Ms', d.apiLatencyP99Ms, 1, 30_000),
+    // At least 15 min: longer than any request can run, so the reconciler never races a live upload.
+    orphanGraceSeconds: int(ctx, 'orphanGraceSeconds', d.orphanGraceSeconds, 900, 30 * 86_400),
   };
 }

@@ -4,7 +4,11 @@ import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, Validations, type Stack
 import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
 import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cw_actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
@@ -17,7 +21,7 @@ import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { LAMBDA_BUNDLE, NODE_MAJOR } from './bundling.js';
 import { Observability } from './observability.js';
-import { ROUTES, UPLOADS_PREFIX, type ObjectAction, type RouteSpec } from './routes.js';
+import { RECONCILER, ROUTES, UPLOADS_PREFIX, type JobSpec, type ObjectAction, type RouteAccess, type RouteSpec } from './routes.js';
 import type { StoreSettings } from './settings.js';
 
 /** Repository root: handler entries in ROUTES and the lock file are relative to it. */
@@ -45,12 +49,24 @@ const RETENTION: Record<number, logs.RetentionDays> = Object.fromEntries(
     .map((v) => [v, v]),
 );
 
+type SecretGrant = { arn: string; kmsKeyArn: string | undefined };
+type FunctionSpec = RouteSpec | JobSpec;
+interface FunctionContext {
+  settings: StoreSettings;
+  retention: logs.RetentionDays;
+  removalPolicy: RemovalPolicy;
+  bucketKey: kms.IKey | undefined;
+  secret: SecretGrant | undefined;
+}
+
 export class TranscriptStoreStack extends Stack {
   readonly api: apigwv2.HttpApi;
   readonly stage: apigwv2.HttpStage;
   readonly bucket: s3.Bucket;
   readonly table: dynamodb.Table;
   readonly functions: ReadonlyMap<string, NodejsFunction>;
+  /** The scheduled orphan reconciler. */
+  readonly reconciler: NodejsFunction;
   /** The secret holding the HS256 key, when one is used (created or given). */
   readonly jwtSecretArn: string | undefined;
 
@@ -153,67 +169,34 @@ export class TranscriptStoreStack extends Stack {
     if (settings.jwt.audience) jwtEnv.JWT_AUDIENCE = settings.jwt.audience;
     if (settings.jwt.algorithms) jwtEnv.JWT_ALGORITHMS = settings.jwt.algorithms;
 
-    const environment: Record<string, string> = {
+    const storageEnvironment: Record<string, string> = {
       BUCKET_NAME: this.bucket.bucketName,
       TABLE_NAME: this.table.tableName,
-      ...jwtEnv,
-      ...(settings.maxSnapshotBytes !== undefined ? { MAX_SNAPSHOT_BYTES: String(settings.maxSnapshotBytes) } : {}),
       POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
       POWERTOOLS_LOG_LEVEL: settings.logLevel,
       NODE_OPTIONS: '--enable-source-maps',
     };
+    const environment: Record<string, string> = {
+      ...storageEnvironment,
+      ...jwtEnv,
+      ...(settings.maxSnapshotBytes !== undefined ? { MAX_SNAPSHOT_BYTES: String(settings.maxSnapshotBytes) } : {}),
+    };
 
     // ---------------------------------------------------------------- functions
+    const makeFunction = (spec: FunctionSpec, env: Record<string, string>, secret: SecretGrant | undefined) =>
+      this.createFunction(spec, env, { settings, retention, removalPolicy, bucketKey, secret });
     const functions = new Map<string, NodejsFunction>();
-    for (const route of routes) {
-      const role = new iam.Role(this, `${route.id}Role`, {
-        assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
-        description: `${SERVICE_NAME}: ${route.method} ${route.path}`,
-      });
-      const logGroup = new logs.LogGroup(this, `${route.id}Logs`, { retention, removalPolicy });
-      // Instead of the AWSLambdaBasicExecutionRole managed policy (logs:* on every log group).
-      logGroup.grantWrite(role);
-
-      for (const statement of this.routeStatements(route, bucketKey, secretGrant)) role.addToPolicy(statement);
-      const bucketLogicalId = this.getLogicalId(this.bucket.node.defaultChild as s3.CfnBucket);
-      for (const { prefix } of route.access.objects) {
-        Validations.of(role).acknowledge({
-          id: `AwsSolutions-IAM5[Resource::<${bucketLogicalId}.Arn>/${prefix}*]`,
-          reason: `Object keys embed per-conversation ids and a content hash, so no fixed ARN exists; access is confined to the ${prefix} prefix and to the listed object actions (no wildcard actions).`,
-        });
-      }
-
-      const fn = new NodejsFunction(this, route.id, {
-        description: `${SERVICE_NAME}: ${route.description}`,
-        entry: path.join(REPO_ROOT, route.entry),
-        handler: 'handler',
-        projectRoot: REPO_ROOT,
-        depsLockFilePath: path.join(REPO_ROOT, 'package-lock.json'),
-        runtime: lambda.Runtime.NODEJS_22_X,
-        architecture: lambda.Architecture.ARM_64,
-        memorySize: settings.lambdaMemoryMb,
-        timeout: Duration.seconds(route.timeoutSeconds),
-        role,
-        logGroup,
-        environment,
-        bundling: {
-          format: OutputFormat.ESM,
-          target: LAMBDA_BUNDLE.target,
-          mainFields: [...LAMBDA_BUNDLE.mainFields],
-          minify: LAMBDA_BUNDLE.minify,
-          sourceMap: LAMBDA_BUNDLE.sourcemap,
-          sourcesContent: LAMBDA_BUNDLE.sourcesContent,
-          banner: LAMBDA_BUNDLE.banner,
-          externalModules: [...LAMBDA_BUNDLE.external],
-        },
-      });
-      Validations.of(fn).acknowledge({
-        id: 'AwsSolutions-L1',
-        reason: `Pinned to Node.js ${NODE_MAJOR} on purpose: the bundles are built (esbuild target node${NODE_MAJOR}) and benchmarked for it; moving to a newer runtime is a deliberate, tested change.`,
-      });
-      functions.set(route.id, fn);
-    }
+    for (const route of routes) functions.set(route.id, makeFunction(route, environment, secretGrant));
     this.functions = functions;
+
+    // The orphan reconciler needs storage only: no JWT key, no secret.
+    this.reconciler = makeFunction(RECONCILER, { ...storageEnvironment, ORPHAN_GRACE_SECONDS: String(settings.orphanGraceSeconds) }, undefined);
+    new events.Rule(this, 'ReconcilerSchedule', {
+      description: `${SERVICE_NAME}: delete orphaned snapshot objects every ${RECONCILER.everyMinutes} minutes`,
+      schedule: events.Schedule.rate(Duration.minutes(RECONCILER.everyMinutes)),
+      // A failed run is simply retried by the next one (it resumes from its saved cursor).
+      targets: [new targets.LambdaFunction(this.reconciler, { retryAttempts: 0 })],
+    });
 
     // ---------------------------------------------------------------- HTTP API
     const accessLogGroup = new logs.LogGroup(this, 'ApiAccessLogs', { retention, removalPolicy });
@@ -287,6 +270,19 @@ export class TranscriptStoreStack extends Stack {
       apiLatencyP99Ms: settings.apiLatencyP99Ms,
     });
 
+    const reconcilerErrors = new cloudwatch.Alarm(this, 'ReconcilerErrors', {
+      alarmDescription: `${SERVICE_NAME}: the orphan reconciler failed (it resumes on its next run; orphans only cost storage)`,
+      metric: this.reconciler.metricErrors({ period: Duration.hours(6), statistic: cloudwatch.Stats.SUM }),
+      threshold: 1,
+      evaluationPeriods: 2,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    if (alarmTopic) {
+      reconcilerErrors.addAlarmAction(new cw_actions.SnsAction(alarmTopic));
+      reconcilerErrors.addOkAction(new cw_actions.SnsAction(alarmTopic));
+    }
+
     // ---------------------------------------------------------------- outputs
     new CfnOutput(this, 'GatewayUrl', {
       // No trailing slash: workers build `${gatewayUrl}/worker/transcript/snapshot`.
@@ -304,14 +300,60 @@ export class TranscriptStoreStack extends Stack {
     if (alarmTopic) new CfnOutput(this, 'AlarmTopicArn', { value: alarmTopic.topicArn });
   }
 
-  /** Exactly the calls the route's handler makes, each on the narrowest resource. */
-  private routeStatements(
-    route: RouteSpec,
-    bucketKey: kms.IKey | undefined,
-    secret: { arn: string; kmsKeyArn: string | undefined } | undefined,
-  ): iam.PolicyStatement[] {
+  /** One function with its own role (exactly its statements), log group and cdk-nag acknowledgements. */
+  private createFunction(spec: FunctionSpec, environment: Record<string, string>, ctx: FunctionContext): NodejsFunction {
+    const { settings, retention, removalPolicy, bucketKey, secret } = ctx;
+    const role = new iam.Role(this, `${spec.id}Role`, {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: `${SERVICE_NAME}: ${'method' in spec ? `${spec.method} ${spec.path}` : spec.description}`,
+    });
+    const logGroup = new logs.LogGroup(this, `${spec.id}Logs`, { retention, removalPolicy });
+    // Instead of the AWSLambdaBasicExecutionRole managed policy (logs:* on every log group).
+    logGroup.grantWrite(role);
+
+    for (const statement of this.accessStatements(spec.access, bucketKey, secret)) role.addToPolicy(statement);
+    const bucketLogicalId = this.getLogicalId(this.bucket.node.defaultChild as s3.CfnBucket);
+    for (const { prefix } of spec.access.objects) {
+      Validations.of(role).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::<${bucketLogicalId}.Arn>/${prefix}*]`,
+        reason: `Object keys embed per-conversation ids and a content hash, so no fixed ARN exists; access is confined to the ${prefix} prefix and to the listed object actions (no wildcard actions).`,
+      });
+    }
+
+    const fn = new NodejsFunction(this, spec.id, {
+      description: `${SERVICE_NAME}: ${spec.description}`,
+      entry: path.join(REPO_ROOT, spec.entry),
+      handler: 'handler',
+      projectRoot: REPO_ROOT,
+      depsLockFilePath: path.join(REPO_ROOT, 'package-lock.json'),
+      runtime: lambda.Runtime.NODEJS_22_X,
+      architecture: lambda.Architecture.ARM_64,
+      memorySize: settings.lambdaMemoryMb,
+      timeout: Duration.seconds(spec.timeoutSeconds),
+      role,
+      logGroup,
+      environment,
+      bundling: {
+        format: OutputFormat.ESM,
+        target: LAMBDA_BUNDLE.target,
+        mainFields: [...LAMBDA_BUNDLE.mainFields],
+        minify: LAMBDA_BUNDLE.minify,
+        sourceMap: LAMBDA_BUNDLE.sourcemap,
+        sourcesContent: LAMBDA_BUNDLE.sourcesContent,
+        banner: LAMBDA_BUNDLE.banner,
+        externalModules: [...LAMBDA_BUNDLE.external],
+      },
+    });
+    Validations.of(fn).acknowledge({
+      id: 'AwsSolutions-L1',
+      reason: `Pinned to Node.js ${NODE_MAJOR} on purpose: the bundles are built (esbuild target node${NODE_MAJOR}) and benchmarked for it; moving to a newer runtime is a deliberate, tested change.`,
+    });
+    return fn;
+  }
+
+  /** Exactly the calls the function's handler makes, each on the narrowest resource. */
+  private accessStatements(access: RouteAccess, bucketKey: kms.IKey | undefined, secret: SecretGrant | undefined): iam.PolicyStatement[] {
     const statements: iam.PolicyStatement[] = [];
-    const { access } = route;
     if (access.table.length > 0) {
       statements.push(new iam.PolicyStatement({ actions: [...access.table], resources: [this.table.tableArn] }));
     }

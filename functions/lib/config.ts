@@ -10,10 +10,18 @@ export type KeySource =
   | { kind: 'secretArn'; arn: string }
   | { kind: 'jwks'; url: URL };
 
-export interface Config {
+/** What every function needs to reach storage (the scheduled reconciler needs nothing more). */
+export interface StorageConfig {
   readonly region: string;
   readonly bucketName: string;
   readonly tableName: string;
+  /** Path-style S3 addressing: needed by s3rver and LocalStack; off for AWS unless asked for. */
+  readonly s3ForcePathStyle: boolean;
+  /** The reconciler only deletes unreferenced objects older than this (no request lives that long). */
+  readonly orphanGraceSeconds: number;
+}
+
+export interface Config extends StorageConfig {
   readonly keySource: KeySource;
   readonly algorithms: readonly string[];
   readonly issuer: string | undefined;
@@ -21,8 +29,6 @@ export interface Config {
   readonly clockToleranceSeconds: number;
   /** Largest decoded `snapshotJsonl` accepted by a direct POST (see README: why 4 MiB). */
   readonly maxSnapshotBytes: number;
-  /** Path-style S3 addressing: needed by s3rver and LocalStack; off for AWS unless asked for. */
-  readonly s3ForcePathStyle: boolean;
   /** Stored bytes above which GET redirects (307) to a presigned S3 URL instead of answering inline. */
   readonly inlineMaxBytes: number;
   readonly presignTtlSeconds: number;
@@ -124,22 +130,37 @@ function partSize(env: Env): number {
   return bytes;
 }
 
-export function loadConfig(env: Env = process.env): Config {
-  const source = keySource(env);
+/** Minimum grace: longer than any request can live (Lambda's 15 min maximum), so never a live upload. */
+export const MIN_ORPHAN_GRACE_SECONDS = 15 * 60;
+
+export function loadStorageConfig(env: Env = process.env): StorageConfig {
   const region = read(env, 'AWS_REGION');
   if (region === undefined) throw new ConfigError('AWS_REGION', 'is required (the AWS SDK ignores AWS_DEFAULT_REGION)');
   const endpointSet = Boolean(read(env, 'AWS_ENDPOINT_URL') ?? read(env, 'AWS_ENDPOINT_URL_S3'));
+  const orphanGraceSeconds = positiveInt(env, 'ORPHAN_GRACE_SECONDS', 3600);
+  if (orphanGraceSeconds < MIN_ORPHAN_GRACE_SECONDS) {
+    throw new ConfigError('ORPHAN_GRACE_SECONDS', `must be at least ${MIN_ORPHAN_GRACE_SECONDS} (longer than any request can run)`);
+  }
   return Object.freeze({
     region,
     bucketName: required(env, 'BUCKET_NAME'),
     tableName: required(env, 'TABLE_NAME'),
+    s3ForcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', endpointSet),
+    orphanGraceSeconds,
+  });
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const source = keySource(env);
+  const storage = loadStorageConfig(env);
+  return Object.freeze({
+    ...storage,
     keySource: source,
     algorithms: Object.freeze(algorithms(env, source)),
     issuer: read(env, 'JWT_ISSUER'),
     audience: read(env, 'JWT_AUDIENCE'),
     clockToleranceSeconds: nonNegativeInt(env, 'JWT_CLOCK_TOLERANCE_SECONDS', 5),
     maxSnapshotBytes: positiveInt(env, 'MAX_SNAPSHOT_BYTES', DEFAULT_MAX_SNAPSHOT_BYTES),
-    s3ForcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', endpointSet),
     inlineMaxBytes: positiveInt(env, 'INLINE_RESPONSE_MAX_BYTES', 4 * 1024 * 1024),
     presignTtlSeconds: positiveInt(env, 'PRESIGN_TTL_SECONDS', 300),
     maxUploadBytes: positiveInt(env, 'MAX_UPLOAD_BYTES', 1024 * 1024 * 1024),

@@ -226,6 +226,21 @@ export function acceptable(acceptEncoding: string | undefined): Acceptable {
   return q > 0 ? 'gzip' : 'identity';
 }
 
+/** Partition of the reconciler's own bookkeeping; contains no `/`, so it can never be a conversation key. */
+export const RECONCILER_PK = '~reconciler';
+/** `snapshots/<org>/<agent>/<conv>/<run16>/<file>` → conversation key, run16. */
+const SNAPSHOT_KEY = /^snapshots\/([^/]+\/[^/]+\/[^/]+)\/(\d{16})\/[^/]+$/;
+
+export interface ReconcileResult {
+  /** Objects listed in this run. */
+  scanned: number;
+  /** Unreferenced objects past the grace period, deleted. */
+  deleted: number;
+  /** True when the pass reached the end of `snapshots/` (the next run starts from the beginning). */
+  complete: boolean;
+  cursor: string | undefined;
+}
+
 const KEY_FILE = /\/(\d+)-[0-9a-f-]+(?:\.jsonl(?:\.gz)?)?$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -522,6 +537,74 @@ export class SnapshotStore {
     await this.sweep(`${SNAPSHOT_PREFIX}${pk}/`, fence, abortSignal);
     await this.sweep(`${UPLOAD_PREFIX}${pk}/`, fence, abortSignal);
     return { deleted };
+  }
+
+  // ---- reconcile (scheduled) -------------------------------------------------------------------
+
+  /**
+   * Deletes snapshot objects that no RUN record refers to: uploads whose commit never happened (the
+   * writer died between PutObject and its claim), or a losing duplicate whose own cleanup failed.
+   * Walks `snapshots/` in key order from a cursor kept in DynamoDB, so successive runs cover any
+   * bucket size; stops at `deadlineAt` or after `maxKeys` and saves where it stopped.
+   *
+   * Why deleting is safe: an object is only a candidate when it is older than `graceSeconds` (at
+   * least 15 min, longer than any request can live), so its writer has finished: if it was ever going
+   * to claim the run, the claim exists now. A RUN record is immutable and HEAD only ever points at a
+   * RUN's key, so "no RUN record with this key" means nothing refers to the object or ever will.
+   */
+  async reconcile(opts: { graceSeconds: number; deadlineAt: number; maxKeys?: number; signal?: AbortSignal }): Promise<ReconcileResult> {
+    const abortSignal = opts.signal;
+    const cursorKey = key(RECONCILER_PK, 'CURSOR');
+    const saved = await this.ddb.send(new GetItemCommand({ TableName: this.table, Key: cursorKey, ConsistentRead: true }), { abortSignal });
+    let startAfter = saved.Item?.['startAfter']?.S;
+    const resumedFrom = startAfter;
+    const cutoff = this.now() - opts.graceSeconds * 1000;
+    const maxKeys = opts.maxKeys ?? Number.POSITIVE_INFINITY;
+    const result = { scanned: 0, deleted: 0 };
+    let done = false;
+
+    // The deadline is an execution budget (real time); `now()` only dates objects against the grace.
+    while (!done && result.scanned < maxKeys && Date.now() < opts.deadlineAt) {
+      const page = await this.s3.send(
+        new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: SNAPSHOT_PREFIX,
+          MaxKeys: Math.min(1000, maxKeys - result.scanned),
+          ...(startAfter !== undefined && { StartAfter: startAfter }),
+        }),
+        { abortSignal },
+      );
+      const objects = page.Contents ?? [];
+      const candidates = objects.filter((o) => o.Key && o.LastModified && o.LastModified.getTime() < cutoff);
+      const deletedFlags = await mapLimit(candidates, 8, async (o) => {
+        const parsed = SNAPSHOT_KEY.exec(o.Key!);
+        if (!parsed) return false; // never delete what we do not understand
+        const run = await this.ddb.send(
+          new GetItemCommand({
+            TableName: this.table,
+            Key: key(parsed[1]!, RUN_SK_PREFIX + parsed[2]!),
+            ConsistentRead: true,
+            ProjectionExpression: 's3Key',
+          }),
+          { abortSignal },
+        );
+        if (run.Item?.['s3Key']?.S === o.Key) return false;
+        await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: o.Key! }), { abortSignal });
+        return true;
+      });
+      result.scanned += objects.length;
+      result.deleted += deletedFlags.filter(Boolean).length;
+      if (objects.length > 0) startAfter = objects[objects.length - 1]!.Key;
+      done = !page.IsTruncated;
+    }
+
+    // Save progress; a finished pass starts over from the beginning next time.
+    if (done) {
+      if (resumedFrom !== undefined) await this.ddb.send(new DeleteItemCommand({ TableName: this.table, Key: cursorKey }), { abortSignal });
+    } else if (startAfter !== undefined) {
+      await this.ddb.send(new PutItemCommand({ TableName: this.table, Item: { ...cursorKey, startAfter: { S: startAfter } } }), { abortSignal });
+    }
+    return { ...result, complete: done, cursor: done ? undefined : startAfter };
   }
 
   // ---- internals -------------------------------------------------------------------------------

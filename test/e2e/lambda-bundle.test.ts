@@ -15,7 +15,7 @@ import { useLocalService } from '../helpers/service.js';
  */
 const ctx = useLocalService();
 const root = new URL('../../', import.meta.url).pathname;
-const ENTRIES = ['get-snapshot', 'post-snapshot', 'delete-snapshot', 'create-upload'];
+const ENTRIES = ['get-snapshot', 'post-snapshot', 'delete-snapshot', 'create-upload', 'reconcile'];
 let dir: string;
 
 beforeAll(async () => {
@@ -40,7 +40,7 @@ function event(method: string, path: string, token: string, body?: unknown) {
 }
 
 describe('bundled Lambda handlers', () => {
-  it('serve POST, GET, uploads and DELETE from a fresh process with only environment configuration', async () => {
+  it('serve POST, GET, uploads and DELETE, and the reconciler runs, from a fresh process with only environment configuration', async () => {
     const { svc } = ctx;
     const emu = svc.emulators!;
     const scope = { org: 'bundle-org', agent: 'a', conv: `c-${Date.now()}` };
@@ -53,6 +53,7 @@ describe('bundled Lambda handlers', () => {
       ['create-upload', event('POST', `${P}/uploads`, run, { runId: 3, bytes: 10 })],
       ['delete-snapshot', event('DELETE', P, conv)],
       ['get-snapshot', event('GET', P, 'not-a-token')],
+      ['reconcile', { source: 'aws.events', 'detail-type': 'Scheduled Event' }],
     ];
     const driver = join(dir, 'driver.mjs');
     await writeFile(
@@ -89,7 +90,7 @@ describe('bundled Lambda handlers', () => {
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     expect(code, stderr).toBe(0);
-    const [post, get, upload, del, bad] = JSON.parse(stdout.trim().split('\n').at(-1)!) as {
+    const [post, get, upload, del, bad, reconciled] = JSON.parse(stdout.trim().split('\n').at(-1)!) as {
       statusCode: number;
       headers: Record<string, string>;
       body: string;
@@ -103,5 +104,7 @@ describe('bundled Lambda handlers', () => {
     expect(JSON.parse(upload!.body).url).toContain('X-Amz-Signature=');
     expect(JSON.parse(del!.body)).toEqual({ deleted: 1 });
     expect(bad!.statusCode).toBe(401);
+    // The reconciler ran a full pass with the default 1 h grace: everything is young, nothing deleted.
+    expect(reconciled).toMatchObject({ deleted: 0, complete: true });
   }, 60_000);
 });

@@ -4,7 +4,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
-import { ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
+import { RECONCILER, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
 import { settingsFromContext } from '../../infra/settings.js';
 import { TranscriptStoreStack } from '../../infra/stack.js';
 
@@ -66,6 +66,9 @@ function statementsOf(template: Template, routeId: string): Statement[] {
   );
   return policies.flatMap((p) => (p as Json).Properties.PolicyDocument.Statement as Statement[]);
 }
+
+/** Properties of the Lambda function with construct id `id`. */
+const fnProps = (template: Template, id: string): Json => (template.toJSON().Resources[logicalIdOf(template, 'AWS::Lambda::Function', id)] as Json).Properties;
 
 const actions = (s: Statement) => (Array.isArray(s.Action) ? [...s.Action] : [s.Action]).sort();
 const bucketId = (t: Template) => logicalIdOf(t, 'AWS::S3::Bucket', 'SnapshotBucket');
@@ -136,9 +139,9 @@ describe('HTTP API', () => {
 });
 
 describe('Lambda functions', () => {
-  it('run Node.js 22 on arm64 as bundled ESM with source maps enabled, one per route', () => {
+  it('run Node.js 22 on arm64 as bundled ESM with source maps enabled, one per route plus the reconciler', () => {
     const { template } = synth();
-    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length);
+    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 1);
     template.allResourcesProperties('AWS::Lambda::Function', {
       Runtime: 'nodejs22.x',
       Architectures: ['arm64'],
@@ -150,18 +153,34 @@ describe('Lambda functions', () => {
   it('get the storage names, the JWT secret ARN and the Powertools settings as environment variables', () => {
     const { template } = synth();
     const secretId = logicalIdOf(template, 'AWS::SecretsManager::Secret', 'JwtSigningSecret');
-    template.allResourcesProperties('AWS::Lambda::Function', {
-      Environment: {
-        Variables: {
-          BUCKET_NAME: { Ref: bucketId(template) },
-          TABLE_NAME: { Ref: tableId(template) },
-          JWT_SECRET_ARN: { Ref: secretId },
-          POWERTOOLS_SERVICE_NAME: 'transcript-store',
-          POWERTOOLS_LOG_LEVEL: 'INFO',
-          NODE_OPTIONS: '--enable-source-maps',
-        },
-      },
+    for (const spec of ROUTES) {
+      expect(fnProps(template, spec.id).Environment.Variables).toEqual({
+        BUCKET_NAME: { Ref: bucketId(template) },
+        TABLE_NAME: { Ref: tableId(template) },
+        JWT_SECRET_ARN: { Ref: secretId },
+        POWERTOOLS_SERVICE_NAME: 'transcript-store',
+        POWERTOOLS_LOG_LEVEL: 'INFO',
+        NODE_OPTIONS: '--enable-source-maps',
+      });
+    }
+  });
+
+  it('run the orphan reconciler on a schedule with storage settings only (no JWT key, no secret access)', () => {
+    const { template } = synth({ orphanGraceSeconds: '7200' });
+    expect(fnProps(template, RECONCILER.id).Environment.Variables).toEqual({
+      BUCKET_NAME: { Ref: bucketId(template) },
+      TABLE_NAME: { Ref: tableId(template) },
+      ORPHAN_GRACE_SECONDS: '7200',
+      POWERTOOLS_SERVICE_NAME: 'transcript-store',
+      POWERTOOLS_LOG_LEVEL: 'INFO',
+      NODE_OPTIONS: '--enable-source-maps',
     });
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: `rate(${RECONCILER.everyMinutes / 60} hours)`,
+      State: 'ENABLED',
+      Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [logicalIdOf(template, 'AWS::Lambda::Function', RECONCILER.id), 'Arn'] } })],
+    });
+    expect(() => synth({ orphanGraceSeconds: '60' })).toThrow(/orphanGraceSeconds/);
   });
 
   it('write to their own log group with the configured retention instead of the basic execution managed policy', () => {
@@ -217,6 +236,15 @@ describe('least privilege', () => {
     ]);
   });
 
+  it('lets the reconciler only list snapshots/, read run records, keep its cursor and delete snapshot objects', () => {
+    const { template } = synth();
+    expect(permissions(template, RECONCILER.id)).toEqual([
+      'dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:PutItem -> TABLE',
+      `s3:DeleteObject -> ${SNAPSHOT_OBJECTS}`,
+      list(SNAPSHOTS_PREFIX),
+    ]);
+  });
+
   it('lets the upload function only sign uploads under uploads/, with no table access', () => {
     const { template } = synth();
     expect(permissions(template, 'CreateUpload')).toEqual([
@@ -250,25 +278,19 @@ describe('least privilege', () => {
         Condition: { StringEquals: { 'kms:ViaService': { 'Fn::Join': ['', ['secretsmanager.', { Ref: 'AWS::Region' }, '.amazonaws.com']] } } },
       });
     }
-    template.allResourcesProperties('AWS::Lambda::Function', {
-      Environment: {
-        Variables: Match.objectLike({ JWT_SECRET_ARN: SECRET_ARN, JWT_ISSUER: 'https://gw.example', JWT_AUDIENCE: 'transcript-store', JWKS_URL: Match.absent() }),
-      },
-    });
+    for (const spec of ROUTES) {
+      expect(fnProps(template, spec.id).Environment.Variables).toMatchObject({ JWT_SECRET_ARN: SECRET_ARN, JWT_ISSUER: 'https://gw.example', JWT_AUDIENCE: 'transcript-store' });
+      expect(fnProps(template, spec.id).Environment.Variables.JWKS_URL).toBeUndefined();
+    }
   });
 
   it('uses a JWKS URL without any Secrets Manager secret or permission', () => {
     const { template } = synth({ jwksUrl: 'https://issuer.example/.well-known/jwks.json', jwtAlgorithms: 'RS256,ES256' });
     template.resourceCountIs('AWS::SecretsManager::Secret', 0);
-    template.allResourcesProperties('AWS::Lambda::Function', {
-      Environment: {
-        Variables: Match.objectLike({
-          JWKS_URL: 'https://issuer.example/.well-known/jwks.json',
-          JWT_ALGORITHMS: 'RS256,ES256',
-          JWT_SECRET_ARN: Match.absent(),
-        }),
-      },
-    });
+    for (const spec of ROUTES) {
+      expect(fnProps(template, spec.id).Environment.Variables).toMatchObject({ JWKS_URL: 'https://issuer.example/.well-known/jwks.json', JWT_ALGORITHMS: 'RS256,ES256' });
+      expect(fnProps(template, spec.id).Environment.Variables.JWT_SECRET_ARN).toBeUndefined();
+    }
     for (const spec of ROUTES) expect(statementsOf(template, spec.id).flatMap(actions).filter((a) => a.startsWith('secretsmanager:'))).toEqual([]);
   });
 
@@ -294,7 +316,7 @@ describe('least privilege', () => {
     };
     const { stack } = build({}, [...ROUTES, extra]);
     const template = Template.fromStack(stack);
-    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 1);
+    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 2); // + the extra route, + the reconciler
     template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: 'POST /worker/transcript/snapshot/extra' });
     const statements = statementsOf(template, 'ExtraRoute').filter((s) => !actions(s)[0]!.startsWith('logs:'));
     expect(statements.map((s) => [actions(s), s.Resource])).toEqual([
@@ -416,7 +438,7 @@ describe('alarms and dashboard', () => {
   it('alarm on API 5xx rate and p99 latency, per-function errors, throttles and p99 duration, and DynamoDB throttles', () => {
     const { template } = synth();
     const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')) as Json[];
-    expect(alarms).toHaveLength(2 + 3 * ROUTES.length + 1);
+    expect(alarms).toHaveLength(2 + 3 * ROUTES.length + 1 + 1);
     const summary = alarms
       .map((a) => {
         const p = a.Properties;
@@ -432,6 +454,7 @@ describe('alarms and dashboard', () => {
         'Latency:p99',
         'ReadThrottleEvents+WriteThrottleEvents:expr',
         ...ROUTES.flatMap(() => ['Errors:Sum', 'Throttles:Sum', 'Duration:p99']),
+        'Errors:Sum', // the reconciler
       ].sort(),
     );
     for (const a of alarms) expect(a.Properties.TreatMissingData).toBe('notBreaching');
@@ -492,7 +515,7 @@ describe('cdk-nag AwsSolutions', () => {
         'HttpApi AwsSolutions-APIG4',
         'JwtSigningSecret AwsSolutions-SMG4',
         'AlarmTopic AwsSolutions-SNS2',
-        ...ROUTES.flatMap((r) => [
+        ...[...ROUTES, RECONCILER].flatMap((r) => [
           `${r.id} AwsSolutions-L1`,
           ...r.access.objects.map((o) => `${r.id}Role AwsSolutions-IAM5[Resource::<${bucket}.Arn>/${o.prefix}*]`),
         ]),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_MAX_SNAPSHOT_BYTES, loadConfig, type Config } from '../../functions/lib/config.js';
+import { ConfigError, DEFAULT_MAX_SNAPSHOT_BYTES, loadConfig, loadStorageConfig, type Config } from '../../functions/lib/config.js';
 
 const BASE = { AWS_REGION: 'eu-west-1', BUCKET_NAME: 'snapshots', TABLE_NAME: 'snapshot-index', JWT_SECRET: 's3cret' };
 const ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:jwt-abc123';
@@ -170,5 +170,23 @@ describe('loadConfig: defaults', () => {
     expect(c.bucketName).toBe('snapshots');
     expect(c.issuer).toBe('https://gw.example');
     expect(c.audience).toBe('transcripts');
+  });
+});
+
+describe('loadStorageConfig: what the reconciler needs', () => {
+  const STORAGE = { AWS_REGION: 'eu-west-1', BUCKET_NAME: 'snapshots', TABLE_NAME: 'snapshot-index' };
+
+  it('needs no JWT key source and defaults the orphan grace period to one hour', () => {
+    expect(loadStorageConfig(STORAGE)).toMatchObject({ bucketName: 'snapshots', tableName: 'snapshot-index', orphanGraceSeconds: 3600 });
+  });
+
+  it('rejects a grace period shorter than any request can live (15 min), naming ORPHAN_GRACE_SECONDS', () => {
+    expect(() => loadStorageConfig({ ...STORAGE, ORPHAN_GRACE_SECONDS: '60' })).toThrow(ConfigError);
+    expect(() => loadStorageConfig({ ...STORAGE, ORPHAN_GRACE_SECONDS: '60' })).toThrow(/ORPHAN_GRACE_SECONDS/);
+    expect(loadStorageConfig({ ...STORAGE, ORPHAN_GRACE_SECONDS: '900' }).orphanGraceSeconds).toBe(900);
+  });
+
+  it('is part of the full service config', () => {
+    expect(loadConfig({ ...STORAGE, JWT_SECRET: 's3cret', ORPHAN_GRACE_SECONDS: '7200' }).orphanGraceSeconds).toBe(7200);
   });
 });

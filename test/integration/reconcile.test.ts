@@ -1,0 +1,133 @@
+import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { describe, expect, it } from 'vitest';
+import { conversationKey } from '../../functions/lib/ids.js';
+import { RECONCILER_PK } from '../../functions/lib/store.js';
+import { FaultPlan, faultyStore } from '../helpers/faults.js';
+import { freshScope, useLocalService, type Scope } from '../helpers/service.js';
+
+/**
+ * The scheduled reconciler (DESIGN §4: orphaned objects are cleaned up by a reconciler): it deletes
+ * objects no record refers to once they are past the grace period, never a referenced one, and it
+ * resumes from a saved cursor. "Later" is simulated by giving the reconciling store a clock 2 h ahead.
+ */
+const ctx = useLocalService();
+const GRACE = 3600;
+const later = () => Date.now() + 2 * 3600 * 1000;
+const ids = (s: Scope) => ({ organizationId: s.org, agentId: s.agent, conversationId: s.conv, issuedAt: Math.floor(Date.now() / 1000) });
+
+async function keysOf(scope: Scope): Promise<string[]> {
+  const { svc } = ctx;
+  const prefix = `snapshots/${conversationKey(ids(scope))}/`;
+  const res = await svc.s3.send(new ListObjectsV2Command({ Bucket: svc.config.bucketName, Prefix: prefix }));
+  return (res.Contents ?? []).map((o) => o.Key!).sort();
+}
+
+/** A writer that dies between its upload and its claim leaves exactly one orphan. */
+async function orphanOf(scope: Scope, runId: number): Promise<void> {
+  const plan = new FaultPlan().failBeforeCall(2);
+  await expect(faultyStore(ctx.svc, plan).write(ids(scope), { runId, status: 'completed', body: Buffer.from(`orphan ${runId}\n`) })).rejects.toThrow('injected');
+}
+
+/** Runs reconcile passes until one completes a full sweep from the start of the bucket. */
+async function reconcileFully(now = later): Promise<void> {
+  const store = faultyStore(ctx.svc, new FaultPlan(), { now });
+  let sawStart = false;
+  for (let i = 0; i < 100; i++) {
+    const r = await store.reconcile({ graceSeconds: GRACE, deadlineAt: Date.now() + 60_000 });
+    if (r.complete && sawStart) return;
+    if (r.complete) sawStart = true;
+  }
+  throw new Error('reconcile did not complete');
+}
+
+describe('orphan reconciler', () => {
+  it('deletes unreferenced objects past the grace period, and nothing a record refers to', async () => {
+    const { api, svc } = ctx;
+    const scope = freshScope();
+    await api.write(scope, 1, 'committed\n');
+    await orphanOf(scope, 2);
+    // A duplicate whose own cleanup of its upload failed.
+    const dupPlan = new FaultPlan().onCall((cmd) => {
+      if (cmd === 'DeleteObjectCommand') throw new Error('injected: cleanup lost');
+    });
+    expect(await faultyStore(svc, dupPlan).write(ids(scope), { runId: 1, status: 'completed', body: Buffer.from('dup\n') })).toEqual({ kind: 'duplicate' });
+    const before = await keysOf(scope);
+    expect(before).toHaveLength(3);
+
+    // Within the grace period nothing is touched: the writer might still be about to claim.
+    await reconcileFully(Date.now);
+    expect(await keysOf(scope)).toEqual(before);
+
+    await reconcileFully();
+    const after = await keysOf(scope);
+    expect(after).toHaveLength(1);
+    expect((await api.hydrate(scope))?.body.toString()).toBe('committed\n');
+    // The survivor is exactly the object the record points at.
+    const run = await svc.ddb.send(
+      new GetItemCommand({ TableName: svc.config.tableName, Key: { pk: { S: conversationKey(ids(scope)) }, sk: { S: 'RUN#0000000000000001' } } }),
+    );
+    expect(after[0]).toBe(run.Item?.['s3Key']?.S);
+  });
+
+  it('keeps superseded and non-completed runs (they are referenced) however old', async () => {
+    const { api } = ctx;
+    const scope = freshScope();
+    await api.write(scope, 1, 'one\n');
+    await api.write(scope, 2, 'two\n');
+    await api.write(scope, 3, 'three failed\n', 'failed');
+    const before = await keysOf(scope);
+    await reconcileFully();
+    expect(await keysOf(scope)).toEqual(before);
+    expect(await api.clear(scope)).toBe(3);
+  });
+
+  it('resumes from a cursor saved in DynamoDB when a run stops early', async () => {
+    const { svc } = ctx;
+    const scope = freshScope();
+    for (const runId of [1, 2, 3, 4, 5]) await orphanOf(scope, runId);
+    await reconcileFully(Date.now); // settle any pass in progress, deleting nothing
+    const store = faultyStore(svc, new FaultPlan(), { now: later });
+    const first = await store.reconcile({ graceSeconds: GRACE, deadlineAt: Date.now() + 60_000, maxKeys: 2 });
+    expect(first.complete).toBe(false);
+    expect(first.scanned).toBe(2);
+    const saved = await svc.ddb.send(
+      new GetItemCommand({ TableName: svc.config.tableName, Key: { pk: { S: RECONCILER_PK }, sk: { S: 'CURSOR' } }, ConsistentRead: true }),
+    );
+    expect(saved.Item?.['startAfter']?.S).toBe(first.cursor);
+    let last = first;
+    for (let i = 0; i < 200 && !last.complete; i++) {
+      const next = await store.reconcile({ graceSeconds: GRACE, deadlineAt: Date.now() + 60_000, maxKeys: 2 });
+      if (!next.complete) expect(next.cursor! > last.cursor!).toBe(true);
+      last = next;
+    }
+    expect(last.complete).toBe(true);
+    expect(await keysOf(scope)).toEqual([]);
+  });
+
+  it('dying at any AWS call never deletes a referenced object, and the next run finishes the job', async () => {
+    const { api, svc } = ctx;
+    const probe = freshScope();
+    await api.write(probe, 1, 'x\n');
+    await reconcileFully(Date.now);
+    const counter = new FaultPlan();
+    await faultyStore(svc, counter, { now: later }).reconcile({ graceSeconds: GRACE, deadlineAt: Date.now() + 60_000, maxKeys: 1 });
+    const calls = counter.calls.length; // GetItem cursor, List, GetItem RUN (old), PutItem cursor
+    expect(calls).toBeGreaterThanOrEqual(4);
+    for (let n = 1; n <= calls + 2; n++) {
+      const scope = freshScope(`rec-${n}`);
+      await api.write(scope, 1, `kept ${n}\n`);
+      await orphanOf(scope, 2);
+      const plan = new FaultPlan().failBeforeCall(n);
+      await faultyStore(svc, plan, { now: later })
+        .reconcile({ graceSeconds: GRACE, deadlineAt: Date.now() + 60_000, maxKeys: 3 })
+        .catch(() => undefined);
+      expect((await api.hydrate(scope))?.body.toString(), `after a crash at call ${n}`).toBe(`kept ${n}\n`);
+      await reconcileFully();
+      expect(await keysOf(scope)).toHaveLength(1);
+      const [kept] = await keysOf(scope);
+      await svc.s3.send(new HeadObjectCommand({ Bucket: svc.config.bucketName, Key: kept! }));
+      expect((await api.hydrate(scope))?.body.toString()).toBe(`kept ${n}\n`);
+    }
+  }, 120_000);
+});
