@@ -81,7 +81,7 @@ const gunzip = promisify(gunzipCb);
 export type Encoding = 'gzip' | 'identity';
 
 export interface StoreLimits {
-  /** Largest response body (after base64) a Lambda can return inline; larger → presigned redirect. */
+  /** Largest body (in bytes, before base64) answered inline; larger → presigned redirect. */
   inlineMaxBytes: number;
   /** Lifetime of presigned GET and upload URLs. */
   presignTtlSeconds: number;
@@ -295,7 +295,7 @@ export class SnapshotStore {
     // client that sent no Accept-Encoding; only an explicit refusal gets 406.
     const sendGzip = stored === 'gzip' && accept === 'gzip';
     const inlineBytes = stored === 'gzip' && !sendGzip ? meta.bytes : storedBytes;
-    if (base64Length(inlineBytes) > base64Length(this.limits.inlineMaxBytes)) {
+    if (inlineBytes > this.limits.inlineMaxBytes) {
       // Too large for a Lambda response: hand out a short-lived URL to the object itself.
       if (stored === 'gzip' && accept === 'identity') return { kind: 'not-acceptable', meta };
       const url = await getSignedUrl(this.s3, new GetObjectCommand({ Bucket: this.bucket, Key: s3Key }), {
@@ -318,7 +318,11 @@ export class SnapshotStore {
     if (sendGzip) {
       // Sent as stored, so checked by streaming it through gunzip into the hash: its decoded size is
       // bounded by maxUploadBytes, not by the inline limit, and must never be held in memory.
-      const decoded = await gunzippedDigest(raw, meta.bytes);
+      const decoded = await streamDigest(Readable.from([raw]), {
+        gunzip: true,
+        limit: meta.bytes,
+        overLimit: () => new IntegrityError('stored object decodes to more bytes than its record'),
+      });
       if (decoded.bytes !== meta.bytes || decoded.sha256 !== meta.sha256) {
         throw new IntegrityError(`stored object for run ${meta.runId} does not match its record`);
       }
@@ -438,7 +442,7 @@ export class SnapshotStore {
       if (err instanceof NoSuchKey) {
         // Gone: never uploaded, expired, swept by a clear — or committed and cleaned up by an earlier
         // attempt of this very request whose answer was lost. The latter must read as "already exists".
-        return (await this.runExists(pk, input.runId, opts.signal)) ? { kind: 'duplicate' } : { kind: 'upload-not-found' };
+        return (await this.readRun(pk, input.runId, opts.signal)) ? { kind: 'duplicate' } : { kind: 'upload-not-found' };
       }
       if (err instanceof UploadTooLarge) return { kind: 'upload-too-large' };
       if ((err as { code?: string }).code?.startsWith('Z_')) return { kind: 'upload-invalid', reason: 'not valid gzip' };
@@ -716,14 +720,6 @@ export class SnapshotStore {
     return res.Item ? fromRunItem(res.Item) : undefined;
   }
 
-  private async runExists(pk: string, runId: number, abortSignal?: AbortSignal): Promise<boolean> {
-    const res = await this.ddb.send(
-      new GetItemCommand({ TableName: this.table, Key: key(pk, RUN_SK_PREFIX + padRunId(runId)), ConsistentRead: true, ProjectionExpression: 'pk' }),
-      { abortSignal },
-    );
-    return res.Item !== undefined;
-  }
-
   private async readHead(pk: string, abortSignal?: AbortSignal): Promise<HeadView> {
     const res = await this.ddb.send(
       new GetItemCommand({
@@ -740,28 +736,12 @@ export class SnapshotStore {
   /** Streams an uploaded object through gunzip (if gzip) and sha256: memory stays flat at any size. */
   private async measure(uploadKey: string, encoding: Encoding, signal?: AbortSignal): Promise<{ sha256: string; bytes: number; storedBytes: number }> {
     const obj = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: uploadKey }), { abortSignal: signal });
-    const hash = createHash('sha256');
-    let bytes = 0;
-    let storedBytes = 0;
-    const max = this.limits.maxUploadBytes;
-    const source = obj.Body as Readable;
-    const counter = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        storedBytes += chunk.length;
-        done(null, chunk);
-      },
+    return streamDigest(obj.Body as Readable, {
+      gunzip: encoding === 'gzip',
+      limit: this.limits.maxUploadBytes,
+      overLimit: () => new UploadTooLarge(),
+      ...(signal && { signal }),
     });
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        bytes += chunk.length;
-        if (bytes > max) return done(new UploadTooLarge());
-        hash.update(chunk);
-        done();
-      },
-    });
-    const stages = encoding === 'gzip' ? [counter, createGunzip()] : [counter];
-    await pipeline([source, ...stages, sink], signal ? { signal } : {});
-    return { sha256: hash.digest('hex'), bytes, storedBytes };
   }
 
   /** Deletes the RUN record if it is still the one we know and still before the fence. */
@@ -828,20 +808,35 @@ export class SnapshotStore {
   }
 }
 
-/** sha256 and length of a gzip body's decoded bytes, streamed; stops past `limit` decoded bytes. */
-async function gunzippedDigest(raw: Buffer, limit: number): Promise<{ sha256: string; bytes: number }> {
+/**
+ * sha256 and length of a stream's bytes — gunzipped first when asked — without holding them: the
+ * memory stays flat at any size. Fails with `overLimit()` past `limit` decoded bytes.
+ * `storedBytes` counts the bytes as read from the source (before gunzip).
+ */
+async function streamDigest(
+  source: Readable,
+  opts: { gunzip: boolean; limit: number; overLimit: () => Error; signal?: AbortSignal },
+): Promise<{ sha256: string; bytes: number; storedBytes: number }> {
   const hash = createHash('sha256');
   let bytes = 0;
+  let storedBytes = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      storedBytes += chunk.length;
+      done(null, chunk);
+    },
+  });
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
       bytes += chunk.length;
-      if (bytes > limit) return done(new IntegrityError('stored object decodes to more bytes than its record'));
+      if (bytes > opts.limit) return done(opts.overLimit());
       hash.update(chunk);
       done();
     },
   });
-  await pipeline(Readable.from([raw]), createGunzip(), sink);
-  return { sha256: hash.digest('hex'), bytes };
+  const stages = opts.gunzip ? [counter, createGunzip()] : [counter];
+  await pipeline([source, ...stages, sink], opts.signal ? { signal: opts.signal } : {});
+  return { sha256: hash.digest('hex'), bytes, storedBytes };
 }
 
 interface HeadView {
@@ -857,10 +852,6 @@ function parseHead(item: Item | undefined): HeadView {
 
 function isAfterFence(r: Pick<RunRecord, 'createdAtMs' | 'iat'>, fence: Fence): boolean {
   return r.createdAtMs > fence.ms && r.iat >= fence.sec;
-}
-
-function base64Length(bytes: number): number {
-  return 4 * Math.ceil(bytes / 3);
 }
 
 function encodeRef(ref: UploadRef): string {

@@ -136,13 +136,8 @@ export function parsePostBody(text: string | undefined, maxSnapshotBytes: number
   return { kind: 'inline', post: { terminalStatus: status.data, snapshot: Buffer.from(snapshot.data, 'utf8'), runId: run.data } };
 }
 
-/** The inline form only (a body naming an upload is reported as a missing snapshotJsonl). */
+/** The inline form only: a body that commits an upload has no snapshotJsonl. */
 export function parseSnapshotPost(text: string | undefined, maxSnapshotBytes: number): SnapshotPost {
-  const field = parseObject(text);
-  if (field('uploadId') !== undefined && field('snapshotJsonl') === undefined) {
-    if (!terminalStatus.safeParse(field('terminalStatus')).success) throw new HttpError(ERRORS.invalidTerminalStatus);
-    throw new HttpError(ERRORS.missingSnapshot);
-  }
   const body = parsePostBody(text, maxSnapshotBytes);
   if (body.kind !== 'inline') throw new HttpError(ERRORS.missingSnapshot);
   return body.post;
