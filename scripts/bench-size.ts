@@ -26,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { mintDevToken } from '../local/dev-secret.js';
 import { hydrateSnapshot, writeSnapshot, type WriteSnapshotResult } from '../worker-client/src/index.js';
+import { sameBytes } from './lib/files.js';
 
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'; // Node 20 here; Lambda runs 22
 
@@ -190,29 +191,6 @@ async function buildFile(path: string, bytes: number, fixture: Buffer): Promise<
   return written;
 }
 
-async function sameBytes(a: string, b: string): Promise<boolean> {
-  const [sa, sb] = await Promise.all([stat(a), stat(b)]);
-  if (sa.size !== sb.size) return false;
-  const ia = createReadStream(a, { highWaterMark: 1 << 20 })[Symbol.asyncIterator]();
-  const ib = createReadStream(b, { highWaterMark: 1 << 20 })[Symbol.asyncIterator]();
-  let x: Buffer = Buffer.alloc(0);
-  let y: Buffer = Buffer.alloc(0);
-  for (;;) {
-    if (x.length === 0) {
-      const n = await ia.next();
-      if (!n.done) x = n.value as Buffer;
-    }
-    if (y.length === 0) {
-      const n = await ib.next();
-      if (!n.done) y = n.value as Buffer;
-    }
-    if (x.length === 0 || y.length === 0) return x.length === y.length;
-    const len = Math.min(x.length, y.length);
-    if (!x.subarray(0, len).equals(y.subarray(0, len))) return false;
-    x = x.subarray(len);
-    y = y.subarray(len);
-  }
-}
 
 // ---- measurement -------------------------------------------------------------------------------
 

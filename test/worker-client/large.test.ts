@@ -17,6 +17,7 @@ import { startLocalService, type LocalService } from '../../local/service.js';
 import { hydrateSnapshot, TranscriptStoreError, writeSnapshot, type WriteSnapshotOptions } from '../../worker-client/src/index.js';
 import { type Fault, type FaultProxy, startFaultProxy } from '../helpers/fault-proxy.js';
 import { collectEvents, conversation, FAST, fakeGateway, tempDir, tempFilesIn } from './support.js';
+import { sameBytes } from '../../scripts/lib/files.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -82,29 +83,6 @@ async function sha256OfFile(path: string): Promise<string> {
 }
 
 /** Byte-for-byte comparison of two files, streamed in 1 MiB windows. */
-async function sameBytes(a: string, b: string): Promise<boolean> {
-  const [sa, sb] = await Promise.all([stat(a), stat(b)]);
-  if (sa.size !== sb.size) return false;
-  const ia = createReadStream(a, { highWaterMark: MiB })[Symbol.asyncIterator]();
-  const ib = createReadStream(b, { highWaterMark: MiB })[Symbol.asyncIterator]();
-  let bufA: Buffer = Buffer.alloc(0);
-  let bufB: Buffer = Buffer.alloc(0);
-  for (;;) {
-    if (bufA.length === 0) {
-      const n = await ia.next();
-      if (!n.done) bufA = n.value as Buffer;
-    }
-    if (bufB.length === 0) {
-      const n = await ib.next();
-      if (!n.done) bufB = n.value as Buffer;
-    }
-    if (bufA.length === 0 || bufB.length === 0) return bufA.length === bufB.length;
-    const len = Math.min(bufA.length, bufB.length);
-    if (!bufA.subarray(0, len).equals(bufB.subarray(0, len))) return false;
-    bufA = bufA.subarray(len);
-    bufB = bufB.subarray(len);
-  }
-}
 
 /** Every `.tmp` left anywhere under the test directory (session dir and explicit temp dirs). */
 async function leftovers(): Promise<string[]> {
