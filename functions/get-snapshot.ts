@@ -1,4 +1,5 @@
-import { routes } from './lib/runtime.js';
+import { getSnapshotRoute } from './lib/routes/get-snapshot.js';
+import { deps } from './lib/runtime.js';
 
 /** `GET /worker/transcript/snapshot` — API Gateway HTTP API (payload v2) entry point. */
-export const handler = routes.getSnapshot;
+export const handler = getSnapshotRoute(deps);

@@ -14,6 +14,7 @@ export const UPLOADS_PREFIX = 'uploads/';
 
 export type TableAction =
   | 'dynamodb:GetItem'
+  | 'dynamodb:BatchGetItem'
   | 'dynamodb:PutItem'
   | 'dynamodb:UpdateItem'
   | 'dynamodb:DeleteItem'
@@ -132,8 +133,8 @@ export interface JobSpec {
 }
 
 /**
- * The orphan reconciler (functions/reconcile.ts): lists snapshots/, reads the RUN record an old object
- * would belong to, deletes the object when no record refers to it; keeps its cursor in the table.
+ * The orphan reconciler (functions/reconcile.ts): lists snapshots/, reads (BatchGetItem) the RUN records
+ * old objects would belong to, deletes (DeleteObjects) those no record refers to; keeps its cursor in the table.
  */
 export const RECONCILER: JobSpec = {
   id: 'Reconciler',
@@ -142,7 +143,9 @@ export const RECONCILER: JobSpec = {
   timeoutSeconds: 300,
   everyMinutes: 360,
   access: {
-    table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'],
+    // GetItem/PutItem/DeleteItem: its cursor; BatchGetItem: the RUN records old objects would belong to.
+    table: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'],
+    // DeleteObjects needs s3:DeleteObject on every key it names.
     objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] }],
     listPrefixes: [SNAPSHOTS_PREFIX],
   },

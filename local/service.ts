@@ -8,7 +8,7 @@ import { createApp, type Routes } from '../functions/lib/app.js';
 import { createClients, type ClientOverrides } from '../functions/lib/aws.js';
 import { loadConfig, type Config } from '../functions/lib/config.js';
 import { SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
-import type { SnapshotStore } from '../functions/lib/store.js';
+import type { SnapshotStore } from '../functions/lib/store/index.js';
 import { startAdapter, type RouteTable } from './adapter.js';
 import { loadOrCreateDevSecret, mintDevToken, type DevTokenClaims } from './dev-secret.js';
 import { startEmulators, type Emulators } from './emulators.js';
@@ -85,18 +85,25 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
     if (!external) {
       emulators = await startEmulators({ dataDir, persistDynamo: !ephemeral, host: '127.0.0.1' });
       cleanup.push(() => emulators!.stop());
-      overrides = { endpoints: { s3: emulators.s3Endpoint, dynamodb: emulators.dynamodbEndpoint }, credentials: emulators.credentials };
+      overrides = {
+        endpoints: { s3: emulators.s3Endpoint, dynamodb: emulators.dynamodbEndpoint },
+        credentials: emulators.credentials,
+        // s3rver stores a streamed body sent aws-chunked (the SDK's default checksum mode) framing and
+        // all: silent corruption. Checksums only where the API requires them, for the emulator only.
+        s3: { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' },
+      };
     }
-    const { s3, ddb } = createClients({ region: config.region, s3ForcePathStyle: external ? config.s3ForcePathStyle : true }, overrides);
+    const { s3, ddb, presigner } = createClients({ region: config.region, s3ForcePathStyle: external ? config.s3ForcePathStyle : true }, overrides);
     cleanup.push(async () => {
       s3.destroy();
       ddb.destroy();
+      presigner.destroy();
     });
     await ensureBucket(s3, config.bucketName);
     await ensureTable(ddb, config.tableName);
 
     const logger = opts.logger ?? new Logger({ serviceName: 'transcript-store' });
-    const { store, routes } = createApp(config, { s3, ddb }, logger);
+    const { store, routes } = createApp(config, { s3, ddb, presigner }, logger);
     const http = await startAdapter(routeTable(routes), { host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
     cleanup.push(() => http.close());
 

@@ -22,7 +22,7 @@ import { parseArgs } from 'node:util';
 import { GetItemCommand, PutItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createClients } from '../functions/lib/aws.js';
-import { HEAD_SK } from '../functions/lib/store.js';
+import { HEAD_SK } from '../functions/lib/store/index.js';
 import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
 import { conversationKey } from '../functions/lib/ids.js';
 import { startLocalService, type LocalService } from '../local/service.js';

@@ -30,7 +30,7 @@ import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
 import { conversationKey, padRunId } from '../functions/lib/ids.js';
-import { RUN_SK_PREFIX } from '../functions/lib/store.js';
+import { RUN_SK_PREFIX } from '../functions/lib/store/index.js';
 import { startLocalService, type LocalService, type LocalServiceOptions } from '../local/service.js';
 
 export interface LoadOptions {

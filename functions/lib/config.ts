@@ -1,5 +1,3 @@
-import type { StoreLimits } from './store.js';
-
 /**
  * Reads the environment once (at cold start) and fails fast, naming the variable that is missing or
  * malformed. Nothing else in functions/ reads process.env.
@@ -168,15 +166,4 @@ export function loadConfig(env: Env = process.env): Config {
     multipartPartBytes: partSize(env),
     requestDeadlineMs: positiveInt(env, 'REQUEST_DEADLINE_MS', 25_000),
   });
-}
-
-/** The store's size and transfer limits, from the config. */
-export function storeLimits(config: Config): StoreLimits {
-  return {
-    inlineMaxBytes: config.inlineMaxBytes,
-    presignTtlSeconds: config.presignTtlSeconds,
-    maxUploadBytes: config.maxUploadBytes,
-    multipartThresholdBytes: config.multipartThresholdBytes,
-    partBytes: config.multipartPartBytes,
-  };
 }

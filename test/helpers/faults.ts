@@ -1,7 +1,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { createClients } from '../../functions/lib/aws.js';
-import { SnapshotStore } from '../../functions/lib/store.js';
+import { SnapshotStore } from '../../functions/lib/store/index.js';
 import type { LocalService } from '../../local/service.js';
 
 export class InjectedFault extends Error {

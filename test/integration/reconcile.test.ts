@@ -2,7 +2,7 @@ import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { conversationKey } from '../../functions/lib/ids.js';
-import { RECONCILER_PK } from '../../functions/lib/store.js';
+import { RECONCILER_PK } from '../../functions/lib/store/index.js';
 import { FaultPlan, faultyStore } from '../helpers/faults.js';
 import { freshScope, useLocalService, type Scope } from '../helpers/service.js';
 

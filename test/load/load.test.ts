@@ -5,7 +5,7 @@
 import { DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { ScanCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { HEAD_SK, SNAPSHOT_PREFIX } from '../../functions/lib/store.js';
+import { HEAD_SK, SNAPSHOT_PREFIX } from '../../functions/lib/store/index.js';
 import type { LocalService } from '../../local/service.js';
 import { failed, runLoad, summary } from '../../scripts/load.js';
 

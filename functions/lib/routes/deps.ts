@@ -1,0 +1,60 @@
+import type { Logger } from '@aws-lambda-powertools/logger';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { createVerifier, type SecretLoader, type TokenScope, type Verifier } from '../auth.js';
+import type { Config } from '../config.js';
+import { createStoreContext, type StoreContext, type StoreLimits } from '../store/context.js';
+
+/** Everything a route handler needs; built once per cold start (runtime.ts) or per local service. */
+export interface RouteDeps {
+  readonly store: StoreContext;
+  readonly verify: Verifier;
+  readonly logger: Logger;
+  /** Largest decoded `snapshotJsonl` a direct POST accepts (bytes). */
+  readonly maxSnapshotBytes: number;
+  /** Storage deadline per request in ms (default 25,000; API Gateway cuts at 30 s). */
+  readonly requestDeadlineMs?: number | undefined;
+}
+
+/** The store's size and transfer limits, from the config. */
+export function storeLimits(config: Config): StoreLimits {
+  return {
+    inlineMaxBytes: config.inlineMaxBytes,
+    presignTtlSeconds: config.presignTtlSeconds,
+    maxUploadBytes: config.maxUploadBytes,
+    multipartThresholdBytes: config.multipartThresholdBytes,
+    partBytes: config.multipartPartBytes,
+  };
+}
+
+/** Route dependencies from a config and SDK clients: used by the Lambda runtime and the local server alike. */
+export function createRouteDeps(
+  config: Config,
+  clients: { s3: S3Client; ddb: DynamoDBClient; presigner?: S3Client },
+  logger: Logger,
+  loadSecret?: SecretLoader,
+): RouteDeps {
+  return {
+    store: createStoreContext({
+      ...clients,
+      bucket: config.bucketName,
+      table: config.tableName,
+      limits: storeLimits(config),
+      onCleanupError: (what, err) => logger.warn('cleanup failed', { what, error: String(err) }),
+    }),
+    verify: createVerifier(config, loadSecret),
+    logger,
+    maxSnapshotBytes: config.maxSnapshotBytes,
+    requestDeadlineMs: config.requestDeadlineMs,
+  };
+}
+
+/** Non-secret token fields for the request log line. */
+export function scopeFields(scope: TokenScope): Record<string, unknown> {
+  return { organizationId: scope.organizationId, agentId: scope.agentId, conversationId: scope.conversationId, runId: scope.runId };
+}
+
+/** Handler options derived from the deps. */
+export function handlerOptions(deps: RouteDeps): { deadlineMs: number } {
+  return { deadlineMs: deps.requestDeadlineMs ?? 25_000 };
+}

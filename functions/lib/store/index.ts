@@ -1,0 +1,58 @@
+/**
+ * The whole store as one object, for the local service, scripts and tests. Lambda handlers never import
+ * this file: each route imports only the protocol steps it uses (see functions/lib/routes/), so its
+ * bundle holds nothing else.
+ */
+import type { ConversationScope } from '../ids.js';
+import { clearConversation } from './clear.js';
+import { createStoreContext, type CallOptions, type StoreContext, type StoreOptions } from './context.js';
+import { hydrate, type HydrateOptions, type HydrateResult } from './hydrate.js';
+import { reconcile, type ReconcileOptions, type ReconcileResult } from './reconcile.js';
+import { commitUpload, createUpload, type UploadCommit, type UploadRequest, type UploadTicket } from './uploads.js';
+import { writeSnapshot, type WriteInput, type WriteResult, type WriterScope } from './write.js';
+
+export { createStoreContext, DEFAULT_LIMITS, type CallOptions, type StoreContext, type StoreLimits, type StoreOptions } from './context.js';
+export { StoreError, isStoreError, type StoreErrorCode } from './errors.js';
+export type { Acceptable, HydrateOptions, HydrateResult } from './hydrate.js';
+export type { ReconcileOptions, ReconcileResult } from './reconcile.js';
+export { HEAD_SK, RECONCILER_PK, RUN_SK_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX, type Encoding, type SnapshotMeta } from './schema.js';
+export type { UploadCommit, UploadRequest, UploadTicket } from './uploads.js';
+export type { WriteInput, WriteResult, WriterScope } from './write.js';
+
+/** A StoreContext with every operation as a method. It is itself a StoreContext (pass it to routes). */
+export interface SnapshotStore extends StoreContext {}
+export class SnapshotStore {
+  constructor(opts: StoreOptions) {
+    Object.assign(this, createStoreContext(opts));
+  }
+
+  /** See {@link hydrate}. */
+  hydrate(scope: ConversationScope, opts?: HydrateOptions): Promise<HydrateResult> {
+    return hydrate(this, scope, opts);
+  }
+
+  /** See {@link writeSnapshot}. */
+  write(scope: WriterScope, input: WriteInput, opts?: CallOptions): Promise<WriteResult> {
+    return writeSnapshot(this, scope, input, opts);
+  }
+
+  /** See {@link createUpload}. */
+  createUpload(scope: WriterScope, input: UploadRequest, opts?: CallOptions): Promise<UploadTicket> {
+    return createUpload(this, scope, input, opts);
+  }
+
+  /** See {@link commitUpload}. */
+  commitUpload(scope: WriterScope, input: UploadCommit, opts?: CallOptions): Promise<WriteResult> {
+    return commitUpload(this, scope, input, opts);
+  }
+
+  /** See {@link clearConversation}. */
+  clear(scope: ConversationScope, opts?: CallOptions): Promise<{ deleted: number }> {
+    return clearConversation(this, scope, opts);
+  }
+
+  /** See {@link reconcile}. */
+  reconcile(opts: ReconcileOptions): Promise<ReconcileResult> {
+    return reconcile(this, opts);
+  }
+}

@@ -1,0 +1,234 @@
+import { promisify } from 'node:util';
+import { gzip as gzipCb } from 'node:zlib';
+import {
+  ConditionalCheckFailedException,
+  DeleteItemCommand,
+  GetItemCommand,
+  PutItemCommand,
+  UpdateItemCommand,
+} from '@aws-sdk/client-dynamodb';
+import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { marshall } from '@aws-sdk/util-dynamodb';
+import { NDJSON_CONTENT_TYPE, type TerminalStatus } from '../contract.js';
+import { conversationKey, type ConversationScope } from '../ids.js';
+import type { CallOptions, StoreContext } from './context.js';
+import { sha256Hex } from './digest.js';
+import { isAfterFence, publishCondition } from './fence.js';
+import {
+  fromHeadItem,
+  fromRunItem,
+  headKey,
+  runItem,
+  runKey,
+  setLatest,
+  snapshotObjectKey,
+  type HeadRecord,
+  type Item,
+  type RunRecord,
+  type SnapshotMeta,
+} from './schema.js';
+
+/**
+ * The write protocol (1 S3 write + 2 conditional DynamoDB writes; every commit step is ONE conditional
+ * write, so it is atomic on dynalite, which has no transactions):
+ *
+ *   1. PutObject to a fresh key.   crash here → orphan object, nothing visible; a retry succeeds
+ *                                  (the reconciler deletes the orphan later).
+ *   2. Claim:   PutItem RUN if attribute_not_exists — exactly one writer per (conversation, run) (I5).
+ *                                  crash here → RUN claimed, HEAD not moved; a retry gets "exists" and
+ *                                  rolls the claim forward (step 3 with the RUN's data) (I3).
+ *   3. Publish: UpdateItem HEAD if latestRunId < run AND the run is after the fence (fence.ts).
+ *
+ *   writer W (old token)                 clear C
+ *   PutObject K
+ *   claim RUN (createdAt=t1)
+ *                                        HEAD: fence at t2 (>t1), remove latest
+ *                                        delete K, delete RUN (t1 < t2: before the fence)
+ *   publish → condition fails (t1 < t2)  → W removes what is left of its claim and answers 409 reset_fenced
+ */
+
+const gzip = promisify(gzipCb);
+
+/** Token-derived identity of a writer. */
+export interface WriterScope extends ConversationScope {
+  /** Token `iat` (seconds): orders the run against resets. */
+  readonly issuedAt: number;
+}
+
+/**
+ * Outcome of a write or an upload commit:
+ *   stored            the run is stored; `latest` when hydrate now serves it
+ *   duplicate         the run already had a snapshot (409 snapshot_exists)
+ *   fenced            a clear happened after the run started (409 reset_fenced)
+ *   upload-not-found  the uploadId names nothing (400)
+ *   upload-invalid    the uploaded object is unusable (400; `reason` is for logs)
+ *   upload-too-large  the upload decodes past the maximum (413)
+ */
+export type WriteResult =
+  | { kind: 'stored'; meta: SnapshotMeta; latest: boolean }
+  | { kind: 'duplicate' }
+  | { kind: 'fenced' }
+  | { kind: 'upload-not-found' }
+  | { kind: 'upload-invalid'; reason: string }
+  | { kind: 'upload-too-large' };
+
+/** A direct write's input: the run, its terminal status and the snapshot bytes exactly as written. */
+export interface WriteInput {
+  readonly runId: number;
+  readonly status: TerminalStatus;
+  readonly body: Buffer;
+}
+
+/**
+ * Stores a snapshot sent inline (gzip-compressed at rest) and commits it.
+ * @returns the outcome; throws SDK/network errors (transient → 503 upstream) and AbortError at the deadline.
+ */
+export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input: WriteInput, opts: CallOptions = {}): Promise<WriteResult> {
+  const pk = conversationKey(scope);
+  const meta: SnapshotMeta = { runId: input.runId, sha256: sha256Hex(input.body), bytes: input.body.length };
+  const compressed = await gzip(input.body);
+  const s3Key = snapshotObjectKey(pk, input.runId, scope.issuedAt, ctx.newId(), 'gzip');
+
+  // 1. Upload first: nothing refers to this key yet, and no other writer will ever use it.
+  await ctx.s3.send(
+    new PutObjectCommand({
+      Bucket: ctx.bucket,
+      Key: s3Key,
+      Body: compressed,
+      ContentLength: compressed.length,
+      ContentType: NDJSON_CONTENT_TYPE,
+      ContentEncoding: 'gzip',
+      Metadata: { sha256: meta.sha256 },
+    }),
+    { abortSignal: opts.signal },
+  );
+  return commitRun(ctx, pk, { ...meta, status: input.status, s3Key, encoding: 'gzip', storedBytes: compressed.length, iat: scope.issuedAt }, opts);
+}
+
+/**
+ * Claims, then publishes an object already uploaded to `fields.s3Key` (steps 2 and 3 above). Used by
+ * direct writes and upload commits alike. Never deletes an object a record refers to.
+ */
+export async function commitRun(ctx: StoreContext, pk: string, fields: Omit<RunRecord, 'createdAtMs'>, opts: CallOptions): Promise<WriteResult> {
+  let record: RunRecord = { ...fields, createdAtMs: ctx.now() };
+  const meta: SnapshotMeta = { runId: record.runId, sha256: record.sha256, bytes: record.bytes };
+
+  // 2. Claim the run. Exactly one writer per (conversation, run) gets past this line (I5).
+  try {
+    await ctx.ddb.send(
+      new PutItemCommand({
+        TableName: ctx.table,
+        Item: runItem(pk, record),
+        ConditionExpression: 'attribute_not_exists(pk)',
+        // DynamoDB returns the conflicting item with the failure (saves a read); dynalite ignores
+        // this, so the read below remains the fallback.
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      }),
+      { abortSignal: opts.signal },
+    );
+  } catch (err) {
+    if (!(err instanceof ConditionalCheckFailedException)) throw err;
+    const existing = err.Item ? fromRunItem(err.Item) : await readRun(ctx, pk, record.runId, opts.signal);
+    if (existing?.s3Key !== record.s3Key) {
+      // Someone claimed this run first — a concurrent duplicate, or this same request's earlier attempt
+      // that died before publishing. Finish that commit (idempotent), so a retry always converges (I3).
+      if (existing?.status === 'completed') await publish(ctx, pk, existing, opts.signal);
+      await deleteObjectQuietly(ctx, record.s3Key, opts.signal);
+      return { kind: 'duplicate' };
+    }
+    // The claim is our own: its response was lost (connection reset) and the SDK retried the PutItem,
+    // whose condition then failed against our first attempt. s3Key is unique to this request, so this
+    // is certain. Deleting "our duplicate" object here would delete the committed snapshot.
+    record = existing;
+  }
+
+  // Non-completed runs are kept for the record but never published, so never served (I1).
+  if (record.status !== 'completed') return { kind: 'stored', meta, latest: false };
+
+  // 3. Publish.
+  const published = await publish(ctx, pk, record, opts.signal);
+  if (published === true) return { kind: 'stored', meta, latest: true };
+
+  // Not published: a higher run is already latest (fine: stored, 200), or a clear fenced this run, or
+  // our own publish landed and the SDK retried it after a lost response (HEAD already names our key).
+  // DynamoDB hands back the HEAD that failed the condition; on dynalite we read it.
+  const head = published.head ? fromHeadItem(published.head) : await readHead(ctx, pk, opts.signal);
+  if (head.latestKey === record.s3Key) return { kind: 'stored', meta, latest: true };
+  if (!isAfterFence(record, head.fence)) {
+    await deleteRunQuietly(ctx, pk, record, opts.signal);
+    return { kind: 'fenced' };
+  }
+  return { kind: 'stored', meta, latest: false };
+}
+
+/**
+ * One conditional write: succeeds only if this run is newer than the latest and after the fence.
+ * On failure, the HEAD item that failed the condition when the service returns it (DynamoDB does).
+ */
+export async function publish(ctx: StoreContext, pk: string, r: RunRecord, abortSignal?: AbortSignal): Promise<true | { head: Item | undefined }> {
+  const fence = publishCondition(r);
+  const set = setLatest(r);
+  try {
+    await ctx.ddb.send(
+      new UpdateItemCommand({
+        TableName: ctx.table,
+        Key: headKey(pk),
+        UpdateExpression: set.expression,
+        ConditionExpression: `(attribute_not_exists(latestRunId) OR latestRunId < :latestRunId) AND ${fence.expression}`,
+        ExpressionAttributeValues: { ...set.values, ...fence.values },
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      }),
+      { abortSignal },
+    );
+    return true;
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) return { head: err.Item };
+    throw err;
+  }
+}
+
+/** The RUN record, or undefined if a clear deleted it in the meantime (consistent read). */
+export async function readRun(ctx: StoreContext, pk: string, runId: number, abortSignal?: AbortSignal): Promise<RunRecord | undefined> {
+  const res = await ctx.ddb.send(new GetItemCommand({ TableName: ctx.table, Key: runKey(pk, runId), ConsistentRead: true }), { abortSignal });
+  return res.Item ? fromRunItem(res.Item) : undefined;
+}
+
+async function readHead(ctx: StoreContext, pk: string, abortSignal?: AbortSignal): Promise<HeadRecord> {
+  const res = await ctx.ddb.send(
+    new GetItemCommand({
+      TableName: ctx.table,
+      Key: headKey(pk),
+      ConsistentRead: true,
+      ProjectionExpression: 'clearedAtMs, clearedAtSec, latestKey',
+    }),
+    { abortSignal },
+  );
+  return fromHeadItem(res.Item);
+}
+
+/** A fenced writer removes its own claim and object; if it crashes, the next clear does it. */
+async function deleteRunQuietly(ctx: StoreContext, pk: string, r: RunRecord, abortSignal?: AbortSignal): Promise<void> {
+  try {
+    await ctx.ddb.send(
+      new DeleteItemCommand({
+        TableName: ctx.table,
+        Key: runKey(pk, r.runId),
+        ConditionExpression: 's3Key = :key',
+        ExpressionAttributeValues: marshall({ ':key': r.s3Key }),
+      }),
+      { abortSignal },
+    );
+  } catch (err) {
+    if (!(err instanceof ConditionalCheckFailedException)) ctx.onCleanupError('delete fenced run record', err);
+  }
+  await deleteObjectQuietly(ctx, r.s3Key, abortSignal);
+}
+
+/** Best effort, but still bound by the request deadline: a stalled cleanup must not hold the answer. */
+export async function deleteObjectQuietly(ctx: StoreContext, s3Key: string, abortSignal?: AbortSignal): Promise<void> {
+  try {
+    await ctx.s3.send(new DeleteObjectCommand({ Bucket: ctx.bucket, Key: s3Key }), { abortSignal });
+  } catch (err) {
+    ctx.onCleanupError('delete unreferenced object', err);
+  }
+}
