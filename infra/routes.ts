@@ -143,8 +143,9 @@ export const RECONCILER: JobSpec = {
   timeoutSeconds: 300,
   everyMinutes: 360,
   access: {
-    // GetItem/PutItem/DeleteItem: its cursor; BatchGetItem: the RUN records old objects would belong to.
-    table: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'],
+    // GetItem/PutItem/DeleteItem: its cursor; BatchGetItem: the RUN and HEAD records of old objects;
+    // UpdateItem: publishing a completed run whose writer died between claim and publish (roll-forward).
+    table: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
     // DeleteObjects needs s3:DeleteObject on every key it names.
     objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] }],
     listPrefixes: [SNAPSHOTS_PREFIX],

@@ -208,6 +208,12 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     const body = Buffer.from(await res.arrayBuffer());
     const t1 = tick();
     count('GET', res.status);
+    // Loss is loud: a HEAD naming a missing or corrupt object answers 500 (integrity), never 404.
+    // Where a snapshot must be served, that is a lost write, whatever the status says.
+    if (res.status === 500 && judge(c, t0, t1, 404, body, null) === 'stale') {
+      violation('stale', `${c.id} hydrate [${t0},${t1}] → 500 (integrity) where a snapshot must be served`);
+      return Buffer.alloc(0);
+    }
     if (res.status !== 200 && res.status !== 404) {
       await unexpected('GET', new Response(body, { status: res.status, headers: res.headers }));
       return Buffer.alloc(0);

@@ -36,6 +36,11 @@ export interface Config extends StorageConfig {
   readonly multipartPartBytes: number;
   /** Every request gives up on storage after this long and answers 503 (API Gateway cuts at 30 s). */
   readonly requestDeadlineMs: number;
+  /**
+   * Writers that echo no reset generation count as started after a clear only when their token was
+   * issued at least this many seconds after it (docs/RELIABILITY.md § Clock model).
+   */
+  readonly legacyFenceWindowSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -165,5 +170,6 @@ export function loadConfig(env: Env = process.env): Config {
     multipartThresholdBytes: positiveInt(env, 'MULTIPART_THRESHOLD_BYTES', 64 * 1024 * 1024),
     multipartPartBytes: partSize(env),
     requestDeadlineMs: positiveInt(env, 'REQUEST_DEADLINE_MS', 25_000),
+    legacyFenceWindowSeconds: nonNegativeInt(env, 'LEGACY_FENCE_WINDOW_SECONDS', 0),
   });
 }

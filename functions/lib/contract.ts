@@ -13,6 +13,11 @@ export const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
 
 export const HEADER_RUN_ID = 'x-snapshot-run-id';
 export const HEADER_SHA256 = 'x-snapshot-sha256';
+/**
+ * The conversation's reset generation: on every hydrate answer (200, 304, 307, 404); a worker echoes it
+ * on its write (POST, upload, commit) so that a reset in between fences the write without any clock.
+ */
+export const HEADER_GENERATION = 'x-snapshot-generation';
 
 export const TERMINAL_STATUSES = ['completed', 'failed', 'timeout', 'cancelled'] as const;
 export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
@@ -51,6 +56,7 @@ export const ERRORS = Object.freeze({
   invalidContentEncoding: spec(400, 'invalid_content_encoding', 'Invalid contentEncoding'),
   invalidUploadId: spec(400, 'invalid_upload_id', 'Missing or invalid uploadId'),
   invalidParts: spec(400, 'invalid_parts', 'Invalid parts'),
+  invalidGeneration: spec(400, 'invalid_generation', 'Invalid x-snapshot-generation'),
   uploadNotFound: spec(400, 'upload_not_found', 'Upload not found'),
   uploadInvalid: spec(400, 'upload_invalid', 'Upload is not a valid snapshot'),
   unsupportedEncoding: spec(415, 'unsupported_content_encoding', 'Unsupported Content-Encoding'),

@@ -239,7 +239,7 @@ describe('least privilege', () => {
   it('lets the reconciler only list snapshots/, read run records, keep its cursor and delete snapshot objects', () => {
     const { template } = synth();
     expect(permissions(template, RECONCILER.id)).toEqual([
-      'dynamodb:BatchGetItem,dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:PutItem -> TABLE',
+      'dynamodb:BatchGetItem,dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:PutItem,dynamodb:UpdateItem -> TABLE',
       `s3:DeleteObject -> ${SNAPSHOT_OBJECTS}`,
       list(SNAPSHOTS_PREFIX),
     ]);

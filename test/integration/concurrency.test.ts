@@ -108,7 +108,7 @@ describe('forced interleavings with a clear (I1, I4)', () => {
     await beforeRead.wait;
     expect(await api.clear(scope)).toBe(1);
     release.open();
-    expect(await reader).toEqual({ kind: 'none' });
+    expect(await reader).toMatchObject({ kind: 'none' });
   });
 
   it('a retry that rolls forward an interrupted commit cannot resurrect a run from before a clear', async () => {

@@ -70,9 +70,17 @@ async function countCalls(fn: (api: Api) => Promise<Response>): Promise<{ calls:
 }
 
 describe('POST survives a crash at every AWS call (I3)', () => {
-  it('a clean write makes exactly 1 S3 write and 2 DynamoDB writes', async () => {
+  it('a clean write makes exactly 1 S3 write and 2 DynamoDB writes (a writer that echoes no generation first reads HEAD)', async () => {
     const scope = freshScope();
     const { calls } = await countCalls((api) => api.write(scope, 1, 'a\n'));
+    expect(calls).toEqual(['GetItemCommand', 'PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
+  });
+
+  it('a clean write that echoes the reset generation makes exactly 3 AWS calls, no read', async () => {
+    const scope = freshScope();
+    const { calls } = await countCalls(async (api) =>
+      api.post(await api.token(scope, { runId: 1 }), { terminalStatus: 'completed', snapshotJsonl: 'a\n', runId: 1 }, { 'x-snapshot-generation': '0' }),
+    );
     expect(calls).toEqual(['PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
   });
 
@@ -125,7 +133,8 @@ describe('DELETE survives a crash at every AWS call (I3, I4)', () => {
     const scope = freshScope();
     await seed(api, scope);
     const { calls } = await countCalls(async (a) => a.del(await a.token(scope)));
-    expect(calls[0]).toBe('UpdateItemCommand');
+    // Read the generation, then fence (bump it) before anything is deleted.
+    expect(calls.slice(0, 2)).toEqual(['GetItemCommand', 'UpdateItemCommand']);
     expect(calls.filter((c) => c === 'DeleteItemCommand')).toHaveLength(3);
   });
 
@@ -144,7 +153,8 @@ describe('DELETE survives a crash at every AWS call (I3, I4)', () => {
         expect(crashed.status, `call ${n} (${calls[n - 1]})`).toBe(500);
 
         const mid = await api.hydrate(scope); // never a 500, never a partial body
-        if (n === 1 && mode === 'before') expect(mid?.body.toString()).toBe('two\n');
+        // Call 1 reads the generation, call 2 fences: until the fence lands the old snapshot is served.
+        if (n === 1 || (n === 2 && mode === 'before')) expect(mid?.body.toString()).toBe('two\n');
         else expect(mid).toBeUndefined();
 
         expect(await api.clear(scope)).toBeGreaterThanOrEqual(0);
@@ -160,24 +170,27 @@ describe('committing a presigned upload survives a crash at every AWS call (I3)'
   async function prepare(api: Api, scope: Scope, body: Buffer) {
     const { createUpload, putUpload } = await import('../helpers/uploads.js');
     const token = await api.token(scope, { runId: 2, issuedAt: issuedAt() });
-    const created = await createUpload(api, token, { runId: 2, bytes: body.length, contentEncoding: 'gzip' });
+    const transfer = gzipSync(body);
+    const created = await createUpload(api, token, { runId: 2, bytes: transfer.length, contentEncoding: 'gzip' });
     const ticket = (await created.json()) as import('../helpers/uploads.js').Ticket;
-    await putUpload(ticket, gzipSync(body));
+    await putUpload(ticket, transfer);
     return { commit: { terminalStatus: 'completed', runId: 2, uploadId: ticket.uploadId } };
   }
 
-  it('a clean commit reads the upload, copies it, claims, publishes, then removes the upload', async () => {
+  it('a clean commit reads HEAD, copies the upload, measures the copy, claims, publishes, then removes the upload', async () => {
     const { api } = ctx;
     const scope = freshScope();
     const { commit } = await prepare(api, scope, Buffer.from('probe\n'));
     const { calls } = await countCalls(async (a) => a.post(await a.token(scope, { runId: 2, issuedAt: issuedAt() }), commit));
-    expect(calls).toEqual(['GetObjectCommand', 'CopyObjectCommand', 'PutItemCommand', 'UpdateItemCommand', 'DeleteObjectCommand']);
+    // GetItem: the writer echoes no generation (legacy rule). The copy is measured, so the recorded
+    // digest is that of the bytes kept, whatever is PUT to the upload URL afterwards.
+    expect(calls).toEqual(['GetItemCommand', 'CopyObjectCommand', 'GetObjectCommand', 'PutItemCommand', 'UpdateItemCommand', 'DeleteObjectCommand']);
   });
 
   for (const mode of ['before', 'after'] as const) {
     it(`fails call N ${mode} it is made, for every N: hydrate serves old or new, and retrying the commit converges`, async () => {
       const { api } = ctx;
-      for (let n = 1; n <= 5; n++) {
+      for (let n = 1; n <= 6; n++) {
         const scope = freshScope(`commit-${mode}-${n}`);
         const oldBody = `old ${n}\n`;
         const newBody = Buffer.from(`uploaded ${n} ✓\n`.repeat(100));
@@ -187,9 +200,9 @@ describe('committing a presigned upload survives a crash at every AWS call (I3)'
         const plan = new FaultPlan();
         mode === 'before' ? plan.failBeforeCall(n) : plan.failAfterCall(n);
         const crashed = await withFaultyService(plan, async (a) => a.post(await a.token(scope, { runId: 2, issuedAt: issuedAt() }), commit));
-        // Call 5 removes the committed upload; that cleanup is best effort (the clear sweep and the
+        // Call 6 removes the committed upload; that cleanup is best effort (the clear sweep and the
         // uploads/ lifecycle rule catch leftovers), so its failure must not fail the commit.
-        expect(crashed.status, `call ${n} ${mode}`).toBe(n === 5 ? 200 : 500);
+        expect(crashed.status, `call ${n} ${mode}`).toBe(n === 6 ? 200 : 500);
 
         const mid = await api.hydrate(scope);
         expect([oldBody, newBody.toString()]).toContain(mid?.body.toString());

@@ -2,7 +2,7 @@ import { QueryCommand } from '@aws-sdk/client-dynamodb';
 import { HeadObjectCommand, NotFound } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { conversationKey } from '../../functions/lib/ids.js';
-import { beforeFenceCondition, fenceAt, isAfterFence, publishCondition } from '../../functions/lib/store/fence.js';
+import { currentGenerationCondition, isCurrent, legacyGeneration, staleGenerationCondition } from '../../functions/lib/store/fence.js';
 import { FaultPlan, faultyStore } from '../helpers/faults.js';
 import { freshScope, useLocalService } from '../helpers/service.js';
 
@@ -39,24 +39,35 @@ describe('reset fence', () => {
     expect(await store.clear(ids)).toEqual({ deleted: 1 });
     expect(await runs()).toEqual([]);
     await expect(svc.s3.send(new HeadObjectCommand({ Bucket: svc.config.bucketName, Key: s3Key }))).rejects.toBeInstanceOf(NotFound);
-    expect(await store.hydrate(ids)).toEqual({ kind: 'none' });
+    expect(await store.hydrate(ids)).toMatchObject({ kind: 'none' });
   });
 
-  it('the predicate, the publish condition and the delete condition are exact complements at every boundary', () => {
-    const fence = fenceAt(10_500); // sec 10
-    for (const createdAtMs of [10_499, 10_500, 10_501]) {
-      for (const iat of [9, 10, 11]) {
-        const after = createdAtMs > 10_500 && iat >= 10;
-        expect(isAfterFence({ createdAtMs, iat }, fence)).toBe(after);
-        // Evaluate the two DynamoDB conditions with their placeholders substituted.
-        const pub = publishCondition({ createdAtMs, iat });
-        const del = beforeFenceCondition(fence);
-        const head = { clearedAtMs: 10_500, clearedAtSec: 10 };
-        const run = { createdAtMs, iat };
-        expect(evaluate(pub.expression, { ...head }, pub.values)).toBe(after);
-        expect(evaluate(del.expression, { ...run }, del.values)).toBe(!after);
+  it('the predicate, the publish condition and the delete condition are exact complements for every generation', () => {
+    for (const head of [0, 1, 2, 5]) {
+      for (const run of [0, 1, 2, 5]) {
+        if (run > head) continue; // a run is claimed in a generation HEAD has reached
+        const current = run === head;
+        expect(isCurrent(run, head)).toBe(current);
+        const pub = currentGenerationCondition(run);
+        const headItem: Record<string, number> = head === 0 ? {} : { generation: head };
+        expect(evaluate(pub.expression, headItem, pub.values), `publish run ${run} at head ${head}`).toBe(current);
+        const del = staleGenerationCondition(head);
+        const runItem: Record<string, number> = run === 0 && head === 1 ? {} : { generation: run }; // records from before generations have none
+        expect(evaluate(del.expression, runItem, del.values), `delete run ${run} at head ${head}`).toBe(!current);
       }
     }
+  });
+
+  it('places a writer that echoes no generation by its token iat bounded by the service clock, with the window in whole seconds', () => {
+    const clear = { generation: 3, clearedAtMs: 100_500 }; // second 100
+    expect(legacyGeneration(90, 200_000, { generation: 0, clearedAtMs: undefined }, 0)).toBe(0); // never cleared
+    expect(legacyGeneration(100, 200_000, clear, 0)).toBe(3); // same second counts as after (window 0)
+    expect(legacyGeneration(99, 200_000, clear, 0)).toBeUndefined(); // before the clear
+    expect(legacyGeneration(104, 200_000, clear, 5)).toBeUndefined(); // inside a 5 s window: fenced
+    expect(legacyGeneration(105, 200_000, clear, 5)).toBe(3);
+    // An issuer 30 s fast cannot place a run that reached us inside the window after the clear.
+    expect(legacyGeneration(135, 104_999, clear, 5)).toBeUndefined();
+    expect(legacyGeneration(135, 105_000, clear, 5)).toBe(3);
   });
 });
 

@@ -211,7 +211,7 @@ describe('presigned uploads', () => {
     expect(await api.hydrate(scope)).toBeUndefined();
   });
 
-  it('measures what landed, not what the client claimed, and answers a repeated commit with 409', async () => {
+  it('refuses an upload whose stored size differs from the announced size (400 upload_invalid, nothing stored)', async () => {
     const { api } = ctx;
     const scope = freshScope();
     const token = await api.token(scope, { runId: 3 });
@@ -219,8 +219,22 @@ describe('presigned uploads', () => {
     const ticket = (await created.json()) as Ticket;
     await putUpload(ticket, Buffer.from('actually longer than ten bytes\n'));
     const res = await api.post(token, { terminalStatus: 'completed', runId: 3, uploadId: ticket.uploadId });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual(errorBody(ERRORS.uploadInvalid));
+    expect(await api.hydrate(scope)).toBeUndefined();
+  });
+
+  it('measures the bytes it keeps and answers a repeated commit with 409', async () => {
+    const { api } = ctx;
+    const scope = freshScope();
+    const token = await api.token(scope, { runId: 3 });
+    const data = Buffer.from('exactly what was announced\n');
+    const created = await createUpload(api, token, { runId: 3, bytes: data.length, contentEncoding: 'identity' });
+    const ticket = (await created.json()) as Ticket;
+    await putUpload(ticket, data);
+    const res = await api.post(token, { terminalStatus: 'completed', runId: 3, uploadId: ticket.uploadId });
     expect(res.status).toBe(200);
-    expect(((await res.json()) as { bytes: number }).bytes).toBe(31);
+    expect(((await res.json()) as { bytes: number }).bytes).toBe(data.length);
     const again = await api.post(token, { terminalStatus: 'completed', runId: 3, uploadId: ticket.uploadId });
     expect(again.status).toBe(409);
     expect(await again.json()).toEqual(errorBody(ERRORS.alreadyExists));

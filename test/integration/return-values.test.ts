@@ -41,7 +41,8 @@ describe('a write that loses a race (DynamoDB returning the failing item)', () =
     const plan = new FaultPlan();
     const store = faultyStore(svc, plan);
     withReturnValuesShim(store, svc.ddb);
-    const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv, issuedAt: Math.floor(Date.now() / 1000) };
+    // A writer that echoes its reset generation (0: never cleared) reads nothing before it writes.
+    const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv, issuedAt: Math.floor(Date.now() / 1000), generation: 0 };
     const result = await store.write(ids, { runId: 4, status: 'completed', body: Buffer.from('four\n') });
     expect(result).toMatchObject({ kind: 'stored', latest: false });
     expect(plan.calls).toEqual(['PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
@@ -59,13 +60,14 @@ describe('a write that loses a race (DynamoDB returning the failing item)', () =
     const plan = new FaultPlan();
     const store = faultyStore(svc, plan);
     withReturnValuesShim(store, svc.ddb);
-    expect(await store.write({ ...ids, issuedAt: old }, { runId: 2, status: 'completed', body: Buffer.from('old+\n') })).toEqual({ kind: 'fenced' });
+    // Hydrated before the clear (generation 0); HEAD is at 1 now.
+    expect(await store.write({ ...ids, issuedAt: old, generation: 0 }, { runId: 2, status: 'completed', body: Buffer.from('old+\n') })).toEqual({ kind: 'fenced' });
     expect(plan.calls.slice(0, 3)).toEqual(['PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
     expect(plan.calls).not.toContain('GetItemCommand');
 
     await api.write(scope, 3, 'three\n');
     plan.reset();
-    expect(await store.write({ ...ids, issuedAt: Math.floor(Date.now() / 1000) }, { runId: 3, status: 'completed', body: Buffer.from('dup\n') })).toEqual({
+    expect(await store.write({ ...ids, issuedAt: Math.floor(Date.now() / 1000), generation: 1 }, { runId: 3, status: 'completed', body: Buffer.from('dup\n') })).toEqual({
       kind: 'duplicate',
     });
     expect(plan.calls).not.toContain('GetItemCommand');

@@ -3,6 +3,9 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createVerifier, type SecretLoader, type TokenScope, type Verifier } from '../auth.js';
 import type { Config } from '../config.js';
+import { ERRORS, HEADER_GENERATION } from '../contract.js';
+import { HttpError } from '../errors.js';
+import { header, type HttpEvent } from '../http.js';
 import { createStoreContext, type StoreContext, type StoreLimits } from '../store/context.js';
 
 /** Everything a route handler needs; built once per cold start (runtime.ts) or per local service. */
@@ -41,6 +44,7 @@ export function createRouteDeps(
       table: config.tableName,
       limits: storeLimits(config),
       onCleanupError: (what, err) => logger.warn('cleanup failed', { what, error: String(err) }),
+      legacyFenceWindowSeconds: config.legacyFenceWindowSeconds,
     }),
     verify: createVerifier(config, loadSecret),
     logger,
@@ -52,6 +56,19 @@ export function createRouteDeps(
 /** Non-secret token fields for the request log line. */
 export function scopeFields(scope: TokenScope): Record<string, unknown> {
   return { organizationId: scope.organizationId, agentId: scope.agentId, conversationId: scope.conversationId, runId: scope.runId };
+}
+
+/**
+ * The reset generation a writer echoes (`x-snapshot-generation`), or undefined when it sends none.
+ * Throws the contract's 400 for anything but a non-negative safe integer in decimal.
+ */
+export function echoedGeneration(event: HttpEvent): number | undefined {
+  const raw = header(event, HEADER_GENERATION);
+  if (raw === undefined) return undefined;
+  const value = raw.trim();
+  const n = Number(value);
+  if (!/^\d{1,16}$/.test(value) || !Number.isSafeInteger(n)) throw new HttpError(ERRORS.invalidGeneration);
+  return n;
 }
 
 /** Handler options derived from the deps. */

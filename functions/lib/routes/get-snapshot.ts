@@ -1,4 +1,4 @@
-import { ERRORS, HEADER_RUN_ID, HEADER_SHA256, NDJSON_CONTENT_TYPE } from '../contract.js';
+import { ERRORS, HEADER_GENERATION, HEADER_RUN_ID, HEADER_SHA256, NDJSON_CONTENT_TYPE } from '../contract.js';
 import { HttpError } from '../errors.js';
 import { header, httpHandler, type LambdaHttpHandler } from '../http.js';
 import { acceptable, etagMatches } from '../negotiation.js';
@@ -7,8 +7,9 @@ import type { SnapshotMeta } from '../store/schema.js';
 import { handlerOptions, scopeFields, type RouteDeps } from './deps.js';
 
 /** Headers every answer about a stored snapshot carries (200, 304, 307). */
-export function snapshotHeaders(meta: SnapshotMeta): Record<string, string> {
+export function snapshotHeaders(meta: SnapshotMeta, generation: number): Record<string, string> {
   return {
+    [HEADER_GENERATION]: String(generation),
     [HEADER_RUN_ID]: String(meta.runId),
     [HEADER_SHA256]: meta.sha256,
     etag: `"${meta.sha256}"`,
@@ -34,23 +35,23 @@ export function getSnapshotRoute(deps: RouteDeps): LambdaHttpHandler {
     });
     switch (result.kind) {
       case 'none':
-        throw new HttpError(ERRORS.noSnapshot);
+        throw new HttpError(ERRORS.noSnapshot, { headers: { [HEADER_GENERATION]: String(result.generation), 'cache-control': 'private, no-cache' } });
       case 'not-modified':
-        return { statusCode: 304, headers: snapshotHeaders(result.meta) };
+        return { statusCode: 304, headers: snapshotHeaders(result.meta, result.generation) };
       case 'not-acceptable':
-        throw new HttpError(ERRORS.notAcceptable);
+        throw new HttpError(ERRORS.notAcceptable, { headers: { [HEADER_GENERATION]: String(result.generation) } });
       case 'redirect':
         ctx.fields['snapshotRunId'] = result.meta.runId;
         ctx.fields['redirect'] = true;
         // Existing workers follow this transparently; fetch drops Authorization on the cross-origin hop.
-        return { statusCode: 307, headers: { ...snapshotHeaders(result.meta), location: result.url } };
+        return { statusCode: 307, headers: { ...snapshotHeaders(result.meta, result.generation), location: result.url } };
       case 'body':
         ctx.fields['snapshotRunId'] = result.meta.runId;
         return {
           statusCode: 200,
           headers: {
             'content-type': NDJSON_CONTENT_TYPE,
-            ...snapshotHeaders(result.meta),
+            ...snapshotHeaders(result.meta, result.generation),
             ...(result.encoding === 'gzip' && { 'content-encoding': 'gzip' }),
           },
           // Base64 so the bytes pass through API Gateway exactly, whatever they are.

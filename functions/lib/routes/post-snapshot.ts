@@ -4,7 +4,7 @@ import { header, httpHandler, type LambdaHttpHandler } from '../http.js';
 import { commitUpload } from '../store/uploads.js';
 import { writeSnapshot } from '../store/write.js';
 import { decodeRequestBody, parsePostBody } from '../validation.js';
-import { handlerOptions, scopeFields, type RouteDeps } from './deps.js';
+import { echoedGeneration, handlerOptions, scopeFields, type RouteDeps } from './deps.js';
 import { writeResponse } from './write-response.js';
 
 /**
@@ -16,8 +16,9 @@ export function postSnapshotRoute(deps: RouteDeps): LambdaHttpHandler {
   // JSON escaping (a control character becomes \u00XX, six bytes), plus room for the other fields.
   const maxDecodedBody = deps.maxSnapshotBytes * 6 + 64 * 1024;
   return httpHandler('POST /worker/transcript/snapshot', deps.logger, async (event, ctx) => {
-    const scope = await deps.verify(header(event, 'authorization'));
-    ctx.fields = scopeFields(scope);
+    const token = await deps.verify(header(event, 'authorization'));
+    ctx.fields = scopeFields(token);
+    const scope = { ...token, generation: echoedGeneration(event) };
     const text = await decodeRequestBody(event.body, event.isBase64Encoded, header(event, 'content-encoding'), maxDecodedBody);
     const body = parsePostBody(text, deps.maxSnapshotBytes);
     const runId = body.kind === 'inline' ? body.post.runId : body.commit.runId;

@@ -1,48 +1,59 @@
-import { ConditionalCheckFailedException, DeleteItemCommand, paginateQuery, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { ConditionalCheckFailedException, DeleteItemCommand, GetItemCommand, paginateQuery, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { conversationKey, type ConversationScope } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
-import { beforeFenceCondition, fenceAt, isAfterFence } from './fence.js';
+import { currentGenerationCondition, legacyGeneration, staleGenerationCondition, type ResetState } from './fence.js';
 import { deleteObjects, listObjectPages } from './objects.js';
-import { fromRunItem, headKey, issuedAtOfKey, REMOVE_LATEST, runKey, RUN_SK_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX, type Fence, type RunRecord } from './schema.js';
+import { fromRunItem, generationOfHeadItem, headKey, REMOVE_LATEST, runKey, RUN_SK_PREFIX, SNAPSHOT_PREFIX, tagOfKey, UPLOAD_PREFIX, type RunRecord } from './schema.js';
 
 /**
- * Clear (DELETE, invariant I4):
- *   1. Fence first: HEAD gets the fence (fence.ts) and loses `latest` — from here on hydrate answers 404
- *      and no run from before the fence can publish.
- *   2. Delete every run from before the fence: objects first (DeleteObjects), then each record with the
- *      fence's exact negation as its condition. A crash in between leaves a record whose object is gone,
- *      but that record is before the fence, so it is never published; a retry deletes it. Runs after the
- *      fence belong to new runs and are left alone.
- *   3. Sweep objects no record points to — uploads never committed, writers that crashed before their
- *      claim — written with tokens from before the fence (their key carries the writer's iat).
+ * Clear (DELETE, invariant I4), ordered by generations (fence.ts), never by clocks:
+ *   1. Read HEAD's generation g (consistent).
+ *   2. Fence: UpdateItem HEAD `generation = g+1, clearedAtMs = now, REMOVE latest` IF generation = g.
+ *      From here on hydrate answers 404 and no run of generation ≤ g can publish.
+ *      If the condition fails, HEAD moved past g after step 1: a concurrent clear, or this very
+ *      UpdateItem retried by the SDK after its response was lost. Either way a clear took effect after
+ *      this one started, so this one is done — and a retry never bumps twice, so it never removes a run
+ *      acknowledged after it.
+ *   3. Delete every run of a generation < g+1: objects first (DeleteObjects), then each record under the
+ *      fence's exact negation. A crash in between leaves a stale record whose object is gone; it can never
+ *      publish, and a retry deletes it. Runs of newer generations are left alone.
+ *   4. Sweep objects no record points to (uploads never committed, writers that died before their claim)
+ *      whose key says they belong before the fence.
  *
- * @returns the number of RUN records this call deleted. Throws SDK errors (the caller retries: every
- *          step is idempotent).
+ * @returns the number of RUN records this call deleted. Throws SDK errors (every step is idempotent).
  */
 export async function clearConversation(ctx: StoreContext, scope: ConversationScope, opts: CallOptions = {}): Promise<{ deleted: number }> {
   const pk = conversationKey(scope);
-  const fence = fenceAt(ctx.now());
   const abortSignal = opts.signal;
 
-  // 1. Fences only move forward; if a concurrent clear already set a later one, ours is subsumed by it
-  //    (everything we delete below is also before that fence), so we leave HEAD alone.
+  // 1–2. Bump the generation, once.
+  const head = await ctx.ddb.send(
+    new GetItemCommand({ TableName: ctx.table, Key: headKey(pk), ConsistentRead: true, ProjectionExpression: 'generation' }),
+    { abortSignal },
+  );
+  const seen = generationOfHeadItem(head.Item);
+  let reset: ResetState = { generation: seen + 1, clearedAtMs: ctx.now() };
+  const current = currentGenerationCondition(seen);
   try {
     await ctx.ddb.send(
       new UpdateItemCommand({
         TableName: ctx.table,
         Key: headKey(pk),
-        UpdateExpression: `SET clearedAtMs = :ms, clearedAtSec = :sec ${REMOVE_LATEST}`,
-        ConditionExpression: 'attribute_not_exists(clearedAtMs) OR clearedAtMs <= :ms',
-        ExpressionAttributeValues: marshall({ ':ms': fence.ms, ':sec': fence.sec }),
+        UpdateExpression: `SET generation = :next, clearedAtMs = :now ${REMOVE_LATEST}`,
+        ConditionExpression: current.expression,
+        ExpressionAttributeValues: { ...marshall({ ':next': reset.generation, ':now': reset.clearedAtMs }), ...current.values },
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
       }),
       { abortSignal },
     );
   } catch (err) {
     if (!(err instanceof ConditionalCheckFailedException)) throw err;
+    // Someone (maybe our own first attempt) fenced already: delete what is before THAT fence.
+    reset = { generation: err.Item ? generationOfHeadItem(err.Item) : seen + 1, clearedAtMs: reset.clearedAtMs };
   }
 
-  // 2. Every run from before the fence.
+  // 3. Every run of an older generation.
   let deleted = 0;
   const pages = paginateQuery(
     { client: ctx.ddb },
@@ -55,31 +66,31 @@ export async function clearConversation(ctx: StoreContext, scope: ConversationSc
     { abortSignal },
   );
   for await (const page of pages) {
-    const doomed = (page.Items ?? []).map(fromRunItem).filter((r) => !isAfterFence(r, fence));
+    const doomed = (page.Items ?? []).map(fromRunItem).filter((r) => r.generation < reset.generation);
     if (doomed.length === 0) continue;
     await deleteObjects(ctx, doomed.map((r) => r.s3Key), abortSignal);
-    const removed = await Promise.all(doomed.map((r) => deleteRunBefore(ctx, pk, r, fence, abortSignal)));
+    const removed = await Promise.all(doomed.map((r) => deleteStaleRun(ctx, pk, r, reset.generation, abortSignal)));
     deleted += removed.filter(Boolean).length;
   }
 
-  // 3. Orphans from before the fence: such a writer can never publish after it, so deleting its object
+  // 4. Orphans from before the fence: such a writer can never publish after it, so deleting its object
   //    cannot break a future HEAD.
-  await sweep(ctx, `${SNAPSHOT_PREFIX}${pk}/`, fence, abortSignal);
-  await sweep(ctx, `${UPLOAD_PREFIX}${pk}/`, fence, abortSignal);
+  await sweep(ctx, `${SNAPSHOT_PREFIX}${pk}/`, reset, abortSignal);
+  await sweep(ctx, `${UPLOAD_PREFIX}${pk}/`, reset, abortSignal);
   return { deleted };
 }
 
-/** Deletes the RUN record if it is still the one we read and still before the fence. */
-async function deleteRunBefore(ctx: StoreContext, pk: string, r: RunRecord, fence: Fence, abortSignal?: AbortSignal): Promise<boolean> {
-  const before = beforeFenceCondition(fence);
+/** Deletes the RUN record if it is still the one we read and still of a generation before `generation`. */
+async function deleteStaleRun(ctx: StoreContext, pk: string, r: RunRecord, generation: number, abortSignal?: AbortSignal): Promise<boolean> {
+  const stale = staleGenerationCondition(generation);
   try {
     const res = await ctx.ddb.send(
       new DeleteItemCommand({
         TableName: ctx.table,
         Key: runKey(pk, r.runId),
         // A new run may have re-claimed this runId after another clear deleted the old record.
-        ConditionExpression: `s3Key = :key AND ${before.expression}`,
-        ExpressionAttributeValues: { ...marshall({ ':key': r.s3Key }), ...before.values },
+        ConditionExpression: `s3Key = :key AND ${stale.expression}`,
+        ExpressionAttributeValues: { ...marshall({ ':key': r.s3Key }), ...stale.values },
         ReturnValues: 'ALL_OLD',
       }),
       { abortSignal },
@@ -91,14 +102,17 @@ async function deleteRunBefore(ctx: StoreContext, pk: string, r: RunRecord, fenc
   }
 }
 
-async function sweep(ctx: StoreContext, prefix: string, fence: Fence, abortSignal?: AbortSignal): Promise<void> {
+/** True when an object with this key belongs before the fence `reset` (by its generation, or its writer's iat). */
+function beforeFence(s3Key: string, reset: ResetState, windowSeconds: number): boolean {
+  const tag = tagOfKey(s3Key);
+  if (!tag) return false; // never delete what we do not understand
+  if ('generation' in tag) return tag.generation < reset.generation;
+  return legacyGeneration(tag.iat, tag.iat * 1000, reset, windowSeconds) === undefined;
+}
+
+async function sweep(ctx: StoreContext, prefix: string, reset: ResetState, abortSignal?: AbortSignal): Promise<void> {
   for await (const objects of listObjectPages(ctx, { prefix }, abortSignal)) {
-    const orphans = objects
-      .map((o) => o.Key)
-      .filter((k): k is string => {
-        const iat = k === undefined ? undefined : issuedAtOfKey(k);
-        return iat !== undefined && iat < fence.sec;
-      });
+    const orphans = objects.map((o) => o.Key).filter((k): k is string => k !== undefined && beforeFence(k, reset, ctx.legacyFenceWindowSeconds));
     await deleteObjects(ctx, orphans, abortSignal);
   }
 }

@@ -29,6 +29,9 @@ export const DEFAULT_LIMITS: StoreLimits = Object.freeze({
   partBytes: 16 * 1024 * 1024,
 });
 
+/** Default of {@link StoreOptions.legacyFenceWindowSeconds}: the verifier's default clock tolerance. */
+export const DEFAULT_LEGACY_FENCE_WINDOW_SECONDS = 5_000;
+
 export interface StoreOptions {
   s3: S3Client;
   /**
@@ -46,6 +49,11 @@ export interface StoreOptions {
   newId?: () => string;
   /** Best-effort cleanup failures are reported here, never thrown (default: ignored). */
   onCleanupError?: (what: string, err: unknown) => void;
+  /**
+   * Writers that echo no reset generation are placed after a clear only when their token was issued at
+   * least this many whole seconds after it (default 0: the same second counts; see `legacyGeneration`).
+   */
+  legacyFenceWindowSeconds?: number;
 }
 
 export interface StoreContext {
@@ -58,6 +66,7 @@ export interface StoreContext {
   readonly now: () => number;
   readonly newId: () => string;
   readonly onCleanupError: (what: string, err: unknown) => void;
+  readonly legacyFenceWindowSeconds: number;
 }
 
 /** Per-call options: the request's deadline, so no AWS call outlives the API Gateway timeout. */
@@ -77,5 +86,6 @@ export function createStoreContext(opts: StoreOptions): StoreContext {
     now: opts.now ?? Date.now,
     newId: opts.newId ?? randomUUID,
     onCleanupError: opts.onCleanupError ?? (() => {}),
+    legacyFenceWindowSeconds: opts.legacyFenceWindowSeconds ?? DEFAULT_LEGACY_FENCE_WINDOW_SECONDS,
   };
 }

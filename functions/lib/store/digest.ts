@@ -16,6 +16,8 @@ export interface StreamDigest {
   readonly bytes: number;
   /** Number of bytes read from the source (before gunzip). */
   readonly storedBytes: number;
+  /** sha256 (hex) of the bytes read from the source (before gunzip). */
+  readonly storedSha256: string;
 }
 
 export interface StreamDigestOptions {
@@ -30,17 +32,19 @@ export interface StreamDigestOptions {
 }
 
 /**
- * sha256 and length of a stream's bytes — gunzipped first when asked — without holding them: memory
+ * sha256 and length of a stream's bytes (and of the stored bytes as read) — gunzipped first when asked — without holding them: memory
  * stays flat at any size. Throws StoreError(`overLimitCode`) past `limit` decoded bytes and
  * StoreError(`badGzipCode`) for a source that is not gzip; rethrows source and abort errors as they are.
  */
 export async function streamDigest(source: Readable, opts: StreamDigestOptions): Promise<StreamDigest> {
   const hash = createHash('sha256');
+  const storedHash = createHash('sha256');
   let bytes = 0;
   let storedBytes = 0;
   const counter = new Transform({
     transform(chunk: Buffer, _enc, done) {
       storedBytes += chunk.length;
+      storedHash.update(chunk);
       done(null, chunk);
     },
   });
@@ -64,5 +68,5 @@ export async function streamDigest(source: Readable, opts: StreamDigestOptions):
     if (badGzip !== undefined && err === badGzip) throw new StoreError(opts.badGzipCode, 'not valid gzip', { cause: err });
     throw err;
   }
-  return { sha256: hash.digest('hex'), bytes, storedBytes };
+  return { sha256: hash.digest('hex'), bytes, storedBytes, storedSha256: storedHash.digest('hex') };
 }

@@ -1,76 +1,76 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
-import type { Fence, RunRecord } from './schema.js';
 
 /**
- * The reset fence (invariant I4), defined once. A run is AFTER the last clear iff every term below
- * holds; from this one table come
- *   - `isAfterFence`        the in-code predicate,
- *   - `publishCondition`    the DynamoDB condition on HEAD that lets a run publish (same test, written
- *                           from HEAD's side: `clearedAtMs < :createdAtMs` ⟺ `createdAtMs > clearedAtMs`),
- *   - `beforeFenceCondition` its exact negation on a RUN item, which clear uses to delete runs.
- * Because all three derive from the same terms, a run that clear deletes can never be published and a
- * run that can be published is never deleted (the same-millisecond case included).
+ * The reset fence (invariant I4), defined once: ORDER, not clocks.
  *
- * Terms: the run was claimed strictly after the clear (service clock, ms), and its token was issued
- * in or after the clear's second (`iat` has 1 s resolution: a token from the same second counts as
- * after — dropping a legitimate new run is worse than a sub-second window).
+ * Every conversation has a reset GENERATION, a counter on its HEAD item (0 until the first clear).
+ * A clear increments it (one conditional write, see clear.ts); every run is tagged with the generation
+ * it belongs to when it is claimed; a run may publish only while HEAD is still at its generation. From
+ * this one rule come
+ *   - `isCurrent`               the in-code predicate,
+ *   - `currentGenerationCondition` the DynamoDB condition on HEAD under which a run may publish,
+ *   - `staleGenerationCondition`   its exact negation on a RUN item, which clear uses to delete runs.
+ * Generations only grow, so a run that clear deletes can never publish, and a run that can publish is
+ * never deleted — whatever any clock says.
+ *
+ * Where a run's generation comes from:
+ *   - a worker that hydrated first echoes the generation the hydrate answered (`x-snapshot-generation`);
+ *   - a writer that sends none (an existing worker) gets one by `legacyGeneration` below, the only place
+ *     a clock still matters, with its window stated in seconds.
  */
-type Op = '>' | '>=';
 
-interface Term {
-  /** Attribute on the RUN item (and field of RunRecord). */
-  readonly run: 'createdAtMs' | 'iat';
-  readonly op: Op;
-  /** Attribute on the HEAD item holding the fence value. */
-  readonly head: 'clearedAtMs' | 'clearedAtSec';
-  /** Field of Fence. */
-  readonly fence: keyof Fence;
+/** The generation of a HEAD item that has none (never cleared). */
+export const INITIAL_GENERATION = 0;
+
+/** True when a run of generation `run` may be served in a conversation whose HEAD is at `head`. */
+export function isCurrent(run: number, head: number): boolean {
+  return run === head;
 }
 
-const TERMS: readonly Term[] = [
-  { run: 'createdAtMs', op: '>', head: 'clearedAtMs', fence: 'ms' },
-  { run: 'iat', op: '>=', head: 'clearedAtSec', fence: 'sec' },
-];
-
-const FLIP: Record<Op, string> = { '>': '<', '>=': '<=' }; // a > b ⟺ b < a
-const NEGATE: Record<Op, string> = { '>': '<=', '>=': '<' }; // ¬(a > b) ⟺ a <= b
-
-function compare(a: number, op: Op, b: number): boolean {
-  return op === '>' ? a > b : a >= b;
-}
-
-/** True when `run` was started and claimed after the clear that set `fence`. */
-export function isAfterFence(run: Pick<RunRecord, 'createdAtMs' | 'iat'>, fence: Fence | undefined): boolean {
-  return fence === undefined || TERMS.every((t) => compare(run[t.run], t.op, fence[t.fence]));
+/** Condition on HEAD: it is still at `generation` (a HEAD without the attribute is at 0). */
+export function currentGenerationCondition(generation: number): { expression: string; values: Record<string, AttributeValue> } {
+  const values = { ':fence_generation': { N: String(generation) } };
+  return generation === INITIAL_GENERATION
+    ? { expression: '(attribute_not_exists(generation) OR generation = :fence_generation)', values }
+    : { expression: '(generation = :fence_generation)', values };
 }
 
 /**
- * Condition on the HEAD item under which `run` may publish: no clear yet, or the run is after it.
- * Placeholders `:fence_<attr>` carry the run's values.
+ * Condition on a RUN item: it belongs to a generation before `headGeneration`, i.e. it can never be
+ * current again — the exact negation of `isCurrent` for every head generation ≥ the run's.
  */
-export function publishCondition(run: Pick<RunRecord, 'createdAtMs' | 'iat'>): {
-  expression: string;
-  values: Record<string, AttributeValue>;
-} {
-  const terms = TERMS.map((t) => `${t.head} ${FLIP[t.op]} :fence_${t.run}`);
+export function staleGenerationCondition(headGeneration: number): { expression: string; values: Record<string, AttributeValue> } {
   return {
-    expression: `(attribute_not_exists(${TERMS[0]!.head}) OR (${terms.join(' AND ')}))`,
-    values: Object.fromEntries(TERMS.map((t) => [`:fence_${t.run}`, { N: String(run[t.run]) }])),
+    expression: '(attribute_not_exists(generation) OR generation < :fence_generation)',
+    values: { ':fence_generation': { N: String(headGeneration) } },
   };
+}
+
+/** The last clear as HEAD records it (what a writer that sends no generation is judged against). */
+export interface ResetState {
+  /** HEAD's generation (0: never cleared). */
+  readonly generation: number;
+  /** Service clock of the last clear (epoch ms), when there was one. */
+  readonly clearedAtMs: number | undefined;
 }
 
 /**
- * Condition on a RUN item that holds exactly when the run is NOT after `fence` (the negation of
- * `isAfterFence`). Placeholders `:fence_<field>` carry the fence's values.
+ * The generation of a run whose writer sent none, or `undefined` when it must be fenced.
+ *
+ * Evidence: the token's `iat` (issuer clock, whole seconds), bounded above by the service's own clock
+ * (`nowMs`: a run cannot have started after its own request reached us). In whole seconds,
+ *
+ *     min(iat, ⌊nowMs/1000⌋) ≥ ⌊clearedAtMs/1000⌋ + windowSeconds   → HEAD's generation, else fenced.
+ *
+ * With the default window of 0 s a token issued in the same second as the clear counts as after it
+ * (dropping a legitimate new run is worse than a sub-second window). The window buys protection
+ * against fast issuers: a run that started before a clear can publish only if its issuer's clock is
+ * more than `windowSeconds` (+ < 1 s) ahead of the instance that cleared; the price is that a genuine
+ * run whose token is issued less than `windowSeconds` after the clear is fenced (409 reset_fenced).
+ * Workers that echo a generation have neither window.
  */
-export function beforeFenceCondition(fence: Fence): { expression: string; values: Record<string, AttributeValue> } {
-  return {
-    expression: `(${TERMS.map((t) => `${t.run} ${NEGATE[t.op]} :fence_${t.fence}`).join(' OR ')})`,
-    values: Object.fromEntries(TERMS.map((t) => [`:fence_${t.fence}`, { N: String(fence[t.fence]) }])),
-  };
-}
-
-/** The fence a clear at `ms` (service clock, epoch ms) sets. */
-export function fenceAt(ms: number): Fence {
-  return { ms, sec: Math.floor(ms / 1000) };
+export function legacyGeneration(iatSeconds: number, nowMs: number, reset: ResetState, windowSeconds: number): number | undefined {
+  if (reset.clearedAtMs === undefined) return reset.generation;
+  const startedBy = Math.min(iatSeconds, Math.floor(nowMs / 1000));
+  return startedBy >= Math.floor(reset.clearedAtMs / 1000) + windowSeconds ? reset.generation : undefined;
 }

@@ -8,7 +8,7 @@ import { conversationKey, type ConversationScope } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
 import { sha256Hex, streamDigest } from './digest.js';
 import { StoreError } from './errors.js';
-import { headKey, LATEST_PROJECTION, latestFromHeadItem, type Encoding, type SnapshotMeta } from './schema.js';
+import { generationOfHeadItem, headKey, LATEST_PROJECTION, latestFromHeadItem, type Encoding, type LatestRecord, type SnapshotMeta } from './schema.js';
 
 /**
  * Hydrate (1 DynamoDB read + 1 S3 read): a consistent GetItem of HEAD, then a GetObject of the key it
@@ -29,6 +29,9 @@ export interface HydrateOptions extends CallOptions {
 }
 
 /**
+ * Every answer carries the conversation's reset `generation` (fence.ts): a worker echoes it with its
+ * write, so that a reset between its hydrate and its write fences the write whatever the clocks say.
+ *
  * none            nothing published (404)
  * not-modified    the client holds it already (304)
  * body            the verified bytes, in `encoding` (200)
@@ -36,30 +39,47 @@ export interface HydrateOptions extends CallOptions {
  * not-acceptable  too large inline, stored gzip, and the client refuses gzip (406)
  */
 export type HydrateResult =
-  | { kind: 'none' }
-  | { kind: 'not-modified'; meta: SnapshotMeta }
-  | { kind: 'body'; meta: SnapshotMeta; body: Buffer; encoding: Encoding }
-  | { kind: 'redirect'; meta: SnapshotMeta; url: string; encoding: Encoding }
-  | { kind: 'not-acceptable'; meta: SnapshotMeta };
+  | { kind: 'none'; generation: number }
+  | { kind: 'not-modified'; meta: SnapshotMeta; generation: number }
+  | { kind: 'body'; meta: SnapshotMeta; generation: number; body: Buffer; encoding: Encoding }
+  | { kind: 'redirect'; meta: SnapshotMeta; generation: number; url: string; encoding: Encoding }
+  | { kind: 'not-acceptable'; meta: SnapshotMeta; generation: number };
 
 /**
- * The latest completed snapshot of the conversation. Throws StoreError('INTEGRITY') when the stored
- * object does not match its record, SDK errors otherwise.
+ * The latest completed snapshot of the conversation (1 DynamoDB read + at most 1 S3 read).
+ *
+ * Verification costs the STORED size, never the decoded size: the object's bytes are checked against
+ * the sha256 of the stored bytes that the write recorded (records from before that existed are checked
+ * by streaming them through gunzip). Throws StoreError('INTEGRITY') when the object does not match its
+ * record, or when HEAD names an object that is gone (loss is loud: never a 404 that would let the next
+ * run overwrite the history); SDK errors otherwise.
  */
 export async function hydrate(ctx: StoreContext, scope: ConversationScope, opts: HydrateOptions = {}): Promise<HydrateResult> {
-  const head = await ctx.ddb.send(
-    new GetItemCommand({
-      TableName: ctx.table,
-      Key: headKey(conversationKey(scope)),
-      ConsistentRead: true, // the next run may be on another pod right after the write
-      ProjectionExpression: LATEST_PROJECTION,
-    }),
-    { abortSignal: opts.signal },
-  );
-  const latest = latestFromHeadItem(head.Item);
-  if (!latest) return { kind: 'none' };
+  const pk = conversationKey(scope);
+  for (let attempt = 1; ; attempt++) {
+    const head = await ctx.ddb.send(
+      new GetItemCommand({
+        TableName: ctx.table,
+        Key: headKey(pk),
+        ConsistentRead: true, // the next run may be on another pod right after the write
+        ProjectionExpression: LATEST_PROJECTION,
+      }),
+      { abortSignal: opts.signal },
+    );
+    const generation = generationOfHeadItem(head.Item);
+    const latest = latestFromHeadItem(head.Item);
+    if (!latest) return { kind: 'none', generation };
+    const result = await answer(ctx, latest, generation, opts);
+    if (result !== 'gone') return result;
+    // The object HEAD named is gone. A clear (or a newer run's cleanup) between our two reads does
+    // that legitimately: read HEAD again. If it still names the same object, the data is lost.
+    if (attempt >= 2) throw new StoreError('INTEGRITY', `HEAD names run ${latest.runId} but its object is missing`);
+  }
+}
+
+async function answer(ctx: StoreContext, latest: LatestRecord, generation: number, opts: HydrateOptions): Promise<HydrateResult | 'gone'> {
   const meta: SnapshotMeta = { runId: latest.runId, sha256: latest.sha256, bytes: latest.bytes };
-  if (opts.matches?.(meta.sha256)) return { kind: 'not-modified', meta };
+  if (opts.matches?.(meta.sha256)) return { kind: 'not-modified', meta, generation };
 
   const stored = latest.encoding;
   const accept = opts.accept ?? 'any';
@@ -70,11 +90,11 @@ export async function hydrate(ctx: StoreContext, scope: ConversationScope, opts:
   const inlineBytes = stored === 'gzip' && !sendGzip ? meta.bytes : latest.storedBytes;
   if (inlineBytes > ctx.limits.inlineMaxBytes) {
     // Too large for a Lambda response: hand out a short-lived URL to the object itself.
-    if (stored === 'gzip' && accept === 'identity') return { kind: 'not-acceptable', meta };
+    if (stored === 'gzip' && accept === 'identity') return { kind: 'not-acceptable', meta, generation };
     const url = await getSignedUrl(ctx.presigner, new GetObjectCommand({ Bucket: ctx.bucket, Key: latest.s3Key }), {
       expiresIn: ctx.limits.presignTtlSeconds,
     });
-    return { kind: 'redirect', meta, url, encoding: stored };
+    return { kind: 'redirect', meta, generation, url, encoding: stored };
   }
 
   let raw: Buffer;
@@ -82,32 +102,30 @@ export async function hydrate(ctx: StoreContext, scope: ConversationScope, opts:
     const obj = await ctx.s3.send(new GetObjectCommand({ Bucket: ctx.bucket, Key: latest.s3Key }), { abortSignal: opts.signal });
     raw = Buffer.from(await obj.Body!.transformToByteArray());
   } catch (err) {
-    // Race, not corruption: a clear fenced HEAD and deleted the object between our two reads.
-    // Answering 404 is what the reader would have seen had it arrived just after the clear.
-    if (err instanceof NoSuchKey) return { kind: 'none' };
+    if (err instanceof NoSuchKey) return 'gone';
     throw err;
   }
   const mismatch = () => new StoreError('INTEGRITY', `stored object for run ${meta.runId} does not match its record`);
   // Never serve a partial or foreign body (I1): the bytes must be the ones that were committed.
-  if (sendGzip) {
-    // Sent as stored, so checked by streaming it through gunzip into the hash: its decoded size is
-    // bounded by maxUploadBytes, not by the inline limit, and must never be held in memory.
-    const decoded = await streamDigest(Readable.from([raw]), {
-      gunzip: true,
-      limit: meta.bytes,
-      overLimitCode: 'INTEGRITY',
-      badGzipCode: 'INTEGRITY',
-    });
+  if (latest.storedSha256 !== undefined) {
+    if (raw.length !== latest.storedBytes || sha256Hex(raw) !== latest.storedSha256) throw mismatch();
+  } else if (sendGzip) {
+    // A record without a stored digest: check by streaming through gunzip into the hash (bounded
+    // memory; the decoded size is bounded by the record).
+    const decoded = await streamDigest(Readable.from([raw]), { gunzip: true, limit: meta.bytes, overLimitCode: 'INTEGRITY', badGzipCode: 'INTEGRITY' });
     if (decoded.bytes !== meta.bytes || decoded.sha256 !== meta.sha256) throw mismatch();
-    return { kind: 'body', meta, body: raw, encoding: 'gzip' };
+  }
+  if (sendGzip || stored === 'identity') {
+    if (stored === 'identity' && latest.storedSha256 === undefined && (raw.length !== meta.bytes || sha256Hex(raw) !== meta.sha256)) throw mismatch();
+    return { kind: 'body', meta, generation, body: raw, encoding: stored === 'gzip' ? 'gzip' : 'identity' };
   }
   let plain: Buffer;
   try {
-    // Bounded by the recorded size: a corrupt object must not inflate without limit (it fails the check).
-    plain = stored === 'gzip' ? await gunzip(raw, { maxOutputLength: meta.bytes + 1 }) : raw;
+    // Decoding for a client that refuses gzip; bounded by the recorded size (≤ the inline limit here).
+    plain = await gunzip(raw, { maxOutputLength: meta.bytes + 1 });
   } catch (err) {
     throw new StoreError('INTEGRITY', `stored object for run ${meta.runId} is not valid gzip`, { cause: err });
   }
-  if (plain.length !== meta.bytes || sha256Hex(plain) !== meta.sha256) throw mismatch();
-  return { kind: 'body', meta, body: plain, encoding: 'identity' };
+  if (plain.length !== meta.bytes || (latest.storedSha256 === undefined && sha256Hex(plain) !== meta.sha256)) throw mismatch();
+  return { kind: 'body', meta, generation, body: plain, encoding: 'identity' };
 }

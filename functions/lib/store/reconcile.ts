@@ -9,12 +9,14 @@ import {
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { StoreContext } from './context.js';
 import { deleteObjects, listObjectPages } from './objects.js';
-import { itemKey, parseSnapshotKey, RECONCILER_PK, SNAPSHOT_PREFIX } from './schema.js';
+import { fromRunItem, generationOfHeadItem, headKey, itemKey, latestFromHeadItem, parseSnapshotKey, RECONCILER_PK, SNAPSHOT_PREFIX, type Item, type RunRecord } from './schema.js';
+import { publish } from './write.js';
 
 /**
- * The scheduled orphan reconciler (bundled only into functions/reconcile.ts). Deletes snapshot objects
- * that no RUN record refers to: uploads whose commit never happened (the writer died between PutObject
- * and its claim), or a losing duplicate whose own cleanup failed. Walks `snapshots/` in key order from a
+ * The scheduled reconciler (bundled only into functions/reconcile.ts). Deletes snapshot objects that no
+ * RUN record refers to: uploads whose commit never happened (the writer died between PutObject and its
+ * claim), or a losing duplicate whose own cleanup failed; and publishes completed runs whose writer died
+ * between its claim and its publish and never retried (roll-forward). Walks `snapshots/` in key order from a
  * cursor kept in DynamoDB, so successive runs cover any bucket size; stops at `deadlineAt` or after
  * `maxKeys` and saves where it stopped.
  *
@@ -38,6 +40,8 @@ export interface ReconcileResult {
   scanned: number;
   /** Unreferenced objects past the grace period, deleted. */
   deleted: number;
+  /** Completed runs whose writer claimed but never published them (and no newer run is published), published now. */
+  rolledForward: number;
   /** True when the pass reached the end of `snapshots/` (the next run starts from the beginning). */
   complete: boolean;
   cursor: string | undefined;
@@ -52,16 +56,17 @@ export async function reconcile(ctx: StoreContext, opts: ReconcileOptions): Prom
   let startAfter = resumedFrom;
   const cutoff = ctx.now() - opts.graceSeconds * 1000;
   const maxKeys = opts.maxKeys ?? Number.POSITIVE_INFINITY;
-  const result = { scanned: 0, deleted: 0 };
+  const result = { scanned: 0, deleted: 0, rolledForward: 0 };
   let done = true;
 
   const pages = listObjectPages(ctx, { prefix: SNAPSHOT_PREFIX, startAfter, pageSize: Math.min(1000, maxKeys) }, abortSignal);
   // The deadline is an execution budget (real time); `now()` only dates objects against the grace.
   for await (const objects of pages) {
     const candidates = objects.filter((o) => o.Key && o.LastModified && o.LastModified.getTime() < cutoff);
-    const referenced = await referencedKeys(ctx, candidates.map((o) => o.Key!), abortSignal);
-    const orphans = candidates.map((o) => o.Key!).filter((k) => !referenced.has(k));
+    const records = await recordsOf(ctx, candidates.map((o) => o.Key!), abortSignal);
+    const orphans = candidates.map((o) => o.Key!).filter((k) => !records.has(k));
     await deleteObjects(ctx, orphans, abortSignal);
+    result.rolledForward += await rollForward(ctx, [...records.values()].filter((r): r is Owned => r !== FOREIGN), abortSignal);
     result.scanned += objects.length;
     result.deleted += orphans.length;
     if (objects.length > 0) startAfter = objects[objects.length - 1]!.Key;
@@ -84,44 +89,62 @@ export async function reconcile(ctx: StoreContext, opts: ReconcileOptions): Prom
 
 /** BatchGetItem reads at most this many keys per call. */
 const BATCH_GET_MAX_KEYS = 100;
+/** Marks an object key the reconciler does not understand: treated as referenced, never deleted. */
+const FOREIGN = Symbol('foreign');
+type Owned = RunRecord & { readonly pk: string };
 
 /**
- * The subset of `s3Keys` that a RUN record refers to (consistent BatchGetItem of the records their paths
- * name, 100 per call, unprocessed keys retried). Keys we do not understand count as referenced: the
- * reconciler never deletes what it cannot attribute.
+ * The RUN record that refers to each of `s3Keys` (consistent BatchGetItem of the records their paths
+ * name). Keys absent from the result are referenced by nothing.
  */
-async function referencedKeys(ctx: StoreContext, s3Keys: readonly string[], abortSignal?: AbortSignal): Promise<Set<string>> {
-  const referenced = new Set<string>();
-  const byRecord = new Map<string, string[]>(); // "pk\u0000sk" → object keys naming that record
+async function recordsOf(ctx: StoreContext, s3Keys: readonly string[], abortSignal?: AbortSignal): Promise<Map<string, Owned | typeof FOREIGN>> {
+  const out = new Map<string, Owned | typeof FOREIGN>();
+  const wanted = new Map<string, Item>(); // "pk sk" → key
   for (const k of s3Keys) {
     const parsed = parseSnapshotKey(k);
-    if (!parsed) {
-      referenced.add(k);
-      continue;
-    }
-    const id = `${parsed.pk}\u0000${parsed.runSk}`;
-    byRecord.set(id, [...(byRecord.get(id) ?? []), k]);
+    if (!parsed) out.set(k, FOREIGN);
+    else wanted.set(`${parsed.pk} ${parsed.runSk}`, itemKey(parsed.pk, parsed.runSk));
   }
-  const ids = [...byRecord.keys()];
-  for (let i = 0; i < ids.length; i += BATCH_GET_MAX_KEYS) {
-    let request: KeysAndAttributes | undefined = {
-      Keys: ids.slice(i, i + BATCH_GET_MAX_KEYS).map((id) => {
-        const [pk, sk] = id.split('\u0000') as [string, string];
-        return itemKey(pk, sk);
-      }),
-      ConsistentRead: true,
-      ProjectionExpression: 's3Key',
-    };
+  for (const item of await batchGet(ctx, [...wanted.values()], abortSignal)) {
+    const v = unmarshall(item);
+    const run = fromRunItem(item);
+    if (s3Keys.includes(run.s3Key)) out.set(run.s3Key, { ...run, pk: v['pk'] as string });
+  }
+  return out;
+}
+
+/**
+ * Publishes completed runs whose writer died between its claim and its publish, when HEAD is still at
+ * their generation and names no newer run (I3 without the writer's retry). The publish is the write
+ * path's own conditional write, so it can never move HEAD backwards or across a reset.
+ */
+async function rollForward(ctx: StoreContext, runs: readonly Owned[], abortSignal?: AbortSignal): Promise<number> {
+  const completed = runs.filter((r) => r.status === 'completed');
+  if (completed.length === 0) return 0;
+  const heads = new Map<string, Item>();
+  for (const item of await batchGet(ctx, [...new Set(completed.map((r) => r.pk))].map(headKey), abortSignal)) heads.set(unmarshall(item)['pk'] as string, item);
+  let published = 0;
+  for (const r of completed) {
+    const head = heads.get(r.pk);
+    const latest = latestFromHeadItem(head);
+    if (generationOfHeadItem(head) !== r.generation || (latest !== undefined && latest.runId >= r.runId)) continue;
+    if ((await publish(ctx, r.pk, r, abortSignal)) === true) published += 1;
+  }
+  return published;
+}
+
+/** Consistent BatchGetItem of `keys`, 100 per call, unprocessed keys retried with backoff. */
+async function batchGet(ctx: StoreContext, keys: readonly Item[], abortSignal?: AbortSignal): Promise<Item[]> {
+  const items: Item[] = [];
+  for (let i = 0; i < keys.length; i += BATCH_GET_MAX_KEYS) {
+    let request: KeysAndAttributes | undefined = { Keys: keys.slice(i, i + BATCH_GET_MAX_KEYS), ConsistentRead: true };
     for (let attempt = 0; request?.Keys?.length; attempt++) {
       // Unprocessed keys mean throttling: back off before asking again (AWS's advice for batch calls).
       if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(1_000, 50 * 2 ** attempt)));
       const res: BatchGetItemCommandOutput = await ctx.ddb.send(new BatchGetItemCommand({ RequestItems: { [ctx.table]: request } }), { abortSignal });
-      for (const item of res.Responses?.[ctx.table] ?? []) {
-        const key = unmarshall(item)['s3Key'];
-        if (typeof key === 'string') referenced.add(key);
-      }
+      items.push(...(res.Responses?.[ctx.table] ?? []));
       request = res.UnprocessedKeys?.[ctx.table];
     }
   }
-  return referenced;
+  return items;
 }

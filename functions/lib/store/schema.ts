@@ -2,17 +2,21 @@ import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { TerminalStatus } from '../contract.js';
 import { padRunId, RUN_ID_DIGITS } from '../ids.js';
+import { INITIAL_GENERATION, type ResetState } from './fence.js';
 
 /**
  * Keys and item shapes: the one place that knows how records and objects are named.
  *
  * DynamoDB (one partition per conversation, pk = conversationKey = "org/agent/conv", each id encoded):
- *   HEAD   sk = "HEAD"          the latest completed run (what hydrate serves) + the reset fence (I4)
- *   RUN    sk = "RUN#<run16>"   one immutable record per stored run
+ *   HEAD   sk = "HEAD"          the latest completed run (what hydrate serves), the reset generation and
+ *                               the time of the last clear (fence.ts)
+ *   RUN    sk = "RUN#<run16>"   one immutable record per stored run, tagged with its generation
  * S3:
- *   snapshots/<conversationKey>/<run16>/<iat>-<uuid>.jsonl[.gz]   a fresh key per write: never overwritten
- *   uploads/<conversationKey>/<run16>/<iat>-<uuid>                presigned uploads awaiting their commit
- * `<run16>` is the run id zero-padded to 16 digits, so key order is numeric order.
+ *   snapshots/<conversationKey>/<run16>/g<generation>-<uuid>.jsonl[.gz]  a fresh key per write: never overwritten
+ *   uploads/<conversationKey>/<run16>/<tag>-<uuid>     presigned uploads awaiting their commit; <tag> is
+ *                                                      g<generation>, or the writer's token iat when it sent none
+ * `<run16>` is the run id zero-padded to 16 digits, so key order is numeric order. Keys written before
+ * generations existed carry `<iat>-` where `g<generation>-` stands now; they belong to generation 0.
  */
 export const HEAD_SK = 'HEAD';
 export const RUN_SK_PREFIX = 'RUN#';
@@ -41,24 +45,20 @@ export interface RunRecord extends SnapshotMeta {
   readonly encoding: Encoding;
   /** Size of the object in bytes as stored. */
   readonly storedBytes: number;
-  /** `iat` (seconds) of the token that wrote the run: orders it against resets (see fence.ts). */
+  /** `iat` (seconds) of the token that wrote the run. */
   readonly iat: number;
-  /** When the run was claimed (service clock, epoch ms): orders it against resets (see fence.ts). */
+  /** When the run was claimed (service clock, epoch ms). */
   readonly createdAtMs: number;
+  /** The reset generation the run belongs to (fence.ts): it may publish only while HEAD is at it. */
+  readonly generation: number;
+  /** sha256 (hex) of the object's bytes as stored (gzip or not): verifies a read at the cost of the stored size. */
+  readonly storedSha256: string | undefined;
 }
 
 /** The HEAD item, as far as the write and clear paths need it. */
-export interface HeadRecord {
-  /** The reset fence, when the conversation was ever cleared. */
-  readonly fence: Fence | undefined;
+export interface HeadRecord extends ResetState {
   /** Object key of the published run, when there is one. */
   readonly latestKey: string | undefined;
-}
-
-/** The last clear of a conversation (service clock): ms, and the same instant in whole seconds. */
-export interface Fence {
-  readonly ms: number;
-  readonly sec: number;
 }
 
 /** The published run as HEAD stores it: everything hydrate needs in one read. */
@@ -66,6 +66,7 @@ export interface LatestRecord extends SnapshotMeta {
   readonly s3Key: string;
   readonly encoding: Encoding;
   readonly storedBytes: number;
+  readonly storedSha256: string | undefined;
 }
 
 /** HEAD attributes that describe the published run, each a copy of one RunRecord field. */
@@ -77,22 +78,25 @@ const LATEST_FIELDS = {
   latestStoredBytes: 'storedBytes',
   latestEncoding: 'encoding',
   latestCreatedAtMs: 'createdAtMs',
+  latestStoredSha256: 'storedSha256',
 } as const satisfies Record<string, keyof RunRecord>;
 const LATEST_ATTRIBUTES = Object.keys(LATEST_FIELDS) as (keyof typeof LATEST_FIELDS)[];
 
 /** `SET latest… = :latest…` for publishing `r` on HEAD; placeholders are named after the attributes. */
 export function setLatest(r: RunRecord): { expression: string; values: Item } {
+  const present = LATEST_ATTRIBUTES.filter((a) => r[LATEST_FIELDS[a]] !== undefined);
+  const absent = LATEST_ATTRIBUTES.filter((a) => r[LATEST_FIELDS[a]] === undefined);
   return {
-    expression: `SET ${LATEST_ATTRIBUTES.map((a) => `${a} = :${a}`).join(', ')}`,
-    values: marshall(Object.fromEntries(LATEST_ATTRIBUTES.map((a) => [`:${a}`, r[LATEST_FIELDS[a]]]))),
+    expression: `SET ${present.map((a) => `${a} = :${a}`).join(', ')}${absent.length ? ` REMOVE ${absent.join(', ')}` : ''}`,
+    values: marshall(Object.fromEntries(present.map((a) => [`:${a}`, r[LATEST_FIELDS[a]]]))),
   };
 }
 
 /** `REMOVE latest…`: un-publishes whatever HEAD names. */
 export const REMOVE_LATEST = `REMOVE ${LATEST_ATTRIBUTES.join(', ')}`;
 
-/** ProjectionExpression for everything hydrate needs from HEAD. */
-export const LATEST_PROJECTION = LATEST_ATTRIBUTES.join(', ');
+/** ProjectionExpression for everything hydrate needs from HEAD (the published run and the generation). */
+export const LATEST_PROJECTION = [...LATEST_ATTRIBUTES, 'generation'].join(', ');
 
 export function itemKey(pk: string, sk: string): Item {
   return marshall({ pk, sk });
@@ -119,6 +123,8 @@ export function runItem(pk: string, r: RunRecord): Item {
     encoding: r.encoding,
     iat: r.iat,
     createdAtMs: r.createdAtMs,
+    generation: r.generation,
+    ...(r.storedSha256 !== undefined && { storedSha256: r.storedSha256 }),
   });
 }
 
@@ -134,15 +140,19 @@ export function fromRunItem(item: Item): RunRecord {
     encoding: v['encoding'] === 'gzip' ? 'gzip' : 'identity',
     iat: requireNumber(v, 'iat'),
     createdAtMs: requireNumber(v, 'createdAtMs'),
+    // Records from before generations existed belong to generation 0.
+    generation: typeof v['generation'] === 'number' ? v['generation'] : INITIAL_GENERATION,
+    storedSha256: typeof v['storedSha256'] === 'string' ? v['storedSha256'] : undefined,
   };
 }
 
 export function fromHeadItem(item: Item | undefined): HeadRecord {
-  if (!item) return { fence: undefined, latestKey: undefined };
-  const v = unmarshall(item);
-  const latestKey = typeof v['latestKey'] === 'string' ? v['latestKey'] : undefined;
-  if (typeof v['clearedAtMs'] !== 'number') return { fence: undefined, latestKey };
-  return { fence: { ms: v['clearedAtMs'], sec: requireNumber(v, 'clearedAtSec') }, latestKey };
+  const v = item ? unmarshall(item) : {};
+  return {
+    generation: typeof v['generation'] === 'number' ? v['generation'] : INITIAL_GENERATION,
+    clearedAtMs: typeof v['clearedAtMs'] === 'number' ? v['clearedAtMs'] : undefined,
+    latestKey: typeof v['latestKey'] === 'string' ? v['latestKey'] : undefined,
+  };
 }
 
 /** The published run from a HEAD item, or undefined when nothing is published. */
@@ -157,21 +167,31 @@ export function latestFromHeadItem(item: Item | undefined): LatestRecord | undef
     s3Key: requireString(v, 'latestKey'),
     encoding: v['latestEncoding'] === 'gzip' ? 'gzip' : 'identity',
     storedBytes: typeof v['latestStoredBytes'] === 'number' ? v['latestStoredBytes'] : bytes,
+    storedSha256: typeof v['latestStoredSha256'] === 'string' ? v['latestStoredSha256'] : undefined,
   };
 }
 
-/** `snapshots/<conversationKey>/<run16>/<iat>-<id>.jsonl[.gz]`. */
-export function snapshotObjectKey(pk: string, runId: number, iat: number, id: string, encoding: Encoding): string {
-  return `${SNAPSHOT_PREFIX}${pk}/${padRunId(runId)}/${iat}-${id}.jsonl${encoding === 'gzip' ? '.gz' : ''}`;
+/** The generation a HEAD item is at (0 when absent or never cleared). */
+export function generationOfHeadItem(item: Item | undefined): number {
+  const g = item?.['generation']?.N;
+  return g === undefined ? INITIAL_GENERATION : Number(g);
 }
 
-/** `uploads/<conversationKey>/<run16>/<iat>-<id>`. */
-export function uploadObjectKey(pk: string, runId: number, iat: number, id: string): string {
-  return `${UPLOAD_PREFIX}${pk}/${padRunId(runId)}/${iat}-${id}`;
+/** `snapshots/<conversationKey>/<run16>/g<generation>-<id>.jsonl[.gz]`. */
+export function snapshotObjectKey(pk: string, runId: number, generation: number, id: string, encoding: Encoding): string {
+  return `${SNAPSHOT_PREFIX}${pk}/${padRunId(runId)}/g${generation}-${id}.jsonl${encoding === 'gzip' ? '.gz' : ''}`;
+}
+
+/** What an upload key is tagged with: the writer's generation, or (when it sent none) its token iat. */
+export type UploadTag = { readonly generation: number } | { readonly iat: number };
+
+/** `uploads/<conversationKey>/<run16>/<tag>-<id>`. */
+export function uploadObjectKey(pk: string, runId: number, tag: UploadTag, id: string): string {
+  return `${UPLOAD_PREFIX}${pk}/${padRunId(runId)}/${'generation' in tag ? `g${tag.generation}` : tag.iat}-${id}`;
 }
 
 const SNAPSHOT_KEY = new RegExp(`^${SNAPSHOT_PREFIX}([^/]+/[^/]+/[^/]+)/(\\d{${RUN_ID_DIGITS}})/[^/]+$`);
-const KEY_ISSUED_AT = /\/(\d+)-[0-9a-f-]+(?:\.jsonl(?:\.gz)?)?$/;
+const KEY_TAG = /\/(g?)(\d+)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}[^/]*$/;
 
 /** The conversation key and RUN sort key a snapshot object belongs to, or undefined for a foreign key. */
 export function parseSnapshotKey(s3Key: string): { pk: string; runSk: string } | undefined {
@@ -179,10 +199,15 @@ export function parseSnapshotKey(s3Key: string): { pk: string; runSk: string } |
   return m ? { pk: m[1]!, runSk: RUN_SK_PREFIX + m[2]! } : undefined;
 }
 
-/** The writer's token `iat` embedded in a snapshot or upload key, or undefined for a foreign key. */
-export function issuedAtOfKey(s3Key: string): number | undefined {
-  const iat = KEY_ISSUED_AT.exec(s3Key)?.[1];
-  return iat === undefined ? undefined : Number(iat);
+/**
+ * The tag of a snapshot or upload key: `g<n>` → its generation; a bare number → the writer's iat (uploads
+ * of writers that sent no generation, and snapshot keys written before generations existed). Undefined
+ * for a foreign key.
+ */
+export function tagOfKey(s3Key: string): UploadTag | undefined {
+  const m = KEY_TAG.exec(s3Key);
+  if (!m) return undefined;
+  return m[1] === 'g' ? { generation: Number(m[2]) } : { iat: Number(m[2]) };
 }
 
 function requireString(v: Record<string, unknown>, name: string): string {

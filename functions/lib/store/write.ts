@@ -13,7 +13,7 @@ import { NDJSON_CONTENT_TYPE, type TerminalStatus } from '../contract.js';
 import { conversationKey, type ConversationScope } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
 import { sha256Hex } from './digest.js';
-import { isAfterFence, publishCondition } from './fence.js';
+import { currentGenerationCondition, isCurrent, legacyGeneration } from './fence.js';
 import {
   fromHeadItem,
   fromRunItem,
@@ -32,27 +32,32 @@ import {
  * The write protocol (1 S3 write + 2 conditional DynamoDB writes; every commit step is ONE conditional
  * write, so it is atomic on dynalite, which has no transactions):
  *
+ *   0. The run's generation: the one the writer echoes, or (writers that send none) HEAD's, judged by
+ *      the legacy rule in fence.ts — one consistent GetItem, and a fenced run stops here (409).
  *   1. PutObject to a fresh key.   crash here → orphan object, nothing visible; a retry succeeds
  *                                  (the reconciler deletes the orphan later).
  *   2. Claim:   PutItem RUN if attribute_not_exists — exactly one writer per (conversation, run) (I5).
  *                                  crash here → RUN claimed, HEAD not moved; a retry gets "exists" and
- *                                  rolls the claim forward (step 3 with the RUN's data) (I3).
- *   3. Publish: UpdateItem HEAD if latestRunId < run AND the run is after the fence (fence.ts).
+ *                                  rolls the claim forward (step 3 with the RUN's data), and so does the
+ *                                  reconciler for a writer that never comes back (I3).
+ *   3. Publish: UpdateItem HEAD if latestRunId < run AND HEAD is still at the run's generation.
  *
- *   writer W (old token)                 clear C
+ *   writer W (generation 4)              clear C
  *   PutObject K
- *   claim RUN (createdAt=t1)
- *                                        HEAD: fence at t2 (>t1), remove latest
- *                                        delete K, delete RUN (t1 < t2: before the fence)
- *   publish → condition fails (t1 < t2)  → W removes what is left of its claim and answers 409 reset_fenced
+ *   claim RUN (generation 4)
+ *                                        HEAD: generation 4 → 5, remove latest
+ *                                        delete K, delete RUN (4 < 5)
+ *   publish → condition fails (5 ≠ 4)    → W removes what is left of its claim and answers 409 reset_fenced
  */
 
 const gzip = promisify(gzipCb);
 
-/** Token-derived identity of a writer. */
+/** Token-derived identity of a writer, and the generation it echoes. */
 export interface WriterScope extends ConversationScope {
-  /** Token `iat` (seconds): orders the run against resets. */
+  /** Token `iat` (seconds): the run's start, for writers that send no generation (fence.ts). */
   readonly issuedAt: number;
+  /** The reset generation of the hydrate this run started from (`x-snapshot-generation`), when sent. */
+  readonly generation?: number | undefined;
 }
 
 /**
@@ -85,9 +90,11 @@ export interface WriteInput {
  */
 export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input: WriteInput, opts: CallOptions = {}): Promise<WriteResult> {
   const pk = conversationKey(scope);
+  const generation = await runGeneration(ctx, pk, scope, opts.signal);
+  if (generation === undefined) return { kind: 'fenced' };
   const meta: SnapshotMeta = { runId: input.runId, sha256: sha256Hex(input.body), bytes: input.body.length };
   const compressed = await gzip(input.body);
-  const s3Key = snapshotObjectKey(pk, input.runId, scope.issuedAt, ctx.newId(), 'gzip');
+  const s3Key = snapshotObjectKey(pk, input.runId, generation, ctx.newId(), 'gzip');
 
   // 1. Upload first: nothing refers to this key yet, and no other writer will ever use it.
   await ctx.s3.send(
@@ -102,7 +109,31 @@ export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input
     }),
     { abortSignal: opts.signal },
   );
-  return commitRun(ctx, pk, { ...meta, status: input.status, s3Key, encoding: 'gzip', storedBytes: compressed.length, iat: scope.issuedAt }, opts);
+  return commitRun(
+    ctx,
+    pk,
+    {
+      ...meta,
+      status: input.status,
+      s3Key,
+      encoding: 'gzip',
+      storedBytes: compressed.length,
+      storedSha256: sha256Hex(compressed),
+      iat: scope.issuedAt,
+      generation,
+    },
+    opts,
+  );
+}
+
+/**
+ * The generation a run belongs to: the one its writer echoes, or — for a writer that sends none — HEAD's
+ * current one if the legacy rule (fence.ts) places the run after the last clear. Undefined: fenced.
+ */
+export async function runGeneration(ctx: StoreContext, pk: string, scope: WriterScope, abortSignal?: AbortSignal): Promise<number | undefined> {
+  if (scope.generation !== undefined) return scope.generation;
+  const head = await readHead(ctx, pk, abortSignal);
+  return legacyGeneration(scope.issuedAt, ctx.now(), head, ctx.legacyFenceWindowSeconds);
 }
 
 /**
@@ -154,7 +185,7 @@ export async function commitRun(ctx: StoreContext, pk: string, fields: Omit<RunR
   // DynamoDB hands back the HEAD that failed the condition; on dynalite we read it.
   const head = published.head ? fromHeadItem(published.head) : await readHead(ctx, pk, opts.signal);
   if (head.latestKey === record.s3Key) return { kind: 'stored', meta, latest: true };
-  if (!isAfterFence(record, head.fence)) {
+  if (!isCurrent(record.generation, head.generation)) {
     await deleteRunQuietly(ctx, pk, record, opts.signal);
     return { kind: 'fenced' };
   }
@@ -162,11 +193,12 @@ export async function commitRun(ctx: StoreContext, pk: string, fields: Omit<RunR
 }
 
 /**
- * One conditional write: succeeds only if this run is newer than the latest and after the fence.
+ * One conditional write: succeeds only if this run is newer than the latest and HEAD is still at the
+ * run's generation.
  * On failure, the HEAD item that failed the condition when the service returns it (DynamoDB does).
  */
 export async function publish(ctx: StoreContext, pk: string, r: RunRecord, abortSignal?: AbortSignal): Promise<true | { head: Item | undefined }> {
-  const fence = publishCondition(r);
+  const fence = currentGenerationCondition(r.generation);
   const set = setLatest(r);
   try {
     await ctx.ddb.send(
@@ -193,13 +225,13 @@ export async function readRun(ctx: StoreContext, pk: string, runId: number, abor
   return res.Item ? fromRunItem(res.Item) : undefined;
 }
 
-async function readHead(ctx: StoreContext, pk: string, abortSignal?: AbortSignal): Promise<HeadRecord> {
+export async function readHead(ctx: StoreContext, pk: string, abortSignal?: AbortSignal): Promise<HeadRecord> {
   const res = await ctx.ddb.send(
     new GetItemCommand({
       TableName: ctx.table,
       Key: headKey(pk),
       ConsistentRead: true,
-      ProjectionExpression: 'clearedAtMs, clearedAtSec, latestKey',
+      ProjectionExpression: 'generation, clearedAtMs, latestKey',
     }),
     { abortSignal },
   );
