@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import dynalite from 'dynalite';
 import S3rver from 's3rver';
+import { hardenS3rverStore } from './s3rver-hardening.js';
 
 /**
  * Embedded S3 (s3rver) and DynamoDB (dynalite) speaking the real wire protocols, in this process.
@@ -33,6 +34,8 @@ export async function startEmulators(opts: { dataDir: string; persistDynamo: boo
     await mkdir(dynamoPath, { recursive: true });
   }
 
+  // s3rver's store lets stream errors escape as uncaught exceptions; make them S3 errors instead.
+  hardenS3rverStore();
   const startS3 = async (port: number) => {
     const server = new S3rver({ address: host, port, silent: true, directory: s3Dir });
     const address = (await server.run()) as AddressInfo;
