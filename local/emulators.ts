@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import dynalite from 'dynalite';
 import S3rver from 's3rver';
+import { describeRepair, repairS3Data } from './repair.js';
 import { hardenS3rverStore } from './s3rver-hardening.js';
 
 /**
@@ -24,6 +25,12 @@ export interface Emulators {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts s3rver (data in `dataDir/s3`) and dynalite (in `dataDir/dynamodb` when `persistDynamo`, else in
+ * memory) on free ports of `host` (default 127.0.0.1). Before s3rver starts, emulator files torn by an
+ * unclean stop are repaired (torn objects moved to `dataDir/quarantine/`, one line on stderr), and
+ * s3rver's store is hardened so no request can crash this process (see s3rver-hardening.ts).
+ */
 export async function startEmulators(opts: { dataDir: string; persistDynamo: boolean; host?: string }): Promise<Emulators> {
   const host = opts.host ?? '127.0.0.1';
   const s3Dir = join(opts.dataDir, 's3');
@@ -34,6 +41,10 @@ export async function startEmulators(opts: { dataDir: string; persistDynamo: boo
     await mkdir(dynamoPath, { recursive: true });
   }
 
+  // Files torn by an unclean stop (kill -9 mid-write) would make s3rver fail every listing: move them
+  // aside before it starts, and say so in one line.
+  const repaired = describeRepair(await repairS3Data(s3Dir, join(opts.dataDir, 'quarantine')));
+  if (repaired !== undefined) process.stderr.write(`${repaired}\n`);
   // s3rver's store lets stream errors escape as uncaught exceptions; make them S3 errors instead.
   hardenS3rverStore();
   const startS3 = async (port: number) => {

@@ -2,7 +2,6 @@
  * Shared helpers for the local-service robustness tests.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 
 /**
  * A JSONL transcript of about `bytes` bytes (UTF-8) whose lines are quote-heavy, like tool output
@@ -22,7 +21,11 @@ export function quoteHeavyTranscript(bytes: number): string {
 
 
 const root = new URL('../../', import.meta.url).pathname;
-const tsx = join(root, 'node_modules/.bin/tsx');
+/**
+ * `node --import tsx scripts/local.ts`: one process (the tsx binary would run the script in a child
+ * of its own, so a SIGKILL would leave that child running — not the kill -9 being simulated).
+ */
+const command = [process.execPath, ['--import', 'tsx', 'scripts/local.ts']] as const;
 
 /** A running `npm start` (scripts/local.ts) child. */
 export interface NpmStart {
@@ -56,7 +59,7 @@ export function npmStartEnv(dataDir: string, extra: Record<string, string> = {})
  * for 60 s. Use {@link runToExit} for a start that is expected to fail.
  */
 export async function startNpm(dataDir: string, extra: Record<string, string> = {}): Promise<NpmStart> {
-  const child = spawn(tsx, ['scripts/local.ts'], { cwd: root, env: npmStartEnv(dataDir, extra), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command[0], [...command[1]], { cwd: root, env: npmStartEnv(dataDir, extra), stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   let running = true;
@@ -99,7 +102,7 @@ export async function startNpm(dataDir: string, extra: Record<string, string> = 
 
 /** Spawns `scripts/local.ts` and waits for it to exit: its exit code and output. */
 export async function runToExit(dataDir: string, extra: Record<string, string> = {}, timeoutMs = 60_000): Promise<{ code: number | string | null; stdout: string; stderr: string }> {
-  const child = spawn(tsx, ['scripts/local.ts'], { cwd: root, env: npmStartEnv(dataDir, extra), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command[0], [...command[1]], { cwd: root, env: npmStartEnv(dataDir, extra), stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
