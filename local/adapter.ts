@@ -42,6 +42,16 @@ export const REQUEST_TIMEOUT: ErrorSpec = Object.freeze({ status: 408, code: 're
  */
 export const SERVER_TIMEOUTS = Object.freeze({ keepAliveTimeout: 65_000, headersTimeout: 66_000, requestTimeout: 120_000 });
 
+/**
+ * Gives an already created server (the emulators' own) the keep-alive timeouts of
+ * {@link SERVER_TIMEOUTS}: idle connections kept 65 s, headers 66 s. Its requestTimeout is left alone
+ * (Node's 300 s default; presigned uploads of up to 1 GiB go to s3rver).
+ */
+export function applyKeepAliveTimeouts(server: Server): void {
+  server.keepAliveTimeout = SERVER_TIMEOUTS.keepAliveTimeout;
+  server.headersTimeout = SERVER_TIMEOUTS.headersTimeout;
+}
+
 const TEXT_TYPES = /^(text\/|application\/(json|x-ndjson|xml|javascript|x-www-form-urlencoded)\b|application\/[\w.+-]*\+json\b)/i;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 

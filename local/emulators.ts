@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import dynalite from 'dynalite';
 import S3rver from 's3rver';
+import { applyKeepAliveTimeouts } from './adapter.js';
 import { describeRepair, repairS3Data } from './repair.js';
 import { hardenS3rverStore } from './s3rver-hardening.js';
 
@@ -50,6 +51,9 @@ export async function startEmulators(opts: { dataDir: string; persistDynamo: boo
   const startS3 = async (port: number) => {
     const server = new S3rver({ address: host, port, silent: true, directory: s3Dir });
     const address = (await server.run()) as AddressInfo;
+    // The SDK and worker-clients reuse idle connections: outlive their idle timeouts (no ECONNRESET).
+    const httpServer = (server as unknown as { httpServer?: Server }).httpServer;
+    if (httpServer) applyKeepAliveTimeouts(httpServer);
     return { server, port: address.port };
   };
   const startDynamo = async (port: number) => {
@@ -58,6 +62,7 @@ export async function startEmulators(opts: { dataDir: string; persistDynamo: boo
       server.once('error', reject);
       server.listen(port, host, () => resolve());
     });
+    applyKeepAliveTimeouts(server);
     return { server, port: (server.address() as AddressInfo).port };
   };
 
