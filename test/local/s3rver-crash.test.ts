@@ -19,10 +19,12 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { SNAPSHOT_PATH } from '../../functions/lib/contract.js';
+import { ERRORS, errorBody, SNAPSHOT_PATH, UPLOADS_PATH } from '../../functions/lib/contract.js';
+import { loadOrCreateDevSecret, mintDevToken } from '../../local/dev-secret.js';
 import { startNpm, type NpmStart } from './support.js';
 
 const BUCKET = 'transcript-store-local';
+const MiB = 1024 * 1024;
 let dataDir: string;
 let svc: NpmStart;
 let s3: S3Client;
@@ -39,7 +41,8 @@ async function ensureRunning(): Promise<void> {
     await svc.stop('SIGKILL');
   }
   s3?.destroy();
-  svc = await startNpm(dataDir);
+  // Small multipart settings, so the service's own multipart commit can be exercised with 6 MiB.
+  svc = await startNpm(dataDir, { MULTIPART_THRESHOLD_BYTES: String(6 * MiB), MULTIPART_PART_BYTES: String(5 * MiB) });
   expect(svc.s3Endpoint).toMatch(/^http:/);
   s3 = new S3Client({
     endpoint: svc.s3Endpoint,
@@ -172,4 +175,26 @@ describe('s3rver stream errors never crash npm start', () => {
     await expectServing();
     expect(errors).toBeGreaterThanOrEqual(0);
   }, 120_000);
+
+  it('through the service: a multipart commit naming a part that was never uploaded → 400 upload_invalid', async () => {
+    const secret = await loadOrCreateDevSecret(dataDir, {});
+    const token = await mintDevToken(secret, { org: 'crash', agent: 'bot', conv: 'multipart', runId: 1 });
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const bytes = 6 * MiB + 1;
+    const created = await fetch(`${svc.url}${UPLOADS_PATH}`, { method: 'POST', headers, body: JSON.stringify({ runId: 1, bytes, contentEncoding: 'identity' }) });
+    expect(created.status).toBe(200);
+    const ticket = (await created.json()) as { uploadId: string; partBytes: number; parts: { partNumber: number; url: string }[] };
+    expect(ticket.parts).toHaveLength(2);
+    const put = await fetch(ticket.parts[0]!.url, { method: 'PUT', body: Buffer.alloc(ticket.partBytes, 0x61) });
+    expect(put.status).toBe(200);
+    const etag = put.headers.get('etag')!;
+    const commit = await fetch(`${svc.url}${SNAPSHOT_PATH}`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ terminalStatus: 'completed', runId: 1, uploadId: ticket.uploadId, parts: [{ partNumber: 1, etag }, { partNumber: 2, etag }] }),
+    });
+    expect(commit.status).toBe(400);
+    expect(await commit.json()).toEqual(errorBody(ERRORS.uploadInvalid));
+    await expectServing();
+  });
 });
