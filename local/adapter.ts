@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AddressInfo } from 'node:net';
-import { ERRORS, errorBody, JSON_CONTENT_TYPE } from '../functions/lib/contract.js';
+import { ERRORS, errorBody, JSON_CONTENT_TYPE, type ErrorSpec } from '../functions/lib/contract.js';
 import type { HttpEvent, LambdaHttpHandler } from '../functions/lib/http.js';
 
 /**
@@ -12,8 +13,44 @@ import type { HttpEvent, LambdaHttpHandler } from '../functions/lib/http.js';
  */
 export type RouteTable = Readonly<Record<string, LambdaHttpHandler>>;
 
-/** Lambda's synchronous invocation payload limit (the whole event, headers included). */
+/**
+ * Lambda's synchronous invocation payload limit, in bytes (6,291,456): it applies to the serialized
+ * event (`JSON.stringify(event)`, headers included), in which API Gateway has JSON-escaped a text body
+ * once more or base64-encoded a binary one — not to the raw HTTP body.
+ */
 export const LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024;
+
+/**
+ * The adapter's answer to a request it cannot turn into an event (an unparsable request target, a
+ * malformed request line or headers). Defined here because functions/lib/contract.ts has no such
+ * entry yet; it belongs there (`badRequest`) — same `{error, code}` shape as every contract error.
+ */
+export const BAD_REQUEST: ErrorSpec = Object.freeze({ status: 400, code: 'bad_request', message: 'Bad request' });
+/** Headers larger than Node's limit (16 KiB by default). */
+export const HEADERS_TOO_LARGE: ErrorSpec = Object.freeze({ status: 431, code: 'headers_too_large', message: 'Request headers too large' });
+/** The client took longer than `requestTimeout` / `headersTimeout` to send its request. */
+export const REQUEST_TIMEOUT: ErrorSpec = Object.freeze({ status: 408, code: 'request_timeout', message: 'Request timeout' });
+
+/**
+ * Server timeouts, in milliseconds. A client reuses an idle keep-alive connection for up to its own
+ * idle timeout (undici, i.e. Node's fetch: 4 s; browsers and SDKs up to 60 s). If the server closes
+ * an idle connection first, a request already on its way meets a closing socket: ECONNRESET. So the
+ * server keeps idle connections longer than any such client (65 s, as AWS load balancers recommend
+ * for backends behind a 60 s idle timeout), and `headersTimeout` must exceed `keepAliveTimeout` (else
+ * the server may cut a reused connection whose next request's headers are slow to arrive).
+ * `requestTimeout` bounds a whole request (6 MB at most) and must be ≥ `headersTimeout`.
+ */
+export const SERVER_TIMEOUTS = Object.freeze({ keepAliveTimeout: 65_000, headersTimeout: 66_000, requestTimeout: 120_000 });
+
+/**
+ * Gives an already created server (the emulators' own) the keep-alive timeouts of
+ * {@link SERVER_TIMEOUTS}: idle connections kept 65 s, headers 66 s. Its requestTimeout is left alone
+ * (Node's 300 s default; presigned uploads of up to 1 GiB go to s3rver).
+ */
+export function applyKeepAliveTimeouts(server: Server): void {
+  server.keepAliveTimeout = SERVER_TIMEOUTS.keepAliveTimeout;
+  server.headersTimeout = SERVER_TIMEOUTS.headersTimeout;
+}
 
 const TEXT_TYPES = /^(text\/|application\/(json|x-ndjson|xml|javascript|x-www-form-urlencoded)\b|application\/[\w.+-]*\+json\b)/i;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -25,8 +62,16 @@ export interface AdapterOptions {
   onResponse?: (method: string, path: string, status: number) => void;
 }
 
+/**
+ * Starts the adapter: an HTTP/1.1 server on `opts.host` (default 127.0.0.1) and `opts.port` (default
+ * 0 = any free port) that turns each request into an API Gateway v2 event for the handler of its
+ * route (`"<METHOD> <path>"` in `routes`). Requests no handler can see get the contract's JSON errors:
+ * unknown route 404, event over Lambda's 6 MB limit 413, unparsable request 400 ({@link BAD_REQUEST}).
+ * Resolves once listening, with the server, its base URL (`http://host:port`, no trailing slash) and
+ * `close()` (stops accepting and drops open connections). Rejects if the address cannot be bound.
+ */
 export async function startAdapter(routes: RouteTable, opts: AdapterOptions = {}): Promise<{ server: Server; url: string; close(): Promise<void> }> {
-  const server = createServer((req, res) => {
+  const server = createServer({ requestTimeout: SERVER_TIMEOUTS.requestTimeout, headersTimeout: SERVER_TIMEOUTS.headersTimeout }, (req, res) => {
     void handle(routes, req, res, opts).catch((err: unknown) => {
       // The handlers catch their own errors; this is a bug in the adapter itself.
       console.error('adapter error', err);
@@ -34,7 +79,22 @@ export async function startAdapter(routes: RouteTable, opts: AdapterOptions = {}
       else res.destroy();
     });
   });
-  server.keepAliveTimeout = 5_000;
+  server.keepAliveTimeout = SERVER_TIMEOUTS.keepAliveTimeout;
+  // Requests Node's parser refuses before any handler runs: answer in the contract's JSON shape
+  // instead of Node's bare "400 Bad Request", then close (the connection's framing is unknown).
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const spec =
+      err.code === 'HPE_HEADER_OVERFLOW' ? HEADERS_TOO_LARGE : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? REQUEST_TIMEOUT : BAD_REQUEST;
+    const body = JSON.stringify(errorBody(spec));
+    socket.end(
+      `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\ncontent-type: ${JSON_CONTENT_TYPE}\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
@@ -54,7 +114,14 @@ export async function startAdapter(routes: RouteTable, opts: AdapterOptions = {}
 
 async function handle(routes: RouteTable, req: IncomingMessage, res: ServerResponse, opts: AdapterOptions): Promise<void> {
   const method = req.method ?? 'GET';
-  const url = new URL(req.url ?? '/', 'http://localhost');
+  const url = parseTarget(req.url);
+  if (url === undefined) {
+    // API Gateway refuses such a request itself; no handler ever sees it.
+    req.resume();
+    send(res, BAD_REQUEST.status, { 'content-type': JSON_CONTENT_TYPE }, JSON.stringify(errorBody(BAD_REQUEST)));
+    opts.onResponse?.(method, '(unparsable)', BAD_REQUEST.status);
+    return;
+  }
   const routeKey = `${method} ${url.pathname}`;
   const handler = routes[routeKey];
   if (!handler) {
@@ -126,6 +193,14 @@ async function handle(routes: RouteTable, req: IncomingMessage, res: ServerRespo
     isBase64Encoded,
   };
 
+  // Lambda counts the serialized event, in which a text body is JSON-escaped once more (a quote-heavy
+  // transcript can double) and a binary one is base64 (4/3): the raw body size says too little.
+  if (Buffer.byteLength(JSON.stringify(event)) > LAMBDA_PAYLOAD_LIMIT) {
+    send(res, 413, { 'content-type': JSON_CONTENT_TYPE }, JSON.stringify(errorBody(ERRORS.tooLarge)));
+    opts.onResponse?.(method, url.pathname, 413);
+    return;
+  }
+
   const result = await handler(event, { awsRequestId: requestId });
   const payload = result.body === undefined ? undefined : Buffer.from(result.body, result.isBase64Encoded ? 'base64' : 'utf8');
   send(res, result.statusCode, { ...result.headers, 'x-request-id': requestId }, payload);
@@ -142,6 +217,18 @@ function send(res: ServerResponse, status: number, headers: Record<string, strin
   } else {
     res.writeHead(status, out);
     res.end();
+  }
+}
+
+/**
+ * The request target as a URL, or undefined when it cannot be parsed (`//%zz`, `http://[bad/`, …).
+ * Origin-form targets are resolved against a fixed base; only the path and query are used.
+ */
+function parseTarget(target: string | undefined): URL | undefined {
+  try {
+    return new URL(target ?? '/', 'http://localhost');
+  } catch {
+    return undefined;
   }
 }
 

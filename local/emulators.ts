@@ -4,6 +4,9 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import dynalite from 'dynalite';
 import S3rver from 's3rver';
+import { applyKeepAliveTimeouts } from './adapter.js';
+import { describeRepair, repairS3Data } from './repair.js';
+import { hardenS3rverStore } from './s3rver-hardening.js';
 
 /**
  * Embedded S3 (s3rver) and DynamoDB (dynalite) speaking the real wire protocols, in this process.
@@ -23,6 +26,12 @@ export interface Emulators {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts s3rver (data in `dataDir/s3`) and dynalite (in `dataDir/dynamodb` when `persistDynamo`, else in
+ * memory) on free ports of `host` (default 127.0.0.1). Before s3rver starts, emulator files torn by an
+ * unclean stop are repaired (torn objects moved to `dataDir/quarantine/`, one line on stderr), and
+ * s3rver's store is hardened so no request can crash this process (see s3rver-hardening.ts).
+ */
 export async function startEmulators(opts: { dataDir: string; persistDynamo: boolean; host?: string }): Promise<Emulators> {
   const host = opts.host ?? '127.0.0.1';
   const s3Dir = join(opts.dataDir, 's3');
@@ -33,9 +42,18 @@ export async function startEmulators(opts: { dataDir: string; persistDynamo: boo
     await mkdir(dynamoPath, { recursive: true });
   }
 
+  // Files torn by an unclean stop (kill -9 mid-write) would make s3rver fail every listing: move them
+  // aside before it starts, and say so in one line.
+  const repaired = describeRepair(await repairS3Data(s3Dir, join(opts.dataDir, 'quarantine')));
+  if (repaired !== undefined) process.stderr.write(`${repaired}\n`);
+  // s3rver's store lets stream errors escape as uncaught exceptions; make them S3 errors instead.
+  hardenS3rverStore();
   const startS3 = async (port: number) => {
     const server = new S3rver({ address: host, port, silent: true, directory: s3Dir });
     const address = (await server.run()) as AddressInfo;
+    // The SDK and worker-clients reuse idle connections: outlive their idle timeouts (no ECONNRESET).
+    const httpServer = (server as unknown as { httpServer?: Server }).httpServer;
+    if (httpServer) applyKeepAliveTimeouts(httpServer);
     return { server, port: address.port };
   };
   const startDynamo = async (port: number) => {
@@ -44,6 +62,7 @@ export async function startEmulators(opts: { dataDir: string; persistDynamo: boo
       server.once('error', reject);
       server.listen(port, host, () => resolve());
     });
+    applyKeepAliveTimeouts(server);
     return { server, port: (server.address() as AddressInfo).port };
   };
 

@@ -3,6 +3,7 @@
  * data under DATA_DIR (default .data/, kept across restarts), on 127.0.0.1:${PORT:-8787}.
  */
 import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
+import { acquireDataDirLock, DataDirInUseError, type DataDirLock } from '../local/data-dir-lock.js';
 import { startLocalService } from '../local/service.js';
 
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'; // Node 20 locally; Lambda runs 22
@@ -10,6 +11,22 @@ process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'; // N
 const dataDir = process.env['DATA_DIR'] || '.data';
 const port = Number(process.env['PORT'] || 8787);
 const host = process.env['HOST'] || '127.0.0.1';
+
+// Embedded emulators keep their data in DATA_DIR: one npm start per DATA_DIR (a second one would
+// corrupt it). Against AWS_ENDPOINT_URL* endpoints DATA_DIR only holds the dev secret: no lock.
+const embedded = !(process.env['AWS_ENDPOINT_URL'] || process.env['AWS_ENDPOINT_URL_S3'] || process.env['AWS_ENDPOINT_URL_DYNAMODB']);
+let lock: DataDirLock | undefined;
+try {
+  if (embedded) lock = await acquireDataDirLock(dataDir);
+} catch (err) {
+  process.stderr.write(
+    err instanceof DataDirInUseError
+      ? `transcript-store: ${err.message}\n`
+      : `transcript-store failed to start: cannot lock DATA_DIR ${dataDir}: ${err instanceof Error ? err.message : String(err)}\n`,
+  );
+  process.exit(1);
+}
+process.on('exit', () => lock?.releaseSync());
 
 try {
   const svc = await startLocalService({ dataDir, port, host });
@@ -36,6 +53,7 @@ try {
     stopping = true;
     process.stderr.write(`\n${signal}: stopping…\n`);
     await svc.stop();
+    await lock?.release();
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));

@@ -21,8 +21,43 @@ export type SecretLoader = (arn: string) => Promise<string>;
 const id = () => z.string().check(z.refine(isValidId));
 const scopeClaims = z.object({ organizationId: id(), agentId: id(), conversationId: id() });
 
+/**
+ * Earliest `iat` accepted, in seconds since the epoch: 2000-01-01T00:00:00Z. An older issue time is
+ * not a real token of this service (it would also sort before every reset, I4).
+ */
+export const MIN_ISSUED_AT_SECONDS = 946_684_800;
+
+/** The registered NumericDate claims checked for sanity (RFC 7519 §4.1.4–4.1.6). */
+const TIME_CLAIMS = ['iat', 'exp', 'nbf'] as const;
+
+/**
+ * True when a NumericDate claim is usable: a finite number of seconds in [0, 2^53) (a fraction is
+ * allowed, as RFC 7519 permits; `iat` is floored). Anything else — ±1e200, a string, NaN — could
+ * overflow a DynamoDB number or a Date and turn a bad token into a 500.
+ */
+function saneNumericDate(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= Number.MAX_SAFE_INTEGER;
+}
+
+/** Throws 401 Invalid token unless every present time claim is sane and `iat` is present and not absurdly old. */
+function checkTimeClaims(payload: JWTPayload): number {
+  for (const name of TIME_CLAIMS) {
+    const v = payload[name];
+    if (v !== undefined && !saneNumericDate(v)) throw invalidToken();
+  }
+  const iat = payload.iat;
+  if (!saneNumericDate(iat) || iat < MIN_ISSUED_AT_SECONDS) throw invalidToken();
+  return Math.floor(iat);
+}
+
 const BEARER = /^Bearer[ \t]+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)[ \t]*$/i;
 
+/**
+ * Builds the request verifier: takes the `Authorization` header value and resolves with the token's
+ * scope, or rejects with `HttpError` 401 Invalid token (malformed, bad signature, wrong algorithm,
+ * expired, not yet valid, issued in the future or with insane time claims), 400 missing scope, or 503
+ * when the key source (JWKS / Secrets Manager) is unavailable.
+ */
 export function createVerifier(config: Config, loadSecret?: SecretLoader): Verifier {
   const key = keyResolver(config, loadSecret);
   const options = {
@@ -53,10 +88,15 @@ export function createVerifier(config: Config, loadSecret?: SecretLoader): Verif
   };
 }
 
-/** Exported for tests: turns verified claims into a scope, or the contract's 4xx. */
+/**
+ * Turns verified claims into a scope (exported for tests). Throws `HttpError` 401 Invalid token when
+ * `iat` is missing, or `iat`/`exp`/`nbf` is not a finite number of seconds in [0, 2^53), or `iat` is
+ * before {@link MIN_ISSUED_AT_SECONDS}; 400 Token missing required scope for a missing or malformed
+ * scope claim or `runId`. `issuedAt` is `iat` floored to whole seconds.
+ */
 export function scopeFrom(payload: JWTPayload): TokenScope {
-  // jose has checked exp/iat are present and numeric; iat must also be an integer for the fence.
-  if (typeof payload.iat !== 'number' || !Number.isFinite(payload.iat)) throw invalidToken();
+  // jose has checked exp/iat are present and numeric, not that they are sane numbers.
+  const issuedAt = checkTimeClaims(payload);
   const parsed = scopeClaims.safeParse(payload);
   if (!parsed.success) throw new HttpError(ERRORS.missingScope);
   const rawRun = payload['runId'];
@@ -67,7 +107,7 @@ export function scopeFrom(payload: JWTPayload): TokenScope {
     agentId: parsed.data.agentId,
     conversationId: parsed.data.conversationId,
     runId: rawRun,
-    issuedAt: Math.floor(payload.iat),
+    issuedAt,
   };
 }
 

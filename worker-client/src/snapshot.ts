@@ -240,6 +240,26 @@ const gzipAsync = promisify(gzip);
 
 /** The service's default MAX_SNAPSHOT_BYTES: the largest snapshot a direct POST may carry. */
 export const DEFAULT_DIRECT_MAX_BYTES = 4 * 1024 * 1024;
+
+/** Lambda's synchronous request payload limit (6,291,456 bytes): it counts the whole serialized event. */
+export const LAMBDA_EVENT_LIMIT_BYTES = 6 * 1024 * 1024;
+/**
+ * Room kept in the event for everything but the body: headers (the token, at most API Gateway's
+ * 10 KiB of headers) and API Gateway's request context (~1.5 KiB), with margin.
+ */
+export const EVENT_OVERHEAD_BYTES = 32 * 1024;
+
+/**
+ * Estimated size (bytes) of the Lambda event API Gateway builds around a POST body: a binary (here:
+ * gzip) body is base64-encoded (4 bytes per 3, rounded up); a text body is embedded as a JSON string,
+ * i.e. escaped once more (`"` and `\` double, control characters become `\n` or `\u00XX`), which can
+ * double a quote-heavy transcript that is already JSON-escaped inside the body. Plus
+ * {@link EVENT_OVERHEAD_BYTES} for headers and context.
+ */
+export function estimateEventBytes(payload: string | Uint8Array): number {
+  const body = typeof payload === 'string' ? Buffer.byteLength(JSON.stringify(payload)) : 4 * Math.ceil(payload.byteLength / 3);
+  return body + EVENT_OVERHEAD_BYTES;
+}
 const DEFAULT_PART_CONCURRENCY = 4;
 
 const notUtf8 = (attempts: number): WriteSnapshotResult => ({
@@ -322,9 +342,12 @@ function withAttempts(r: WriteSnapshotResult, before: number): WriteSnapshotResu
   return before === 0 ? r : { ...r, attempts: r.attempts + before };
 }
 
-/** Marker: the server refused the direct POST as too large (413); the caller tries the presigned path. */
+/**
+ * Marker: the direct POST is too large — refused by the server (413), or not sent because its Lambda
+ * event would exceed the 6 MB limit. The caller tries the presigned path.
+ */
 interface TooLargeForDirect {
-  tooLarge: TranscriptStoreError;
+  tooLarge: { attempts: number; status?: number; serverCode?: string; eventBytes?: number };
 }
 
 /**
@@ -340,6 +363,9 @@ async function writeDirect(ctx: CallContext, opts: WriteSnapshotOptions, compres
   const payload: string | Buffer = compress ? await gzipAsync(Buffer.from(prepared.body, 'utf8')) : prepared.body;
   const wireBytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength;
   const transfer: Transfer = { transport: 'direct', encoding: compress ? 'gzip' : 'identity', wireBytes, parts: 0 };
+  // Lambda would refuse this POST before the service sees it (outside the contract on AWS): don't send it.
+  const eventBytes = estimateEventBytes(payload);
+  if (eventBytes > LAMBDA_EVENT_LIMIT_BYTES) return { tooLarge: { attempts: 0, eventBytes } };
   try {
     const { value } = await runWithRetries(ctx, async (info) => {
       const res = await ctx.fetch(ctx.url, {
@@ -353,7 +379,7 @@ async function writeDirect(ctx: CallContext, opts: WriteSnapshotOptions, compres
     return value;
   } catch (e) {
     if (!(e instanceof TranscriptStoreError) || e.code !== 'http_4xx') throw e;
-    if (e.status === 413) return { tooLarge: e };
+    if (e.status === 413) return { tooLarge: { attempts: e.attempts, status: e.status, ...(e.serverCode !== undefined ? { serverCode: e.serverCode } : {}) } };
     if (compress && (e.status === 415 || (e.status === 400 && e.serverCode === 'invalid_json'))) {
       ctx.log('info', 'fallback_identity', { status: e.status, serverCode: e.serverCode });
       const again = await writeDirect(ctx, opts, false);
@@ -506,8 +532,9 @@ export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSn
     if (size <= directMaxBytes) {
       const direct = await writeDirect(ctx, opts, compress);
       if ('status' in direct) return done(direct);
-      // The server's limit is below ours: go the way that has no such limit, once.
-      log('info', 'fallback_presigned', { bytes: size, status: 413, serverCode: direct.tooLarge.serverCode });
+      // The server's limit is below ours, or the request would exceed Lambda's event limit: go the
+      // way that has no such limit, once.
+      log('info', 'fallback_presigned', { bytes: size, ...direct.tooLarge });
       return done(await writePresigned(ctx, opts, compress, partConcurrency, direct.tooLarge.attempts));
     }
     return done(await writePresigned(ctx, opts, compress, partConcurrency, 0));
