@@ -20,16 +20,12 @@ export type RouteTable = Readonly<Record<string, LambdaHttpHandler>>;
  */
 export const LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024;
 
-/**
- * The adapter's answer to a request it cannot turn into an event (an unparsable request target, a
- * malformed request line or headers). Defined here because functions/lib/contract.ts has no such
- * entry yet; it belongs there (`badRequest`) — same `{error, code}` shape as every contract error.
- */
-export const BAD_REQUEST: ErrorSpec = Object.freeze({ status: 400, code: 'bad_request', message: 'Bad request' });
+/** The adapter's answers to requests it cannot turn into an event (defined in the contract). */
+export const BAD_REQUEST: ErrorSpec = ERRORS.badRequest;
 /** Headers larger than Node's limit (16 KiB by default). */
-export const HEADERS_TOO_LARGE: ErrorSpec = Object.freeze({ status: 431, code: 'headers_too_large', message: 'Request headers too large' });
+export const HEADERS_TOO_LARGE: ErrorSpec = ERRORS.headersTooLarge;
 /** The client took longer than `requestTimeout` / `headersTimeout` to send its request. */
-export const REQUEST_TIMEOUT: ErrorSpec = Object.freeze({ status: 408, code: 'request_timeout', message: 'Request timeout' });
+export const REQUEST_TIMEOUT: ErrorSpec = ERRORS.requestTimeout;
 
 /**
  * Server timeouts, in milliseconds. A client reuses an idle keep-alive connection for up to its own

@@ -62,6 +62,10 @@ export const ERRORS = Object.freeze({
   unsupportedEncoding: spec(415, 'unsupported_content_encoding', 'Unsupported Content-Encoding'),
   notAcceptable: spec(406, 'not_acceptable', 'Snapshot too large to send without gzip'),
   notFound: spec(404, 'not_found', 'Not found'),
+  /** A request that cannot be turned into an API Gateway event (unparsable target, malformed request line or headers). */
+  badRequest: spec(400, 'bad_request', 'Bad request'),
+  headersTooLarge: spec(431, 'headers_too_large', 'Request headers too large'),
+  requestTimeout: spec(408, 'request_timeout', 'Request timeout'),
   methodNotAllowed: spec(405, 'method_not_allowed', 'Method not allowed'),
   unavailable: spec(503, 'unavailable', 'Service temporarily unavailable'),
   internal: spec(500, 'internal_error', 'Internal error'),

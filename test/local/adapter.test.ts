@@ -15,7 +15,7 @@ import { quoteHeavyTranscript } from './support.js';
 /** undici's (Node fetch's) default keep-alive timeout: how long a client reuses an idle socket. */
 const UNDICI_KEEP_ALIVE_TIMEOUT_MS = 4_000;
 /** The adapter's answer to a request target it cannot parse (not yet in functions/lib/contract.ts). */
-const BAD_REQUEST = { status: 400, code: 'bad_request', message: 'Bad request' };
+const BAD_REQUEST = ERRORS.badRequest;
 
 let adapter: Awaited<ReturnType<typeof startAdapter>>;
 let seen: HttpEvent[] = [];
