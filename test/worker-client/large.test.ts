@@ -383,7 +383,7 @@ describe('hydrate: large snapshots', () => {
 
     const { events, logger } = collectEvents();
     const again = await hydrateSnapshot({ sessionFile: out, gatewayUrl: svc.url, workerToken: c.convToken, logger });
-    expect(again).toEqual({ status: 'not_modified', sha256: await sha256OfFile(v1), attempts: 1 });
+    expect(again).toMatchObject({ status: 'not_modified', sha256: await sha256OfFile(v1), attempts: 1, runId: 1, generation: 0 });
     expect(events.some((e) => e.event === 'redirect')).toBe(false); // answered by the gateway, storage never asked
     const after = await stat(out);
     expect([after.ino, after.mtimeMs]).toEqual([before.ino, before.mtimeMs]);

@@ -32,6 +32,8 @@ export function makeLog(logger: ClientLogger | undefined, op: Operation): Log {
 
 export interface CallContext {
   op: Operation;
+  /** The reset generation a write echoes (`x-snapshot-generation`), when the client knows it. */
+  generation?: number | undefined;
   method: Method;
   url: string;
   token: string;
@@ -316,6 +318,7 @@ export async function runWithRetries<T>(
   }
 }
 
+/** Authorization, plus the echoed reset generation on the service's write routes. */
 export function authHeaders(ctx: CallContext): Record<string, string> {
-  return { authorization: `Bearer ${ctx.token}` };
+  return { authorization: `Bearer ${ctx.token}`, ...(ctx.generation !== undefined && { 'x-snapshot-generation': String(ctx.generation) }) };
 }

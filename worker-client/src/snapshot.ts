@@ -28,6 +28,7 @@ import type {
   WriteSnapshotOptions,
   WriteSnapshotResult,
 } from './types.js';
+import { parseGeneration, readState, scopeOf, writeState } from './state.js';
 import { createUpload, NotUtf8, type PreparedFile, prepareFile, putFile } from './upload.js';
 
 const MAX_REDIRECTS = 5;
@@ -73,6 +74,7 @@ async function hydrateAttempt(
   if (localSha) headers['if-none-match'] = `"${localSha}"`;
   const digests = new Set<string>();
   let runId: number | undefined;
+  let generation: number | undefined;
   let redirected = false;
   let res: Response;
   // Redirects are followed by hand so the digest announced by the gateway (on the 307 to a
@@ -81,6 +83,7 @@ async function hydrateAttempt(
     res = await ctx.fetch(url, { method: 'GET', headers, redirect: 'manual', signal: info.signal });
     for (const d of announcedDigests(res)) digests.add(d);
     runId ??= parseRunId(res.headers.get('x-snapshot-run-id'));
+    generation ??= parseGeneration(res.headers.get('x-snapshot-generation'));
     const location = res.headers.get('location');
     if (![301, 302, 303, 307, 308].includes(res.status) || !location) break;
     discard(res);
@@ -103,12 +106,12 @@ async function hydrateAttempt(
   if (res.status === 404) {
     const body = await readServerError(res);
     ctx.log('info', 'not_found', { attempt: info.attempt, serverCode: body.code });
-    return { status: 'not_found', attempts: info.attempt };
+    return { status: 'not_found', attempts: info.attempt, ...(generation !== undefined && { generation }) };
   }
   if (res.status === 304 && localSha) {
     discard(res);
     ctx.log('info', 'not_modified', { attempt: info.attempt, sha256: localSha });
-    return { status: 'not_modified', sha256: localSha, attempts: info.attempt };
+    return { status: 'not_modified', sha256: localSha, attempts: info.attempt, ...(runId !== undefined && { runId }), ...(generation !== undefined && { generation }) };
   }
   if (res.status !== 200) throw await httpError(ctx, res);
   if (!res.body) throw new TranscriptStoreError('network', 'hydrate failed: response has no body', { status: 200 });
@@ -153,6 +156,7 @@ async function hydrateAttempt(
     redirected,
     wireBytes,
     attempts: info.attempt,
+    ...(generation !== undefined && { generation }),
   };
 }
 
@@ -169,6 +173,7 @@ export async function hydrateSnapshot(opts: HydrateOptions): Promise<HydrateResu
   const localSha = await sha256OfFile(opts.sessionFile);
   try {
     const { value } = await runWithRetries(ctx, (info) => hydrateAttempt(ctx, info, opts.sessionFile, localSha));
+    await remember(ctx, opts.sessionFile, value);
     return value;
   } catch (e) {
     if (e instanceof TranscriptStoreError) {
@@ -176,6 +181,19 @@ export async function hydrateSnapshot(opts: HydrateOptions): Promise<HydrateResu
     }
     throw e;
   }
+}
+
+/** Saves what a hydrate learned (state.ts): the generation to echo on the next write, and what the file holds. */
+async function remember(ctx: CallContext, sessionFile: string, r: HydrateResult): Promise<void> {
+  const scope = scopeOf(ctx.url, ctx.token);
+  if (scope === undefined || r.generation === undefined) return;
+  const held =
+    r.status === 'hydrated'
+      ? { runId: r.runId, bytes: r.bytes, sha256: r.sha256 }
+      : r.status === 'not_modified'
+        ? { runId: r.runId, sha256: r.sha256 }
+        : {};
+  if (!(await writeState(sessionFile, { scope, generation: r.generation, ...held }))) ctx.log('debug', 'state_not_saved', { file: sessionFile });
 }
 
 /**
@@ -513,6 +531,16 @@ export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSn
     if (!Number.isSafeInteger(opts.runId) || opts.runId <= 0) {
       throw new TranscriptStoreError('invalid_argument', 'runId must be a positive integer');
     }
+    // Echo the reset generation of the hydrate this run started from: a reset since then fences it.
+    const scope = scopeOf(ctx.url, ctx.token);
+    const state = typeof opts.sessionFile === 'string' ? await readState(opts.sessionFile, scope) : undefined;
+    ctx.generation = state?.generation;
+    const finish = async (r: WriteSnapshotResult): Promise<WriteSnapshotResult> => {
+      if (r.status === 'written' && scope !== undefined && state !== undefined) {
+        await writeState(opts.sessionFile, { scope, generation: state.generation, runId: opts.runId, bytes: r.bytes, sha256: r.sha256 });
+      }
+      return done(r);
+    };
     const compress = opts.compress ?? true;
     const directMaxBytes = nonNegative('directMaxBytes', opts.directMaxBytes, DEFAULT_DIRECT_MAX_BYTES);
     const partConcurrency = Math.max(1, Math.floor(nonNegative('partConcurrency', opts.partConcurrency, DEFAULT_PART_CONCURRENCY)));
@@ -531,13 +559,13 @@ export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSn
 
     if (size <= directMaxBytes) {
       const direct = await writeDirect(ctx, opts, compress);
-      if ('status' in direct) return done(direct);
+      if ('status' in direct) return finish(direct);
       // The server's limit is below ours, or the request would exceed Lambda's event limit: go the
       // way that has no such limit, once.
       log('info', 'fallback_presigned', { bytes: size, ...direct.tooLarge });
-      return done(await writePresigned(ctx, opts, compress, partConcurrency, direct.tooLarge.attempts));
+      return finish(await writePresigned(ctx, opts, compress, partConcurrency, direct.tooLarge.attempts));
     }
-    return done(await writePresigned(ctx, opts, compress, partConcurrency, 0));
+    return finish(await writePresigned(ctx, opts, compress, partConcurrency, 0));
   } catch (e) {
     return done(toFailure(e, 'write'));
   }

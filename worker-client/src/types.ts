@@ -115,9 +115,11 @@ export type HydrateResult =
        */
       wireBytes: number | undefined;
       attempts: number;
+      /** The conversation's reset generation (`x-snapshot-generation`), echoed by the next write. */
+      generation?: number;
     }
-  | { status: 'not_modified'; sha256: string; attempts: number }
-  | { status: 'not_found'; attempts: number };
+  | { status: 'not_modified'; sha256: string; attempts: number; runId?: number; generation?: number }
+  | { status: 'not_found'; attempts: number; generation?: number };
 
 export type FailureReason =
   | 'network'
