@@ -48,6 +48,8 @@ export interface RouteSpec {
   /** Lambda timeout. HTTP API integrations give up after 30 s, so keep this below. */
   readonly timeoutSeconds: number;
   readonly access: RouteAccess;
+  /** Signs or checks upload ids (needs the upload-id key: derived from the HS256 secret, or its own secret with a JWKS). */
+  readonly signsUploadIds?: boolean;
 }
 
 export const SNAPSHOT_PATH = '/worker/transcript/snapshot';
@@ -76,6 +78,7 @@ export const ROUTES: readonly RouteSpec[] = [
     entry: 'functions/post-snapshot.ts',
     description: 'Store the snapshot of a finished run and commit it',
     timeoutSeconds: 28,
+    signsUploadIds: true,
     access: {
       table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
       objects: [
@@ -113,6 +116,7 @@ export const ROUTES: readonly RouteSpec[] = [
     entry: 'functions/create-upload.ts',
     description: 'Hand out presigned (multipart) upload URLs for snapshots past the direct-POST limit',
     timeoutSeconds: 10,
+    signsUploadIds: true,
     access: {
       table: [],
       // Signs the presigned PUT / UploadPart URLs and starts multipart uploads, under uploads/ only.

@@ -185,8 +185,26 @@ export class TranscriptStoreStack extends Stack {
     // ---------------------------------------------------------------- functions
     const makeFunction = (spec: FunctionSpec, env: Record<string, string>, secret: SecretGrant | undefined) =>
       this.createFunction(spec, env, { settings, retention, removalPolicy, bucketKey, secret });
+    // Upload ids are signed with a key derived from the HS256 secret; a JWKS deployment has no shared
+    // secret, so the upload routes get one of their own (generated, never in the template).
+    let uploadIdSecret: SecretGrant | undefined;
+    if (keySource.kind === 'jwks' && routes.some((r) => r.signsUploadIds)) {
+      const secret = new secretsmanager.Secret(this, 'UploadIdSecret', {
+        description: `${SERVICE_NAME}: HMAC key that signs presigned-upload ids`,
+        generateSecretString: { passwordLength: 64, excludePunctuation: true, includeSpace: false },
+        removalPolicy,
+      });
+      Validations.of(secret).acknowledge({
+        id: 'AwsSolutions-SMG4',
+        reason: 'Signs short-lived upload ids (valid for PRESIGN_TTL_SECONDS); rotating it only invalidates uploads in flight, so it is rotated manually (docs/DEPLOY.md) rather than by a rotation Lambda.',
+      });
+      uploadIdSecret = { arn: secret.secretArn, kmsKeyArn: undefined };
+    }
     const functions = new Map<string, NodejsFunction>();
-    for (const route of routes) functions.set(route.id, makeFunction(route, environment, secretGrant));
+    for (const route of routes) {
+      const own = route.signsUploadIds ? uploadIdSecret : undefined;
+      functions.set(route.id, makeFunction(route, own ? { ...environment, UPLOAD_ID_SECRET_ARN: own.arn } : environment, own ?? secretGrant));
+    }
     this.functions = functions;
 
     // The orphan reconciler needs storage only: no JWT key, no secret.

@@ -4,13 +4,18 @@ import { join } from 'node:path';
 import { SignJWT } from 'jose';
 
 /**
- * The development signing secret: JWT_SECRET when set, otherwise one random secret generated once
- * into DATA_DIR/dev-jwt-secret (mode 0600), so `npm start` and `npm run token` agree across restarts.
+ * A development secret: the variable `name` (default JWT_SECRET) when set, otherwise one random secret
+ * generated once into DATA_DIR/`file` (default dev-jwt-secret, mode 0600), so `npm start` and
+ * `npm run token` agree across restarts.
  */
-export async function loadOrCreateDevSecret(dataDir: string, env: Readonly<Record<string, string | undefined>> = process.env): Promise<string> {
-  const fromEnv = env['JWT_SECRET']?.trim();
+export async function loadOrCreateDevSecret(
+  dataDir: string,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  { name = 'JWT_SECRET', file: fileName = 'dev-jwt-secret' }: { name?: string; file?: string } = {},
+): Promise<string> {
+  const fromEnv = env[name]?.trim();
   if (fromEnv) return fromEnv;
-  const file = join(dataDir, 'dev-jwt-secret');
+  const file = join(dataDir, fileName);
   try {
     const existing = (await readFile(file, 'utf8')).trim();
     if (existing) return existing;

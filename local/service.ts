@@ -69,6 +69,10 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
       TABLE_NAME: DEFAULT_LOCAL_NAME,
       ...baseEnv,
       ...(secret !== undefined && { JWT_SECRET: secret }),
+      // With a JWKS there is no shared secret to derive the upload-id signing key from: a dev one.
+      ...(baseEnv['JWKS_URL'] &&
+        !baseEnv['UPLOAD_ID_SECRET'] &&
+        !baseEnv['UPLOAD_ID_SECRET_ARN'] && { UPLOAD_ID_SECRET: await loadOrCreateDevSecret(dataDir, baseEnv, { name: 'UPLOAD_ID_SECRET', file: 'dev-upload-id-secret' }) }),
     };
     const config = loadConfig(env);
 

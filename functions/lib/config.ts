@@ -19,8 +19,13 @@ export interface StorageConfig {
   readonly orphanGraceSeconds: number;
 }
 
+/** Where the upload-id signing key comes from when set explicitly (see upload-id.ts for the default). */
+export type UploadIdSecretSource = { kind: 'secret'; secret: string } | { kind: 'secretArn'; arn: string };
+
 export interface Config extends StorageConfig {
   readonly keySource: KeySource;
+  /** UPLOAD_ID_SECRET or UPLOAD_ID_SECRET_ARN; undefined: derived from the HS256 JWT key (upload-id.ts). */
+  readonly uploadIdSecret: UploadIdSecretSource | undefined;
   readonly algorithms: readonly string[];
   readonly issuer: string | undefined;
   readonly audience: string | undefined;
@@ -133,6 +138,18 @@ function partSize(env: Env): number {
   return bytes;
 }
 
+function uploadIdSecret(env: Env): UploadIdSecretSource | undefined {
+  const secret = read(env, 'UPLOAD_ID_SECRET');
+  const arn = read(env, 'UPLOAD_ID_SECRET_ARN');
+  if (secret && arn) throw new ConfigError('UPLOAD_ID_SECRET, UPLOAD_ID_SECRET_ARN', 'are mutually exclusive: set at most one');
+  if (secret) return { kind: 'secret', secret };
+  if (arn) {
+    if (!arn.startsWith('arn:')) throw new ConfigError('UPLOAD_ID_SECRET_ARN', 'must be a Secrets Manager ARN');
+    return { kind: 'secretArn', arn };
+  }
+  return undefined;
+}
+
 /** Minimum grace: longer than any request can live (Lambda's 15 min maximum), so never a live upload. */
 export const MIN_ORPHAN_GRACE_SECONDS = 15 * 60;
 
@@ -159,6 +176,7 @@ export function loadConfig(env: Env = process.env): Config {
   return Object.freeze({
     ...storage,
     keySource: source,
+    uploadIdSecret: uploadIdSecret(env),
     algorithms: Object.freeze(algorithms(env, source)),
     issuer: read(env, 'JWT_ISSUER'),
     audience: read(env, 'JWT_AUDIENCE'),

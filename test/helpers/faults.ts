@@ -73,7 +73,15 @@ export function faultyStore(svc: LocalService, plan: FaultPlan, opts: { now?: ()
   );
   plan.install(s3);
   plan.install(ddb);
-  return new SnapshotStore({ s3, ddb, bucket: svc.config.bucketName, table: svc.config.tableName, ...(opts.now && { now: opts.now }) });
+  return new SnapshotStore({
+    s3,
+    ddb,
+    bucket: svc.config.bucketName,
+    table: svc.config.tableName,
+    // Same upload-id key as the service: tickets from one commit through the other.
+    uploadIds: svc.store.uploadIds,
+    ...(opts.now && { now: opts.now }),
+  });
 }
 
 /** A promise you can resolve from outside: forces one interleaving of two requests. */

@@ -284,14 +284,20 @@ describe('least privilege', () => {
     }
   });
 
-  it('uses a JWKS URL without any Secrets Manager secret or permission', () => {
+  it('uses a JWKS URL without any JWT secret; only the upload routes get the upload-id signing secret', () => {
     const { template } = synth({ jwksUrl: 'https://issuer.example/.well-known/jwks.json', jwtAlgorithms: 'RS256,ES256' });
-    template.resourceCountIs('AWS::SecretsManager::Secret', 0);
+    // No shared secret to derive the upload-id key from: the stack generates one for the upload routes.
+    template.resourceCountIs('AWS::SecretsManager::Secret', 1);
+    const signers = ROUTES.filter((r) => r.signsUploadIds).map((r) => r.id);
+    expect(signers.sort()).toEqual(['CreateUpload', 'PostSnapshot']);
     for (const spec of ROUTES) {
-      expect(fnProps(template, spec.id).Environment.Variables).toMatchObject({ JWKS_URL: 'https://issuer.example/.well-known/jwks.json', JWT_ALGORITHMS: 'RS256,ES256' });
-      expect(fnProps(template, spec.id).Environment.Variables.JWT_SECRET_ARN).toBeUndefined();
+      const vars = fnProps(template, spec.id).Environment.Variables;
+      expect(vars).toMatchObject({ JWKS_URL: 'https://issuer.example/.well-known/jwks.json', JWT_ALGORITHMS: 'RS256,ES256' });
+      expect(vars.JWT_SECRET_ARN).toBeUndefined();
+      expect(vars.UPLOAD_ID_SECRET_ARN !== undefined).toBe(signers.includes(spec.id));
+      const secretActions = statementsOf(template, spec.id).flatMap(actions).filter((a) => a.startsWith('secretsmanager:'));
+      expect(secretActions).toEqual(signers.includes(spec.id) ? ['secretsmanager:GetSecretValue'] : []);
     }
-    for (const spec of ROUTES) expect(statementsOf(template, spec.id).flatMap(actions).filter((a) => a.startsWith('secretsmanager:'))).toEqual([]);
   });
 
   it('gives each function only the KMS action its S3 calls need when the bucket uses a customer key', () => {

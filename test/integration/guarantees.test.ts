@@ -156,7 +156,7 @@ describe('commits verify exactly what they keep', () => {
     expect((await api.hydrate(scope))?.body.equals(data)).toBe(true);
   }, 60_000);
 
-  it('an altered uploadId (announced size or encoding) names no upload', async () => {
+  it('upload ids are signed: an altered or truncated one (announced size, encoding, parts) names no upload', async () => {
     const { svc } = ctx;
     const scope = freshScope('tamper');
     const store = faultyStore(svc, new FaultPlan());
@@ -164,11 +164,13 @@ describe('commits verify exactly what they keep', () => {
     const data = Buffer.from('twelve bytes');
     const ticket = await store.createUpload(writer, { runId: 1, bytes: data.length, encoding: 'identity' });
     await fetch(ticket.url!, { method: 'PUT', body: data });
-    const ref = JSON.parse(Buffer.from(ticket.uploadId, 'base64url').toString()) as Record<string, unknown>;
-    for (const altered of [{ ...ref, b: 5 }, { ...ref, e: 'gzip' }]) {
-      const uploadId = Buffer.from(JSON.stringify(altered)).toString('base64url');
+    const [body, mac] = ticket.uploadId.split('.') as [string, string];
+    const ref = JSON.parse(Buffer.from(body, 'base64url').toString()) as Record<string, unknown>;
+    for (const altered of [{ ...ref, b: 5 }, { ...ref, e: 'gzip' }, { ...ref, n: 1 }]) {
+      const uploadId = `${Buffer.from(JSON.stringify(altered)).toString('base64url')}.${mac}`;
       expect(await store.commitUpload(writer, { runId: 1, status: 'completed', uploadId })).toEqual({ kind: 'upload-not-found' });
     }
+    expect(await store.commitUpload(writer, { runId: 1, status: 'completed', uploadId: `${body}.${mac.slice(0, -2)}` })).toEqual({ kind: 'upload-not-found' });
     expect(await store.commitUpload(writer, { runId: 1, status: 'completed', uploadId: ticket.uploadId })).toMatchObject({ kind: 'stored' });
   });
 
@@ -182,6 +184,21 @@ describe('commits verify exactly what they keep', () => {
     const later = faultyStore(svc, new FaultPlan(), { now: () => Date.now() + 2 * 3600_000 });
     for (let i = 0; i < 100; i++) if ((await later.reconcile({ graceSeconds: 3600, deadlineAt: Date.now() + 60_000 })).complete) break;
     expect((await api.hydrate(scope))?.body.toString()).toBe('claimed\n');
+  });
+});
+
+describe('who may reset', () => {
+  it('a per-run token may DELETE its conversation (decided: existing workers clear with the token they hold)', async () => {
+    const { api } = ctx;
+    const scope = freshScope('per-run-delete');
+    expect((await api.write(scope, 1, 'one\n')).status).toBe(200);
+    const other = freshScope('per-run-delete-other');
+    expect((await api.write(other, 1, 'other\n')).status).toBe(200);
+    const res = await api.del(await api.token(scope, { runId: 7 }));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ deleted: 1 });
+    expect(await api.hydrate(scope)).toBeUndefined();
+    expect((await api.hydrate(other))?.body.toString()).toBe('other\n');
   });
 });
 

@@ -7,6 +7,7 @@ import { ERRORS, HEADER_GENERATION } from '../contract.js';
 import { HttpError } from '../errors.js';
 import { header, type HttpEvent } from '../http.js';
 import { createStoreContext, type StoreContext, type StoreLimits } from '../store/context.js';
+import { uploadIdCodecFor } from '../upload-id.js';
 
 /** Everything a route handler needs; built once per cold start (runtime.ts) or per local service. */
 export interface RouteDeps {
@@ -37,6 +38,19 @@ export function createRouteDeps(
   logger: Logger,
   loadSecret?: SecretLoader,
 ): RouteDeps {
+  // One Secrets Manager fetch per secret per cold start, shared by the verifier and the upload-id key.
+  const cached = new Map<string, Promise<string>>();
+  const load: SecretLoader | undefined =
+    loadSecret &&
+    ((arn) => {
+      let p = cached.get(arn);
+      if (!p) {
+        p = loadSecret(arn);
+        cached.set(arn, p);
+        p.catch(() => cached.delete(arn));
+      }
+      return p;
+    });
   return {
     store: createStoreContext({
       ...clients,
@@ -45,8 +59,9 @@ export function createRouteDeps(
       limits: storeLimits(config),
       onCleanupError: (what, err) => logger.warn('cleanup failed', { what, error: String(err) }),
       legacyFenceWindowSeconds: config.legacyFenceWindowSeconds,
+      uploadIds: uploadIdCodecFor(config, load),
     }),
-    verify: createVerifier(config, loadSecret),
+    verify: createVerifier(config, load),
     logger,
     maxSnapshotBytes: config.maxSnapshotBytes,
     requestDeadlineMs: config.requestDeadlineMs,

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
+import { ephemeralUploadIdCodec, type UploadIdCodec } from '../upload-id.js';
 
 /**
  * What every store operation needs: the SDK clients, where the data lives, the limits, and the
@@ -54,6 +55,8 @@ export interface StoreOptions {
    * least this many whole seconds after it (default 0: the same second counts; see `legacyGeneration`).
    */
   legacyFenceWindowSeconds?: number;
+  /** Signs and checks upload ids (default: a random key valid in this process only; deployments pass `uploadIdCodecFor`). */
+  uploadIds?: UploadIdCodec;
 }
 
 export interface StoreContext {
@@ -67,6 +70,7 @@ export interface StoreContext {
   readonly newId: () => string;
   readonly onCleanupError: (what: string, err: unknown) => void;
   readonly legacyFenceWindowSeconds: number;
+  readonly uploadIds: UploadIdCodec;
 }
 
 /** Per-call options: the request's deadline, so no AWS call outlives the API Gateway timeout. */
@@ -87,5 +91,6 @@ export function createStoreContext(opts: StoreOptions): StoreContext {
     newId: opts.newId ?? randomUUID,
     onCleanupError: opts.onCleanupError ?? (() => {}),
     legacyFenceWindowSeconds: opts.legacyFenceWindowSeconds ?? DEFAULT_LEGACY_FENCE_WINDOW_SECONDS,
+    uploadIds: opts.uploadIds ?? ephemeralUploadIdCodec(),
   };
 }

@@ -56,9 +56,8 @@ export interface UploadCommit {
 }
 
 /**
- * What an uploadId names. Every field is also part of the upload's S3 key (`uploadKey`), so an altered
- * uploadId names an object nobody uploaded (upload_not_found): the announced size and part count
- * cannot be changed after the URLs were handed out.
+ * What an uploadId carries, signed by the service (upload-id.ts): the announced size and part count
+ * cannot be changed after the URLs were handed out. Every field is also part of the upload's S3 key.
  */
 interface UploadRef {
   /** uuid */ u: string;
@@ -93,7 +92,7 @@ export async function createUpload(ctx: StoreContext, scope: WriterScope, input:
 
   if (input.bytes <= ctx.limits.multipartThresholdBytes) {
     const url = await getSignedUrl(ctx.presigner, new PutObjectCommand({ Bucket: ctx.bucket, Key: uploadKey(pk, input.runId, base) }), { expiresIn });
-    return { uploadId: encodeRef(base), expiresAt, encoding: input.encoding, url };
+    return { uploadId: await ctx.uploadIds.seal(base), expiresAt, encoding: input.encoding, url };
   }
   const count = Math.ceil(input.bytes / ctx.limits.partBytes);
   const ref: UploadRef = { ...base, n: count };
@@ -106,7 +105,7 @@ export async function createUpload(ctx: StoreContext, scope: WriterScope, input:
       url: await getSignedUrl(ctx.presigner, new UploadPartCommand({ Bucket: ctx.bucket, Key: key, UploadId: ref.m, PartNumber: i + 1 }), { expiresIn }),
     })),
   );
-  return { uploadId: encodeRef(ref), expiresAt, encoding: input.encoding, partBytes: ctx.limits.partBytes, parts };
+  return { uploadId: await ctx.uploadIds.seal(ref), expiresAt, encoding: input.encoding, partBytes: ctx.limits.partBytes, parts };
 }
 
 /**
@@ -116,7 +115,7 @@ export async function createUpload(ctx: StoreContext, scope: WriterScope, input:
  */
 export async function commitUpload(ctx: StoreContext, scope: WriterScope, input: UploadCommit, opts: CallOptions = {}): Promise<WriteResult> {
   const pk = conversationKey(scope);
-  const ref = decodeRef(input.uploadId);
+  const ref = parseRef(await ctx.uploadIds.open(input.uploadId));
   if (!ref) return { kind: 'upload-not-found' };
   const source = uploadKey(pk, input.runId, ref);
   // Already committed (an earlier attempt whose answer was lost, or another writer): converge on 409.
@@ -219,23 +218,16 @@ export async function commitUpload(ctx: StoreContext, scope: WriterScope, input:
   return result;
 }
 
-function encodeRef(ref: UploadRef): string {
-  return Buffer.from(JSON.stringify(ref), 'utf8').toString('base64url');
-}
-
-/** Parses an uploadId strictly. It only names parts of a key under the caller's own scope and run. */
-function decodeRef(uploadId: string): UploadRef | undefined {
-  try {
-    const v = JSON.parse(Buffer.from(uploadId, 'base64url').toString('utf8')) as Partial<UploadRef>;
-    if (typeof v.u !== 'string' || !UUID.test(v.u)) return undefined;
-    if (v.e !== 'gzip' && v.e !== 'identity') return undefined;
-    if (typeof v.t !== 'string' || !TAG.test(v.t)) return undefined;
-    if (typeof v.b !== 'number' || !Number.isSafeInteger(v.b) || v.b <= 0) return undefined;
-    if ((v.m === undefined) !== (v.n === undefined)) return undefined;
-    if (v.n !== undefined && (!Number.isSafeInteger(v.n) || v.n < 1 || v.n > 10_000)) return undefined;
-    if (v.m !== undefined && (typeof v.m !== 'string' || v.m.length === 0 || v.m.length > 1024)) return undefined;
-    return { u: v.u, e: v.e, t: v.t, b: v.b, ...(v.n !== undefined && { n: v.n }), ...(v.m !== undefined && { m: v.m }) };
-  } catch {
-    return undefined;
-  }
+/** Checks a (genuine, signed) upload id's payload strictly. */
+function parseRef(payload: unknown): UploadRef | undefined {
+  if (typeof payload !== 'object' || payload === null) return undefined;
+  const v = payload as Partial<UploadRef>;
+  if (typeof v.u !== 'string' || !UUID.test(v.u)) return undefined;
+  if (v.e !== 'gzip' && v.e !== 'identity') return undefined;
+  if (typeof v.t !== 'string' || !TAG.test(v.t)) return undefined;
+  if (typeof v.b !== 'number' || !Number.isSafeInteger(v.b) || v.b <= 0) return undefined;
+  if ((v.m === undefined) !== (v.n === undefined)) return undefined;
+  if (v.n !== undefined && (!Number.isSafeInteger(v.n) || v.n < 1 || v.n > 10_000)) return undefined;
+  if (v.m !== undefined && (typeof v.m !== 'string' || v.m.length === 0 || v.m.length > 1024)) return undefined;
+  return { u: v.u, e: v.e, t: v.t, b: v.b, ...(v.n !== undefined && { n: v.n }), ...(v.m !== undefined && { m: v.m }) };
 }
