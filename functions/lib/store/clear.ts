@@ -1,9 +1,10 @@
-import { ConditionalCheckFailedException, DeleteItemCommand, GetItemCommand, paginateQuery, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { ConditionalCheckFailedException, DeleteItemCommand, GetItemCommand, paginateQuery } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { conversationKey, type ConversationScope } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
 import { currentGenerationCondition, legacyGeneration, staleGenerationCondition, type ResetState } from './fence.js';
 import { deleteObjects, listObjectPages } from './objects.js';
+import { updateHeadIf } from './write.js';
 import { fromRunItem, generationOfHeadItem, headKey, REMOVE_LATEST, runKey, RUN_SK_PREFIX, SNAPSHOT_PREFIX, tagOfKey, UPLOAD_PREFIX, type RunRecord } from './schema.js';
 
 /**
@@ -35,23 +36,18 @@ export async function clearConversation(ctx: StoreContext, scope: ConversationSc
   const seen = generationOfHeadItem(head.Item);
   let reset: ResetState = { generation: seen + 1, clearedAtMs: ctx.now() };
   const current = currentGenerationCondition(seen);
-  try {
-    await ctx.ddb.send(
-      new UpdateItemCommand({
-        TableName: ctx.table,
-        Key: headKey(pk),
-        UpdateExpression: `SET generation = :next, clearedAtMs = :now ${REMOVE_LATEST}`,
-        ConditionExpression: current.expression,
-        ExpressionAttributeValues: { ...marshall({ ':next': reset.generation, ':now': reset.clearedAtMs }), ...current.values },
-        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-      }),
-      { abortSignal },
-    );
-  } catch (err) {
-    if (!(err instanceof ConditionalCheckFailedException)) throw err;
-    // Someone (maybe our own first attempt) fenced already: delete what is before THAT fence.
-    reset = { generation: err.Item ? generationOfHeadItem(err.Item) : seen + 1, clearedAtMs: reset.clearedAtMs };
-  }
+  const fenced = await updateHeadIf(
+    ctx,
+    pk,
+    {
+      update: `SET generation = :next, clearedAtMs = :now ${REMOVE_LATEST}`,
+      condition: current.expression,
+      values: { ...marshall({ ':next': reset.generation, ':now': reset.clearedAtMs }), ...current.values },
+    },
+    abortSignal,
+  );
+  // Someone (maybe our own first attempt, retried by the SDK) fenced already: delete what is before THAT fence.
+  if (fenced !== true) reset = { generation: fenced.head ? generationOfHeadItem(fenced.head) : seen + 1, clearedAtMs: reset.clearedAtMs };
 
   // 3. Every run of an older generation.
   let deleted = 0;

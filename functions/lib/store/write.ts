@@ -200,14 +200,37 @@ export async function commitRun(ctx: StoreContext, pk: string, fields: Omit<RunR
 export async function publish(ctx: StoreContext, pk: string, r: RunRecord, abortSignal?: AbortSignal): Promise<true | { head: Item | undefined }> {
   const fence = currentGenerationCondition(r.generation);
   const set = setLatest(r);
+  return updateHeadIf(
+    ctx,
+    pk,
+    {
+      update: set.expression,
+      condition: `(attribute_not_exists(latestRunId) OR latestRunId < :latestRunId) AND ${fence.expression}`,
+      values: { ...set.values, ...fence.values },
+    },
+    abortSignal,
+  );
+}
+
+/**
+ * One conditional UpdateItem of HEAD. `true` when it applied; otherwise the HEAD item that failed the
+ * condition when the service returns it (`ReturnValuesOnConditionCheckFailure`; DynamoDB does, dynalite
+ * does not: then `head` is undefined and the caller reads it).
+ */
+export async function updateHeadIf(
+  ctx: StoreContext,
+  pk: string,
+  expr: { update: string; condition: string; values: Item },
+  abortSignal?: AbortSignal,
+): Promise<true | { head: Item | undefined }> {
   try {
     await ctx.ddb.send(
       new UpdateItemCommand({
         TableName: ctx.table,
         Key: headKey(pk),
-        UpdateExpression: set.expression,
-        ConditionExpression: `(attribute_not_exists(latestRunId) OR latestRunId < :latestRunId) AND ${fence.expression}`,
-        ExpressionAttributeValues: { ...set.values, ...fence.values },
+        UpdateExpression: expr.update,
+        ConditionExpression: expr.condition,
+        ExpressionAttributeValues: expr.values,
         ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
       }),
       { abortSignal },
