@@ -9,7 +9,7 @@ import {
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { StoreContext } from './context.js';
 import { deleteObjects, listObjectPages } from './objects.js';
-import { fromRunItem, generationOfHeadItem, headKey, itemKey, latestFromHeadItem, parseSnapshotKey, RECONCILER_PK, SNAPSHOT_PREFIX, type Item, type RunRecord } from './schema.js';
+import { fromHeadItem, fromRunItem, generationOfHeadItem, headKey, itemKey, latestFromHeadItem, parseSnapshotKey, RECONCILER_PK, SNAPSHOT_PREFIX, type Item, type RunRecord } from './schema.js';
 import { publish } from './write.js';
 
 /**
@@ -128,6 +128,10 @@ async function rollForward(ctx: StoreContext, runs: readonly Owned[], abortSigna
     const head = heads.get(r.pk);
     const latest = latestFromHeadItem(head);
     if (generationOfHeadItem(head) !== r.generation || (latest !== undefined && latest.runId >= r.runId)) continue;
+    // Only runs claimed after the generation began: a claim made with a generation the service had not
+    // announced yet (a client echoing a bogus value) must not become publishable by a later reset.
+    const clearedAtMs = head ? fromHeadItem(head).clearedAtMs : undefined;
+    if (clearedAtMs !== undefined && r.createdAtMs <= clearedAtMs) continue;
     if ((await publish(ctx, r.pk, r, abortSignal)) === true) published += 1;
   }
   return published;
