@@ -32,7 +32,7 @@ export const LAMBDA_BUNDLE = {
   banner: ESM_REQUIRE_BANNER,
   /**
    * Nothing is external: the AWS SDK v3 is bundled (measured: 119 ms cold import bundled vs 186 ms
-   * when loaded from the runtime's copy; DESIGN.md §6), and the version is the one we tested with.
+   * when loaded from the runtime's copy, as measured when the bundling was chosen), and the version is the one we tested with.
    */
   external: [] as string[],
   /** NodejsFunction names ESM output `index.mjs`; the Lambda handler string is `index.handler`. */

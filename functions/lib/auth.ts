@@ -5,7 +5,7 @@ import { ERRORS } from './contract.js';
 import { HttpError, invalidToken, unavailable } from './errors.js';
 import { isValidId, isValidRunId, type ConversationScope } from './ids.js';
 
-/** What a verified token grants. Storage keys are derived from this and nothing else (DESIGN §3). */
+/** What a verified token grants. Storage keys are derived from this and nothing else (docs/DESIGN.md § Tokens). */
 export interface TokenScope extends ConversationScope {
   /** Present only on per-run tokens. */
   readonly runId: number | undefined;

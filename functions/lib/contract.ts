@@ -1,11 +1,11 @@
 /**
  * The HTTP contract, defined once. Handlers, the local adapter, the worker-client tests and the
  * contract tests all import from here, so a status code or message cannot drift between them.
- * DESIGN.md §2: shapes must stay drop-in compatible with existing workers — extras allowed, removals not.
+ * docs/DESIGN.md § HTTP contract: shapes must stay drop-in compatible with existing workers — extras allowed, removals not.
  */
 
 export const SNAPSHOT_PATH = '/worker/transcript/snapshot';
-/** Presigned uploads for snapshots past the direct-POST limit (issue 5). */
+/** Presigned uploads for snapshots past the direct-POST limit (docs/DESIGN.md § Presigned uploads). */
 export const UPLOADS_PATH = '/worker/transcript/snapshot/uploads';
 
 export const NDJSON_CONTENT_TYPE = 'application/x-ndjson; charset=utf-8';

@@ -104,9 +104,9 @@ function parseObject(text: string | undefined): (name: string) => unknown {
 }
 
 /**
- * Parses a POST body, running the contract's checks in the contract's order (DESIGN §2):
+ * Parses a POST body, running the contract's checks in the contract's order (docs/DESIGN.md § HTTP contract, Check order):
  * JSON → terminalStatus → snapshotJsonl → size → runId. The runId-vs-token check comes after, in the handler.
- * A body with `uploadId` and no `snapshotJsonl` commits a presigned upload instead (issue 5).
+ * A body with `uploadId` and no `snapshotJsonl` commits a presigned upload instead.
  */
 export function parsePostBody(text: string | undefined, maxSnapshotBytes: number): PostBody {
   const field = parseObject(text);

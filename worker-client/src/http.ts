@@ -1,7 +1,7 @@
 import { RETRYABLE_STATUSES, TranscriptStoreError } from './errors.js';
 import type { ClientEvent, ClientLogger, ConnectionOptions, Operation, TransportOptions } from './types.js';
 
-/** Same path existing workers concatenate onto their gateway URL (DESIGN §2). */
+/** Same path existing workers concatenate onto their gateway URL (docs/DESIGN.md § HTTP contract). */
 export const SNAPSHOT_PATH = '/worker/transcript/snapshot';
 
 const DEFAULTS = {
