@@ -144,3 +144,48 @@ describe('legacy writers (no generation) at the window boundary (LEGACY_FENCE_WI
     expect(await api.hydrate(scope)).toBeUndefined();
   });
 });
+
+describe('stale run records left by an interrupted clear or a fenced writer that died', () => {
+  it('a clear that died after deleting the objects but before the records: a post-reset run reusing the run id is stored and served', async () => {
+    // Expected (I4 + DESIGN "a run started after the clear publishes normally, even with a lower runId
+    // than before"): the stale RUN record of generation 0 can never publish again, so it must not stop a
+    // run of generation 1 from claiming the same run id. Current code: the claim is attribute_not_exists
+    // only; the new run gets 409 snapshot_exists, its bytes are deleted, and GET stays 404 — the post-reset
+    // run is silently lost (until some later clear removes the stale record).
+    const { api, svc } = ctx;
+    const scope = freshScope('stale-squat');
+    expect((await writeAt(api, scope, 1, 'before the reset\n', 0)).status).toBe(200);
+    const crash = new FaultPlan().onCall((cmd) => {
+      if (cmd === 'DeleteItemCommand') throw new Error('injected: clear died before deleting the records');
+    });
+    await expect(faultyStore(svc, crash).clear(ids(scope))).rejects.toThrow('injected');
+    const g = await generationOf(api, scope);
+    expect(g).toBe(1);
+    expect(await api.hydrate(scope)).toBeUndefined();
+    const res = await writeAt(api, scope, 1, 'first run after the reset\n', g);
+    const status = res.status;
+    await res.body?.cancel();
+    expect({ status, served: (await api.hydrate(scope))?.body.toString() }).toEqual({ status: 200, served: 'first run after the reset\n' });
+  });
+
+  it('a fenced writer that died before removing its claim: a post-reset run reusing the run id is stored and served', async () => {
+    // Same expectation; here the stale record comes from a run of generation 0 that claimed after the
+    // clear's sweep, was fenced at its publish, and died before deleting its own claim.
+    const { api, svc } = ctx;
+    const scope = freshScope('stale-fenced');
+    expect((await writeAt(api, scope, 1, 'history\n', 0)).status).toBe(200);
+    await api.clear(scope);
+    const crash = new FaultPlan().onCall((cmd) => {
+      if (cmd === 'DeleteItemCommand') throw new Error('injected: died before removing its claim');
+    });
+    // The pre-reset run 2 (generation 0) arrives after the clear: claim, publish fails, cleanup dies.
+    const late = await faultyStore(svc, crash)
+      .write({ ...ids(scope), issuedAt: now(), generation: 0 }, { runId: 2, status: 'completed', body: Buffer.from('late pre-reset\n') })
+      .catch((e: unknown) => String(e));
+    expect(['fenced', 'Error: injected: died before removing its claim']).toContain(typeof late === 'string' ? late : late.kind);
+    const res = await writeAt(api, scope, 2, 'first run after the reset\n', await generationOf(api, scope));
+    const status = res.status;
+    await res.body?.cancel();
+    expect({ status, served: (await api.hydrate(scope))?.body.toString() }).toEqual({ status: 200, served: 'first run after the reset\n' });
+  });
+});
