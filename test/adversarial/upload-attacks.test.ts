@@ -40,6 +40,23 @@ describe('generation of an upload ticket vs. its commit', () => {
     expect(await api.hydrate(scope)).toBeUndefined();
   });
 
+  it('legacy writers: a ticket handed out to a token issued before a clear cannot be committed after it with a re-minted token', async () => {
+    // Expected: the ticket carries its writer's iat (signed); a run whose ticket predates the clear is
+    // fenced at commit. Current code judges the commit by the COMMIT token's iat only, so a run that
+    // began before the reset (and re-minted its per-run token, e.g. after expiry) publishes after it.
+    const { api, svc } = ctx;
+    const scope = freshScope('ticket-legacy');
+    const t = now();
+    const data = Buffer.from('a run that began before the reset\n');
+    const ticket = await svc.store.createUpload({ ...ids(scope), issuedAt: t - 10 }, { runId: 1, bytes: data.length, encoding: 'identity' });
+    await faultyStore(svc, new FaultPlan(), { now: () => (t - 5) * 1000 }).clear(ids(scope));
+    expect((await fetch(ticket.url!, { method: 'PUT', body: data })).status).toBe(200);
+    // svc.store: the service's own store (LEGACY_FENCE_WINDOW_SECONDS = 0, as deployed).
+    const result = await svc.store.commitUpload({ ...ids(scope), issuedAt: t }, { runId: 1, status: 'completed', uploadId: ticket.uploadId });
+    expect(result).toEqual({ kind: 'fenced' });
+    expect(await api.hydrate(scope)).toBeUndefined();
+  });
+
   it('a ticket and commit both echoing the pre-reset generation are fenced, and the copy is not left behind', async () => {
     const { api, svc } = ctx;
     const scope = freshScope('ticket-gen-same');
