@@ -304,3 +304,38 @@ describe('an upload that spans a clear, over HTTP (minor: answer accuracy)', () 
     expect(await api.hydrate(scope)).toBeUndefined();
   });
 });
+
+describe('re-PUT to the presigned URL before every step of a commit', () => {
+  for (const step of ['CopyObjectCommand', 'GetObjectCommand', 'PutItemCommand', 'UpdateItemCommand', 'DeleteObjectCommand'] as const) {
+    for (const size of ['same', 'different'] as const) {
+      it(`re-PUT (${size} size) before ${step}: what is served equals what was measured, never a 500`, async () => {
+        const { api, svc } = ctx;
+        const scope = freshScope(`reput-${step}-${size}`);
+        const writer = { ...ids(scope), issuedAt: now(), generation: 0 };
+        const a = Buffer.from('version A of the run\n');
+        const b = Buffer.from(size === 'same' ? 'version B of the run\n' : 'version B, longer than A\n');
+        const ticket = await faultyStore(svc, new FaultPlan()).createUpload(writer, { runId: 1, bytes: a.length, encoding: 'identity' });
+        await fetch(ticket.url!, { method: 'PUT', body: a });
+        let fired = false;
+        const plan = new FaultPlan().onCall(async (cmd) => {
+          if (cmd === step && !fired) {
+            fired = true;
+            expect((await fetch(ticket.url!, { method: 'PUT', body: b })).status).toBe(200);
+          }
+        });
+        const result = await faultyStore(svc, plan).commitUpload(writer, { runId: 1, status: 'completed', uploadId: ticket.uploadId });
+        expect(fired).toBe(true);
+        const res = await api.get(await api.token(scope));
+        const served = res.status === 200 ? Buffer.from(await res.arrayBuffer()).toString() : (await res.body?.cancel(), undefined);
+        if (result.kind === 'stored') {
+          expect(res.status).toBe(200);
+          expect(result.meta.bytes).toBe(Buffer.byteLength(served!));
+          expect([a.toString(), b.toString()]).toContain(served);
+        } else {
+          expect(result.kind).toBe('upload-invalid'); // B of another size copied before the measure
+          expect(res.status).toBe(404);
+        }
+      });
+    }
+  }
+});
