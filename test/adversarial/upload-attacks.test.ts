@@ -339,3 +339,33 @@ describe('re-PUT to the presigned URL before every step of a commit', () => {
     }
   }
 });
+
+describe('a retried commit converges (409 or the original answer)', () => {
+  it('the retry of a commit that was fenced answers 409 reset_fenced again, not 400 upload_not_found', async () => {
+    // Expected (issue 11: "a retried commit converges (409 or the original answer)"): a worker whose first
+    // commit was answered 409 reset_fenced but lost that answer retries and must get a 409 again. Current
+    // code deletes the upload on the fenced path, so the retry's copy finds nothing and answers 400
+    // upload_not_found, which the worker-client reports as a failed write rather than skipped/reset.
+    const { api } = ctx;
+    const scope = freshScope('fenced-retry');
+    const token = await api.token(scope, { runId: 1 });
+    const data = Buffer.from('a run from before the reset\n');
+    const created = await fetch(`${api.baseUrl}/worker/transcript/snapshot/uploads`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-snapshot-generation': '0' },
+      body: JSON.stringify({ runId: 1, bytes: data.length, contentEncoding: 'identity' }),
+    });
+    const ticket = (await created.json()) as { uploadId: string; url: string };
+    await api.clear(scope);
+    expect((await fetch(ticket.url, { method: 'PUT', body: data })).status).toBe(200); // after the clear's sweep
+    const commit = async () => {
+      const res = await api.post(token, { terminalStatus: 'completed', runId: 1, uploadId: ticket.uploadId }, { 'x-snapshot-generation': '0' });
+      return { status: res.status, code: ((await res.json()) as { code?: string }).code };
+    };
+    const first = await commit();
+    const retry = await commit();
+    expect(first).toEqual({ status: 409, code: 'reset_fenced' });
+    expect(retry.status).toBe(409);
+    expect(await api.hydrate(scope)).toBeUndefined();
+  });
+});
