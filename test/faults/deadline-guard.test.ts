@@ -51,6 +51,7 @@ describe('request deadline guard', () => {
     await vi.advanceTimersByTimeAsync(299);
     expect(r.settled).toBe(false);
     await vi.advanceTimersByTimeAsync(1);
+    expect(r.settled).toBe(true);
     const res = await r.done;
     expect(res.statusCode).toBe(503);
     expect(res.headers['retry-after']).toBe('1');
@@ -81,6 +82,7 @@ describe('request deadline guard', () => {
     await vi.advanceTimersByTimeAsync(599);
     expect(r.settled).toBe(false);
     await vi.advanceTimersByTimeAsync(1);
+    expect(r.settled).toBe(true);
     expect((await r.done).statusCode).toBe(503);
   });
 
