@@ -1,8 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Logger } from '@aws-lambda-powertools/logger';
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DeleteTableCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createApp, type Routes } from '../functions/lib/app.js';
 import { createClients, type ClientOverrides } from '../functions/lib/aws.js';
@@ -19,8 +20,18 @@ export interface LocalServiceOptions {
   dataDir?: string;
   port?: number;
   host?: string;
-  /** Environment to configure from (defaults to process.env). AWS_ENDPOINT_URL* switch off the emulators. */
+  /**
+   * Environment to configure from (defaults to process.env). Each store is chosen on its own:
+   * `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`) makes S3 external, `AWS_ENDPOINT_URL_DYNAMODB` (or
+   * `AWS_ENDPOINT_URL`) makes DynamoDB external; a store without an endpoint stays embedded.
+   */
   env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * Use a table of its own, `<TABLE_NAME>-<uuid>`, created on start and deleted on stop: for several
+   * services sharing one external DynamoDB (parallel test files on DynamoDB Local). Defaults to
+   * `LOCAL_FRESH_TABLE=1` in the env. Ignored when DynamoDB is embedded (each instance has its own).
+   */
+  freshTable?: boolean;
   /** Logger for the handlers; defaults to a Powertools logger honouring POWERTOOLS_LOG_LEVEL. */
   logger?: Logger;
 }
@@ -32,13 +43,32 @@ export interface LocalService {
   readonly ddb: DynamoDBClient;
   readonly store: SnapshotStore;
   readonly routes: Routes;
-  /** Embedded emulators, when used (undefined against LocalStack/AWS). */
+  /**
+   * Embedded emulators, when at least one store is embedded (undefined when both are external:
+   * LocalStack/AWS). Only the stores `storage` marks `embedded` are actually used.
+   */
   readonly emulators: Emulators | undefined;
+  /** Where each store lives. */
+  readonly storage: { readonly s3: StoreLocation; readonly dynamodb: StoreLocation };
+  /** The endpoint each client talks to (undefined: the SDK's standard resolution, i.e. AWS). */
+  readonly endpoints: { readonly s3: string | undefined; readonly dynamodb: string | undefined };
   mintToken(claims: DevTokenClaims): Promise<string>;
   stop(): Promise<void>;
 }
 
 export const DEFAULT_LOCAL_NAME = 'transcript-store-local';
+
+/** `embedded`: s3rver / dynalite in this process; `external`: the endpoint from the env. */
+export type StoreLocation = 'embedded' | 'external';
+
+/** Which store is external, from the standard SDK endpoint variables (each store on its own). */
+export function storeLocations(env: Readonly<Record<string, string | undefined>>): { s3: StoreLocation; dynamodb: StoreLocation } {
+  const any = Boolean(env['AWS_ENDPOINT_URL']);
+  return {
+    s3: any || env['AWS_ENDPOINT_URL_S3'] ? 'external' : 'embedded',
+    dynamodb: any || env['AWS_ENDPOINT_URL_DYNAMODB'] ? 'external' : 'embedded',
+  };
+}
 
 export function routeTable(routes: Routes): RouteTable {
   return {
@@ -50,14 +80,17 @@ export function routeTable(routes: Routes): RouteTable {
 }
 
 /**
- * Runs the real handlers behind the HTTP adapter, on the embedded emulators (or on the endpoints in
- * AWS_ENDPOINT_URL* — LocalStack or AWS). Used by `npm start` and by the integration tests.
+ * Runs the real handlers behind the HTTP adapter. Each store is embedded (s3rver, dynalite) unless its
+ * endpoint is set (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_DYNAMODB`, or `AWS_ENDPOINT_URL` for both:
+ * LocalStack, AWS, DynamoDB Local); setting one replaces only that store. Used by `npm start` and by
+ * the integration tests.
  */
 export async function startLocalService(opts: LocalServiceOptions = {}): Promise<LocalService> {
   const baseEnv = opts.env ?? process.env;
   const ephemeral = opts.dataDir === undefined;
   const dataDir = ephemeral ? await mkdtemp(join(tmpdir(), 'transcript-store-')) : resolve(opts.dataDir!);
-  const external = Boolean(baseEnv['AWS_ENDPOINT_URL'] || baseEnv['AWS_ENDPOINT_URL_S3'] || baseEnv['AWS_ENDPOINT_URL_DYNAMODB']);
+  const where = storeLocations(baseEnv);
+  const freshTable = where.dynamodb === 'external' && (opts.freshTable ?? baseEnv['LOCAL_FRESH_TABLE'] === '1');
 
   const cleanup: (() => Promise<void>)[] = [];
   try {
@@ -74,36 +107,56 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
         !baseEnv['UPLOAD_ID_SECRET'] &&
         !baseEnv['UPLOAD_ID_SECRET_ARN'] && { UPLOAD_ID_SECRET: await loadOrCreateDevSecret(dataDir, baseEnv, { name: 'UPLOAD_ID_SECRET', file: 'dev-upload-id-secret' }) }),
     };
+    if (freshTable) env.TABLE_NAME = `${env.TABLE_NAME}-${randomUUID()}`;
     const config = loadConfig(env);
 
     let emulators: Emulators | undefined;
+    if (where.s3 === 'embedded' || where.dynamodb === 'embedded') {
+      emulators = await startEmulators({ dataDir, persistDynamo: !ephemeral, host: '127.0.0.1' });
+      cleanup.push(() => emulators!.stop());
+    }
     // External endpoints come from the env we were given (which may not be process.env), so pass
     // them explicitly rather than relying on the SDK reading process.env; likewise credentials.
     const pick = (name: string) => baseEnv[name] || baseEnv['AWS_ENDPOINT_URL'] || undefined;
     const keyId = baseEnv['AWS_ACCESS_KEY_ID'];
     const secretKey = baseEnv['AWS_SECRET_ACCESS_KEY'];
-    let overrides: ClientOverrides = {
+    const externalOverrides: ClientOverrides = {
       endpoints: { s3: pick('AWS_ENDPOINT_URL_S3'), dynamodb: pick('AWS_ENDPOINT_URL_DYNAMODB') },
       ...(keyId && secretKey && { credentials: { accessKeyId: keyId, secretAccessKey: secretKey, ...(baseEnv['AWS_SESSION_TOKEN'] && { sessionToken: baseEnv['AWS_SESSION_TOKEN'] }) } }),
     };
-    if (!external) {
-      emulators = await startEmulators({ dataDir, persistDynamo: !ephemeral, host: '127.0.0.1' });
-      cleanup.push(() => emulators!.stop());
-      overrides = {
-        endpoints: { s3: emulators.s3Endpoint, dynamodb: emulators.dynamodbEndpoint },
-        credentials: emulators.credentials,
-        // s3rver stores a streamed body sent aws-chunked (the SDK's default checksum mode) framing and
-        // all: silent corruption. Checksums only where the API requires them, for the emulator only.
-        s3: { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' },
-      };
+    const embeddedOverrides: ClientOverrides | undefined = emulators && {
+      endpoints: { s3: emulators.s3Endpoint, dynamodb: emulators.dynamodbEndpoint },
+      credentials: emulators.credentials,
+      // s3rver stores a streamed body sent aws-chunked (the SDK's default checksum mode) framing and
+      // all: silent corruption. Checksums only where the API requires them, for the emulator only.
+      s3: { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' },
+    };
+    // One client of each kind, each configured for where its store lives (s3rver only accepts its own
+    // access key id, an external store wants the env's credentials).
+    const clientsFor = (location: StoreLocation) =>
+      location === 'embedded'
+        ? createClients({ region: config.region, s3ForcePathStyle: true }, embeddedOverrides)
+        : createClients({ region: config.region, s3ForcePathStyle: config.s3ForcePathStyle }, externalOverrides);
+    const forS3 = clientsFor(where.s3);
+    const forDdb = where.dynamodb === where.s3 ? forS3 : clientsFor(where.dynamodb);
+    const { s3, presigner } = forS3;
+    const { ddb } = forDdb;
+    if (forDdb !== forS3) {
+      forS3.ddb.destroy();
+      forDdb.s3.destroy();
+      forDdb.presigner.destroy();
     }
-    const { s3, ddb, presigner } = createClients({ region: config.region, s3ForcePathStyle: external ? config.s3ForcePathStyle : true }, overrides);
     cleanup.push(async () => {
       s3.destroy();
       ddb.destroy();
       presigner.destroy();
     });
     await ensureBucket(s3, config.bucketName);
+    if (freshTable) {
+      cleanup.push(async () => {
+        await ddb.send(new DeleteTableCommand({ TableName: config.tableName }));
+      });
+    }
     await ensureTable(ddb, config.tableName);
 
     const logger = opts.logger ?? new Logger({ serviceName: 'transcript-store' });
@@ -120,6 +173,11 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
       store,
       routes,
       emulators,
+      storage: where,
+      endpoints: {
+        s3: where.s3 === 'embedded' ? emulators!.s3Endpoint : externalOverrides.endpoints?.s3,
+        dynamodb: where.dynamodb === 'embedded' ? emulators!.dynamodbEndpoint : externalOverrides.endpoints?.dynamodb,
+      },
       mintToken: (claims) => {
         if (secret === undefined) throw new Error('mintToken needs an HS256 secret (JWT_SECRET or the dev secret)');
         return mintDevToken(secret, claims);

@@ -13,6 +13,11 @@
  * own clients: one per HTTP request actually sent to storage (SDK retries would count; presigning not).
  * The whole measurement is repeated `rounds` times (default 3) to report the spread of the ratios.
  *
+ * A request through the service that fails with a connection reset before any response arrived (a
+ * keep-alive socket the server closed just as it was reused: `ECONNRESET`, undici's `UND_ERR_SOCKET`)
+ * is retried once, so one reset does not end the run; retries are counted and reported (a retried
+ * write answered `409` was stored by its first attempt and counts as done). A second failure is fatal.
+ *
  * Last line: `bench: hydrate_ratio=<x> write_ratio=<y> aws_calls_hydrate=<n> aws_calls_write=<m>`
  * (ratios: median over rounds of service p50 / baseline p50, 1.3 KB snapshot).
  */
@@ -45,6 +50,35 @@ function countCalls(client: S3Client | DynamoDBClient, counter: { n: number; by:
     },
     { step: 'deserialize', name: 'benchCallCounter', override: true },
   );
+}
+
+/** Connection-level failure codes that mean "the socket was closed under us", not a server answer. */
+const RESET_CODES = new Set(['ECONNRESET', 'UND_ERR_SOCKET', 'EPIPE']);
+
+/** True for a fetch that failed because its connection was reset before any response arrived. */
+function isConnectionReset(err: unknown): boolean {
+  if (!(err instanceof TypeError)) return false;
+  const cause = (err as { cause?: { code?: unknown; cause?: { code?: unknown } } }).cause;
+  const code = cause?.code ?? cause?.cause?.code;
+  return typeof code === 'string' && RESET_CODES.has(code);
+}
+
+/** Requests through the service that were retried after a connection reset, by operation. */
+const resetRetries: Record<string, number> = {};
+
+/**
+ * `fetch`, retried once when the connection was reset before any response (see the header). Only the
+ * request is retried: a reset while the body is being read surfaces as an error to the caller.
+ */
+async function fetchRetryingReset(what: string, url: string, init: RequestInit = {}): Promise<{ res: Response; retried: boolean }> {
+  try {
+    return { res: await fetch(url, init), retried: false };
+  } catch (err) {
+    if (!isConnectionReset(err)) throw err;
+    resetRetries[what] = (resetRetries[what] ?? 0) + 1;
+    console.error(`bench: ${what}: connection reset before any response, retrying once`);
+    return { res: await fetch(url, init), retried: true };
+  }
 }
 
 async function measure(requests: number, concurrency: number, op: (i: number) => Promise<void>): Promise<Stats> {
@@ -131,15 +165,16 @@ async function main(): Promise<void> {
       // --- hydrate: one conversation holding the snapshot ---
       const scope = { org: 'bench', agent: 'bench', conv: `hydrate-${round}-${convSeq++}` };
       const writeToken = await svc.mintToken({ ...scope, runId: 1 });
-      const w = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${writeToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ terminalStatus: 'completed', snapshotJsonl: snapshot, runId: 1 }) });
-      if (w.status !== 200) throw new Error(`setup write: ${w.status} ${await w.text()}`);
+      const { res: w, retried: wRetried } = await fetchRetryingReset('setup write', url, { method: 'POST', headers: { authorization: `Bearer ${writeToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ terminalStatus: 'completed', snapshotJsonl: snapshot, runId: 1 }) });
+      if (w.status !== 200 && !(wRetried && w.status === 409)) throw new Error(`setup write: ${w.status} ${await w.text()}`);
+      await w.body?.cancel();
       const readToken = await svc.mintToken(scope);
       const pk = conversationKey({ organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv });
       const head = await base.ddb.send(new GetItemCommand({ TableName: table, Key: { pk: { S: pk }, sk: { S: HEAD_SK } }, ConsistentRead: true }));
       const objectKey = head.Item!['latestKey']!.S!;
 
       const svcHydrate = async () => {
-        const res = await fetch(url, { headers: { authorization: `Bearer ${readToken}` } });
+        const { res } = await fetchRetryingReset('hydrate', url, { headers: { authorization: `Bearer ${readToken}` } });
         const got = Buffer.from(await res.arrayBuffer());
         if (res.status !== 200 || got.length !== size.body.length) throw new Error(`hydrate: ${res.status} ${got.length}`);
       };
@@ -157,9 +192,10 @@ async function main(): Promise<void> {
       let wNext = 0;
       const svcWrite = async () => {
         const i = wNext++;
-        const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${tokens[i]}`, 'content-type': 'application/json' }, body: bodies[i] });
+        const { res, retried } = await fetchRetryingReset('write', url, { method: 'POST', headers: { authorization: `Bearer ${tokens[i]}`, 'content-type': 'application/json' }, body: bodies[i] });
         const text = await res.text();
-        if (res.status !== 200) throw new Error(`write: ${res.status} ${text}`);
+        // After a reset, 409 means the first attempt was stored (the answer was what got lost).
+        if (res.status !== 200 && !(retried && res.status === 409)) throw new Error(`write: ${res.status} ${text}`);
       };
       let bNext = 0;
       const basePk = `bench-baseline/${round}/${convSeq++}`;
@@ -222,6 +258,8 @@ async function main(): Promise<void> {
   console.log('');
   console.log(`AWS calls per operation (service clients, all rounds and sizes): hydrate ${callsPer.hydrate.map((x) => f(x)).join(', ')}; write ${callsPer.write.map((x) => f(x)).join(', ')}`);
   console.log(`Write calls by command (all measured writes): ${Object.entries(writeCalls).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  const resets = Object.values(resetRetries).reduce((a, b) => a + b, 0);
+  console.log(`Connection resets retried: ${resets}${resets ? ` (${Object.entries(resetRetries).map(([k, v]) => `${k}=${v}`).join(' ')})` : ''}`);
   console.log(`Total time: ${f((performance.now() - started) / 1000, 1)} s`);
   const hr = median(ratios['1.3 KB hydrate']!);
   const wr = median(ratios['1.3 KB write']!);

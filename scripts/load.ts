@@ -1,5 +1,5 @@
 /**
- * Load + consistency check: `npm run test:load -- --seconds N --workers N`.
+ * Load + consistency check: `npm run test:load -- --ops N --workers N` (or `--seconds N`).
  *
  * Simulated workers loop hydrate → append a line → write on their own conversations, plus a few
  * conversations shared by several workers, with random resets (DELETE) and some non-completed runs.
@@ -21,6 +21,10 @@
  *     every acknowledged write that a later acknowledged clear wiped is gone.
  *   final hydrate per conversation — the same rule with nothing in flight.
  *
+ * A run is bounded by an operation count (`ops`: each worker makes its share of the requests, with its
+ * own seeded random choices, so what is requested does not depend on scheduling) and/or by wall time
+ * (`seconds`, for soak runs). Tests use counts only.
+ *
  * Its last line is `load: <ops> ops, <lost> lost, <errors> errors`; exit code 1 on any violation.
  */
 import { createHash } from 'node:crypto';
@@ -34,7 +38,14 @@ import { RUN_SK_PREFIX } from '../functions/lib/store/index.js';
 import { startLocalService, type LocalService, type LocalServiceOptions } from '../local/service.js';
 
 export interface LoadOptions {
-  seconds: number;
+  /**
+   * Requests to make in total (hydrates + writes + clears), split evenly across workers; a worker
+   * finishes the iteration it is in, so the total is at most `ops + 2 × workers`. At least one of
+   * `ops` and `seconds` is required; with both, the run stops at whichever comes first.
+   */
+  ops?: number;
+  /** Wall-time bound (soak runs from the command line). */
+  seconds?: number;
   workers: number;
   /** Conversations owned by each worker. */
   ownConversations?: number;
@@ -50,9 +61,24 @@ export interface LoadOptions {
   /** Use this service; otherwise one is started (and stopped) on embedded emulators. */
   service?: LocalService;
   serviceOptions?: LocalServiceOptions;
-  /** Started this many ms into the run, concurrently with the workers (fault injection). */
-  midway?: { afterMs: number; run: (svc: LocalService) => Promise<void> };
+  /**
+   * Fault injection: `run` starts once `afterOps` requests have completed, concurrently with the
+   * workers; the run waits for it to finish before checking.
+   */
+  midway?: { afterOps: number; run: (svc: LocalService, load: LoadProgress) => Promise<void> };
   log?: (line: string) => void;
+}
+
+/** What a midway fault sees of the run in progress. */
+export interface LoadProgress {
+  /** Counters so far (final once the workers are done). */
+  readonly result: Readonly<LoadResult>;
+  /**
+   * Resolves `true` as soon as `predicate(result)` holds (checked after every completed request), or
+   * `false` if the workers finish first — so a fault that lasts "until N requests failed" never
+   * outlives the run.
+   */
+  until(predicate: (r: Readonly<LoadResult>) => boolean): Promise<boolean>;
 }
 
 export interface LoadResult {
@@ -107,7 +133,23 @@ interface Conv {
 
 type Check = 'ok' | 'torn' | 'cross' | 'stale' | 'resurrected' | 'nonCompleted';
 
+/** mulberry32: deterministic choices for a given seed. */
+function prng(seed: number): () => number {
+  let state = seed | 0;
+  return () => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = Math.imul(state ^ (state >>> 15), 1 | state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Runs the simulated workers against `opts.service` (or a service of its own), then checks every
+ * recorded outcome and the storage itself. Never throws on a violation: see `failed()` / `summary()`.
+ */
 export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
+  if (opts.ops === undefined && opts.seconds === undefined) throw new Error('runLoad: give ops and/or seconds');
   const log = opts.log ?? (() => {});
   const svc = opts.service ?? (await startLocalService(opts.serviceOptions ?? {}));
   const own = opts.ownConversations ?? 2;
@@ -115,14 +157,9 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const pReset = opts.resetProbability ?? 0.03;
   const pFailed = opts.failedProbability ?? 0.05;
   const pShared = opts.sharedProbability ?? 0.3;
-  let seed = opts.seed ?? 1;
-  const rand = () => {
-    // mulberry32: deterministic choices for a given seed (timing still varies).
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  // One random stream per worker: a worker's choices do not depend on how requests interleave.
+  const seed = opts.seed ?? 1;
+  const rngs = Array.from({ length: opts.workers }, (_, w) => prng(seed * 7919 + w * 104_729));
 
   let clock = 0;
   const tick = () => ++clock;
@@ -225,7 +262,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     return res.status === 200 ? body : Buffer.alloc(0);
   };
 
-  const write = async (c: Conv, base: Buffer, worker: number): Promise<void> => {
+  const write = async (c: Conv, base: Buffer, worker: number, rand: () => number): Promise<void> => {
     r.writes += 1;
     // Shared counter per conversation: runIds increase in allocation order, not in arrival order.
     const runId = c.nextRunId++;
@@ -293,35 +330,77 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     }
   };
 
+  // Wakes `until` waiters after every completed request.
+  const waiters = new Set<() => void>();
+  let workersDone = false;
+  const notify = () => {
+    for (const w of [...waiters]) w();
+  };
+  const progress: LoadProgress = {
+    result: r,
+    until: (predicate) =>
+      new Promise<boolean>((resolve) => {
+        const check = () => {
+          if (predicate(r)) resolve(true);
+          else if (workersDone) resolve(false);
+          else return;
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      }),
+  };
+
+  let midway: Promise<void> | undefined;
+  const maybeStartMidway = () => {
+    if (opts.midway && midway === undefined && r.ops >= opts.midway.afterOps) {
+      log(`load: fault injection after ${r.ops} ops`);
+      const run = opts.midway.run;
+      midway = Promise.resolve().then(() => run(svc, progress));
+      midway.catch(() => {}); // awaited (and rethrown) once the workers are done
+    }
+  };
+
   const started = performance.now();
-  const stopAt = started + opts.seconds * 1000;
+  const stopAt = opts.seconds === undefined ? Number.POSITIVE_INFINITY : started + opts.seconds * 1000;
+  const quota = (w: number) =>
+    opts.ops === undefined ? Number.POSITIVE_INFINITY : Math.floor(opts.ops / opts.workers) + (w < opts.ops % opts.workers ? 1 : 0);
   const worker = async (w: number) => {
-    while (performance.now() < stopAt) {
-      const mine = ownConvs[w]!;
+    const rand = rngs[w]!;
+    const mine = ownConvs[w]!;
+    const myQuota = quota(w);
+    let myOps = 0;
+    while (myOps < myQuota && performance.now() < stopAt) {
       const c = sharedConvs.length > 0 && rand() < pShared ? sharedConvs[Math.floor(rand() * sharedConvs.length)]! : mine[Math.floor(rand() * mine.length)]!;
       const errorsBefore = r.errors;
-      if (rand() < pReset) await clear(c);
+      const doClear = rand() < pReset;
+      myOps += doClear ? 3 : 2;
+      if (doClear) {
+        await clear(c);
+        r.ops += 1;
+        notify();
+        maybeStartMidway();
+      }
       const base = await hydrate(c);
-      await write(c, base, w);
-      r.ops = r.hydrates + r.writes + r.clears;
+      r.ops += 1;
+      notify();
+      maybeStartMidway();
+      await write(c, base, w, rand);
+      r.ops += 1;
+      notify();
+      maybeStartMidway();
       // Back off on errors like a real worker (Retry-After is 1 s; a shorter pause keeps the test short).
       if (r.errors > errorsBefore) await new Promise((res) => setTimeout(res, 200));
     }
   };
-  let midway: Promise<void> | undefined;
-  const midwayTimer = opts.midway
-    ? setTimeout(() => {
-        log(`load: fault injection at ${opts.midway!.afterMs} ms`);
-        midway = opts.midway!.run(svc);
-      }, opts.midway.afterMs)
-    : undefined;
-  const progress = setInterval(() => log(`load: ${r.ops} ops, ${r.acknowledgedWrites} acknowledged writes, ${r.errors} errors`), 5000);
+  const progressLog = setInterval(() => log(`load: ${r.ops} ops, ${r.acknowledgedWrites} acknowledged writes, ${r.errors} errors`), 5000);
   try {
     await Promise.all(Array.from({ length: opts.workers }, (_, w) => worker(w)));
-    clearTimeout(midwayTimer);
+    workersDone = true;
+    notify();
     await midway;
   } finally {
-    clearInterval(progress);
+    clearInterval(progressLog);
   }
   r.elapsedMs = performance.now() - started;
   r.ops = r.hydrates + r.writes + r.clears;
@@ -402,13 +481,27 @@ export function failed(r: LoadResult): boolean {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { seconds: { type: 'string', default: '20' }, workers: { type: 'string', default: '6' }, seed: { type: 'string', default: '1' } },
+    options: {
+      ops: { type: 'string' },
+      seconds: { type: 'string' },
+      workers: { type: 'string', default: '6' },
+      seed: { type: 'string', default: '1' },
+    },
   });
-  const seconds = Number(values.seconds);
+  const usage = 'usage: load.ts [--ops N] [--seconds N] [--workers N] [--seed N]  (default: --seconds 20)';
+  const ops = values.ops === undefined ? undefined : Number(values.ops);
+  const seconds = values.seconds === undefined ? (ops === undefined ? 20 : undefined) : Number(values.seconds);
   const workers = Number(values.workers);
-  if (!(seconds > 0) || !Number.isInteger(workers) || workers < 1) throw new Error('usage: load.ts --seconds N --workers N');
+  if ((ops !== undefined && !(Number.isInteger(ops) && ops > 0)) || (seconds !== undefined && !(seconds > 0))) throw new Error(usage);
+  if (!Number.isInteger(workers) || workers < 1) throw new Error(usage);
   process.env['POWERTOOLS_LOG_LEVEL'] ??= 'SILENT';
-  const r = await runLoad({ seconds, workers, seed: Number(values.seed), log: (l) => console.error(l) });
+  const r = await runLoad({
+    ...(ops !== undefined && { ops }),
+    ...(seconds !== undefined && { seconds }),
+    workers,
+    seed: Number(values.seed),
+    log: (l) => console.error(l),
+  });
   for (const l of summary(r)) console.log(l);
   process.exitCode = failed(r) ? 1 : 0;
 }

@@ -1,54 +1,89 @@
 /**
  * The per-request guard (functions/lib/http.ts): whatever the route awaits, the caller gets an answer
  * before API Gateway's 30 s integration timeout — 503 + Retry-After at the deadline, never a hang.
+ *
+ * Deterministic: the guard's timers run on vitest's fake clock, so "not answered 1 ms before the
+ * budget, answered at it" is checked exactly, whatever the machine's load.
  */
 import type { Logger } from '@aws-lambda-powertools/logger';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ERRORS, SNAPSHOT_PATH, errorBody } from '../../functions/lib/contract.js';
-import { httpHandler } from '../../functions/lib/http.js';
+import { httpHandler, type HttpResult } from '../../functions/lib/http.js';
 import { apiEvent, lambdaContext } from '../helpers/events.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} } as unknown as Logger;
 const event = apiEvent('GET', SNAPSHOT_PATH);
 
-async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const t0 = performance.now();
-  const value = await fn();
-  return { value, ms: performance.now() - t0 };
+/** Tracks whether a handler's promise has settled, without awaiting it. */
+function track(p: Promise<HttpResult>): { readonly settled: boolean; readonly value: HttpResult | undefined; done: Promise<HttpResult> } {
+  const state = { settled: false, value: undefined as HttpResult | undefined };
+  const done = p.then((v) => {
+    state.settled = true;
+    state.value = v;
+    return v;
+  });
+  return {
+    get settled() {
+      return state.settled;
+    },
+    get value() {
+      return state.value;
+    },
+    done,
+  };
 }
 
+/** Work that only ends when its abort signal fires (what storage calls do at the deadline). */
+const honoursAbort = (_e: unknown, ctx: { signal: AbortSignal }) =>
+  new Promise<never>((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
+
 describe('request deadline guard', () => {
-  it('answers 503 + Retry-After shortly after the deadline when the work honours the abort signal', async () => {
-    const handler = httpHandler('GET', silent, (_e, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))), { deadlineMs: 300 });
-    const r = await timed(() => handler(event));
-    expect(r.value.statusCode).toBe(503);
-    expect(r.value.headers['retry-after']).toBe('1');
-    expect(JSON.parse(r.value.body as string)).toEqual(errorBody(ERRORS.unavailable));
-    expect(r.ms).toBeGreaterThanOrEqual(290);
-    expect(r.ms).toBeLessThan(1000);
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
   });
 
-  it('answers 503 shortly after the deadline even when the work ignores the abort signal', async () => {
+  it('answers 503 + Retry-After exactly at the deadline when the work honours the abort signal', async () => {
+    const handler = httpHandler('GET', silent, honoursAbort, { deadlineMs: 300 });
+    const r = track(handler(event));
+    await vi.advanceTimersByTimeAsync(299);
+    expect(r.settled).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(r.settled).toBe(true);
+    const res = await r.done;
+    expect(res.statusCode).toBe(503);
+    expect(res.headers['retry-after']).toBe('1');
+    expect(JSON.parse(res.body as string)).toEqual(errorBody(ERRORS.unavailable));
+  });
+
+  it('answers 503 at the hard stop (deadline + 250 ms) even when the work ignores the abort signal', async () => {
     let release!: () => void;
     const stuck = new Promise<never>((_, reject) => {
       release = () => reject(new Error('finally gave up'));
     });
     const handler = httpHandler('GET', silent, () => stuck, { deadlineMs: 300 });
-    const r = await timed(() => Promise.race([handler(event), new Promise<'hung'>((res) => setTimeout(() => res('hung'), 3000))]));
+    const r = track(handler(event));
+    await vi.advanceTimersByTimeAsync(300 + 249);
+    expect(r.settled).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(r.settled).toBe(true);
     release(); // the abandoned work settles later; that must not crash the process (unhandled rejection)
-    expect(r.value).not.toBe('hung');
-    if (r.value === 'hung') return;
-    expect(r.value.statusCode).toBe(503);
-    expect(r.value.headers['retry-after']).toBe('1');
-    expect(r.ms).toBeLessThan(1000);
+    const res = await r.done;
+    expect(res.statusCode).toBe(503);
+    expect(res.headers['retry-after']).toBe('1');
   });
 
   it('never lets the storage budget run into the last second of the Lambda, whatever the configured deadline', async () => {
-    const handler = httpHandler('GET', silent, (_e, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))), { deadlineMs: 25_000 });
-    const r = await timed(() => handler(event, lambdaContext(1600)));
-    expect(r.value.statusCode).toBe(503);
-    expect(r.ms).toBeGreaterThanOrEqual(590);
-    expect(r.ms).toBeLessThan(1200);
+    const handler = httpHandler('GET', silent, honoursAbort, { deadlineMs: 25_000 });
+    // 1.6 s left → a 0.6 s budget, not 25 s.
+    const r = track(handler(event, lambdaContext(1600)));
+    await vi.advanceTimersByTimeAsync(599);
+    expect(r.settled).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(r.settled).toBe(true);
+    expect((await r.done).statusCode).toBe(503);
   });
 
   it('passes a result that arrives before the deadline through untouched', async () => {

@@ -63,13 +63,17 @@ export class FaultPlan {
   }
 }
 
-/** A second store over the same emulators and bucket/table as `svc`, with a fault plan on its clients. */
+/**
+ * A second store over the same storage and bucket/table as `svc` (embedded s3rver, and dynalite or
+ * DynamoDB Local), with a fault plan on its clients.
+ */
 export function faultyStore(svc: LocalService, plan: FaultPlan, opts: { now?: () => number } = {}): SnapshotStore {
   const emu = svc.emulators;
-  if (!emu) throw new Error('fault tests need the embedded emulators');
+  if (!emu || svc.storage.s3 !== 'embedded') throw new Error('fault tests need the embedded S3 emulator');
+  // DynamoDB Local accepts any credentials; s3rver only its own.
   const { s3, ddb } = createClients(
     { region: svc.config.region, s3ForcePathStyle: true },
-    { endpoints: { s3: emu.s3Endpoint, dynamodb: emu.dynamodbEndpoint }, credentials: emu.credentials },
+    { endpoints: { s3: svc.endpoints.s3, dynamodb: svc.endpoints.dynamodb }, credentials: emu.credentials },
   );
   plan.install(s3);
   plan.install(ddb);

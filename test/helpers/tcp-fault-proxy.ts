@@ -7,6 +7,8 @@
  *   resetBefore(n)     the next n matching requests are answered with a TCP RST before storage sees them;
  *   resetAfter(n)      the next n matching requests reach storage, then the client connection is RST
  *                      when the response arrives: storage acted, the caller never learns the outcome.
+ *   refuse(true)       storage is down: every new connection and every request on an open one is RST
+ *                      before storage sees it, until refuse(false).
  * `match` is tested against the first chunk of each request (request line + headers), e.g.
  * /x-amz-target: DynamoDB_20120810\.PutItem/i. Loopback only; close() destroys every socket.
  */
@@ -21,6 +23,8 @@ export interface TcpFaultProxy {
   unstall(): void;
   resetBefore(n: number, match?: RegExp): void;
   resetAfter(n: number, match?: RegExp): void;
+  /** While on, storage looks down: connections and requests are reset before reaching it. */
+  refuse(on: boolean): void;
   /** Requests (first chunks) seen, as their first line plus the x-amz-target if any. */
   readonly seen: string[];
   readonly stats: { connections: number; resets: number; stalled: number };
@@ -36,7 +40,7 @@ export async function startTcpFaultProxy(upstream: string): Promise<TcpFaultProx
   let stallMatch: Matcher | null = null;
   const resetsBefore: { left: number; match: Matcher }[] = [];
   const resetsAfter: { left: number; match: Matcher }[] = [];
-  const state = { latencyMs: 0 };
+  const state = { latencyMs: 0, refusing: false };
 
   const take = (list: { left: number; match: Matcher }[], text: string): boolean => {
     const rule = list.find((r) => r.left > 0 && (r.match === undefined || r.match.test(text)));
@@ -47,6 +51,12 @@ export async function startTcpFaultProxy(upstream: string): Promise<TcpFaultProx
 
   const server = createServer((client) => {
     stats.connections += 1;
+    if (state.refusing) {
+      stats.resets += 1;
+      client.on('error', () => {});
+      client.resetAndDestroy();
+      return;
+    }
     const up = createConnection({ host: target.hostname, port: Number(target.port) });
     sockets.add(client);
     sockets.add(up);
@@ -76,7 +86,7 @@ export async function startTcpFaultProxy(upstream: string): Promise<TcpFaultProx
         stalledSockets.add(client);
         return false;
       }
-      if (take(resetsBefore, text)) {
+      if (state.refusing || take(resetsBefore, text)) {
         stats.resets += 1;
         client.resetAndDestroy();
         up.destroy();
@@ -127,6 +137,9 @@ export async function startTcpFaultProxy(upstream: string): Promise<TcpFaultProx
     },
     resetAfter(n, match) {
       resetsAfter.push({ left: n, match });
+    },
+    refuse(on) {
+      state.refusing = on;
     },
     seen,
     stats,

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ERRORS, HEADER_RUN_ID, NDJSON_CONTENT_TYPE, errorBody, type ErrorSpec } from '../../functions/lib/contract.js';
 import { freshScope, useLocalService } from '../helpers/service.js';
 
-/** Every row and error of the HTTP contract (DESIGN.md §2), through the real handlers and emulators. */
+/** Every row and error of the HTTP contract (docs/DESIGN.md § HTTP contract), through the real handlers and emulators. */
 const ctx = useLocalService();
 
 async function expectError(res: Response, spec: ErrorSpec): Promise<void> {

@@ -7,7 +7,7 @@ import { FaultPlan, faultyStore } from '../helpers/faults.js';
 import { freshScope, useLocalService, type Scope } from '../helpers/service.js';
 
 /**
- * The scheduled reconciler (DESIGN §4: orphaned objects are cleaned up by a reconciler): it deletes
+ * The scheduled reconciler (docs/DESIGN.md § Invariants: orphaned objects are cleaned up by a reconciler): it deletes
  * objects no record refers to once they are past the grace period, never a referenced one, and it
  * resumes from a saved cursor. "Later" is simulated by giving the reconciling store a clock 2 h ahead.
  */

@@ -1,5 +1,6 @@
 import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { describe, expect, it } from 'vitest';
+import { onDynamoDbLocal } from '../ddb-local/engine.js';
 import { FaultPlan, faultyStore } from '../helpers/faults.js';
 import { freshScope, useLocalService } from '../helpers/service.js';
 
@@ -9,10 +10,15 @@ import { freshScope, useLocalService } from '../helpers/service.js';
  * dynalite that behaviour (it attaches the item, read through a separate client that is not counted),
  * so we can show that on AWS a write costs exactly 3 calls even when it loses a race — and that the
  * outcomes are the same as with the fallback read.
+ *
+ * On DynamoDB Local (`npm run test:ddb-local`), AWS's own emulator, the shim is NOT installed: the
+ * native ALL_OLD behaviour must give the same 3 calls per losing write on its own.
  */
 const ctx = useLocalService();
 
+/** On dynalite, attaches the failing item to a ConditionalCheckFailedException; a no-op on DynamoDB Local. */
 function withReturnValuesShim(store: ReturnType<typeof faultyStore>, side: DynamoDBClient): void {
+  if (onDynamoDbLocal) return; // the real behaviour is under test there
   const ddb = (store as unknown as { ddb: DynamoDBClient }).ddb;
   ddb.middlewareStack.add(
     (next, context) => async (args) => {

@@ -1,6 +1,10 @@
 /**
- * Short version of `npm run test:load` (the long one: `npm run test:load -- --seconds 60 --workers 8`),
+ * Short version of `npm run test:load` (the long one: `npm run test:load -- --ops 20000 --workers 8`),
  * plus a self-test proving the checker reports real loss and cross-conversation reads.
+ *
+ * Bounded by an operation count, not by time: each worker makes its share of the requests with its own
+ * seeded choices, so how much is exercised does not depend on the machine's speed. Every assertion is
+ * on counts and correctness; throughput is `npm run bench`'s business.
  */
 import { DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { ScanCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
@@ -10,15 +14,18 @@ import type { LocalService } from '../../local/service.js';
 import { failed, runLoad, summary } from '../../scripts/load.js';
 
 describe('load: workers loop hydrate → append → write with resets and shared conversations', () => {
-  it('loses nothing, tears nothing and never reads across conversations (5 workers, 10 s)', async () => {
-    const r = await runLoad({ seconds: 10, workers: 5, seed: 7 });
+  it('loses nothing, tears nothing and never reads across conversations (5 workers, 600 requests)', async () => {
+    const r = await runLoad({ ops: 600, workers: 5, seed: 7 });
     const lines = summary(r);
     console.log(lines.join('\n'));
     expect(lines.at(-1)).toMatch(/^load: \d+ ops, 0 lost, 0 errors$/);
     expect(r.violations).toEqual([]);
     expect(failed(r)).toBe(false);
-    // The run really exercised the interesting cases.
-    expect(r.acknowledgedWrites).toBeGreaterThan(100);
+    // The count bounds the run: 600 requests, at most one iteration (≤ 3 requests) over per worker.
+    expect(r.ops).toBeGreaterThanOrEqual(600);
+    expect(r.ops).toBeLessThanOrEqual(600 + 3 * 5);
+    // The run really exercised the interesting cases (about half the requests are writes).
+    expect(r.acknowledgedWrites).toBeGreaterThan(200);
     expect(r.clears).toBeGreaterThan(0);
     expect(r.statuses['GET 200']).toBeGreaterThan(50);
     expect(r.checkedInStorage).toBeGreaterThan(50);
@@ -51,7 +58,7 @@ async function sabotage(svc: LocalService): Promise<void> {
 
 describe('load checker', () => {
   it('reports lost writes and cross-conversation reads when storage is tampered with mid-run', async () => {
-    const r = await runLoad({ seconds: 4, workers: 3, seed: 3, resetProbability: 0, midway: { afterMs: 2000, run: sabotage } });
+    const r = await runLoad({ ops: 240, workers: 3, seed: 3, resetProbability: 0, midway: { afterOps: 120, run: sabotage } });
     expect(r.lost).toBeGreaterThan(0);
     expect(r.cross).toBeGreaterThan(0);
     expect(failed(r)).toBe(true);

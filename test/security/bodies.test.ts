@@ -1,5 +1,5 @@
 /**
- * Hostile request bodies end to end (DESIGN §2 POST order): oversized, malformed, non-UTF-8,
+ * Hostile request bodies end to end (docs/DESIGN.md § HTTP contract, POST order): oversized, malformed, non-UTF-8,
  * prototype-pollution keys, wrong types. Each gets its documented 4xx — never a 500 — and the store
  * is unchanged (every S3 key and DynamoDB item identical; the conversation's snapshot still served).
  */

@@ -15,7 +15,7 @@ import { storeFingerprint } from './support.js';
 const RUN = 7;
 const KNOWN = new Set(Object.values(ERRORS).map((e) => JSON.stringify({ status: e.status, body: { error: e.message, code: e.code } })));
 
-/** Independent oracle for an inline POST body (DESIGN §2), given the text that reached the handler. */
+/** Independent oracle for an inline POST body (docs/DESIGN.md § HTTP contract), given the text that reached the handler. */
 function acceptable(text: string | undefined): { snapshot: string } | undefined {
   if (text === undefined) return undefined;
   let v: unknown;

@@ -1,5 +1,5 @@
 /**
- * Token attacks end to end through the HTTP stack (DESIGN §3, I6). Each attack gets the documented
+ * Token attacks end to end through the HTTP stack (docs/DESIGN.md § Tokens; I6 in § Invariants). Each attack gets the documented
  * 4xx — never a 500 — and the store is unchanged afterwards (the victim's snapshot still hydrates
  * byte-exact, and no S3 object or DynamoDB item was added, changed or removed).
  */

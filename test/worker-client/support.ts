@@ -7,8 +7,12 @@ import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { startLocalService, type LocalService } from '../../local/service.js';
 import type { ClientEvent, TransportOptions } from '../../worker-client/src/index.js';
 
-/** Retry settings that keep fault tests fast: tiny backoff, short per-attempt timeout. */
-export const FAST: TransportOptions = { backoffBaseMs: 5, backoffMaxMs: 20, timeoutMs: 2_000, deadlineMs: 8_000 };
+/**
+ * Retry settings for fault tests: tiny backoff (fast), and a per-attempt timeout and deadline that no
+ * healthy attempt can reach, however loaded the machine (the test itself times out at 30 s), so attempt
+ * counts never depend on scheduling. A test about timeouts sets its own `timeoutMs`/`deadlineMs`.
+ */
+export const FAST: TransportOptions = { backoffBaseMs: 5, backoffMaxMs: 20, timeoutMs: 20_000, deadlineMs: 25_000 };
 
 export async function startService(): Promise<LocalService> {
   return startLocalService({ port: 0, logger: new Logger({ serviceName: 'test', logLevel: 'SILENT' }) });
