@@ -47,6 +47,7 @@ export function isTransientStorageError(err: unknown): boolean {
   if (typeof err !== 'object' || err === null) return false;
   const e = err as { name?: string; code?: string; $retryable?: unknown; $metadata?: { httpStatusCode?: number } };
   if (e.name === 'AbortError') return true;
+  if (e.name === 'StoreError' && e.code === 'CONTENDED') return true;
   if (e.name !== undefined && RETRYABLE_NAMES.has(e.name)) return true;
   if (e.code !== undefined && RETRYABLE_CODES.has(e.code)) return true;
   if (e.$retryable) return true;

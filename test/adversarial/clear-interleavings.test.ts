@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { HEADER_GENERATION } from '../../functions/lib/contract.js';
+import { SnapshotStore } from '../../functions/lib/store/index.js';
 import { FaultPlan, faultyStore, gate } from '../helpers/faults.js';
 import { freshScope, useLocalService, type Api, type Scope } from '../helpers/service.js';
 
@@ -83,9 +84,9 @@ describe('clear vs. roll-forward', () => {
   it('a clear between the reconciler\'s HEAD read and its publish: the stale run is not published', async () => {
     const { api, svc } = ctx;
     const scope = freshScope('rf-clear');
-    // A claimed-but-unpublished run of generation 0.
+    // A claimed-but-unpublished run of generation 0 (GetItem HEAD, PutObject, PutItem, ✗ UpdateItem).
     await expect(
-      faultyStore(svc, new FaultPlan().failBeforeCall(3)).write({ ...ids(scope), issuedAt: now(), generation: 0 }, { runId: 1, status: 'completed', body: Buffer.from('claimed\n') }),
+      faultyStore(svc, new FaultPlan().failBeforeCall(4)).write({ ...ids(scope), issuedAt: now(), generation: 0 }, { runId: 1, status: 'completed', body: Buffer.from('claimed\n') }),
     ).rejects.toThrow('injected');
     let cleared = false;
     const plan = new FaultPlan().onCall(async (cmd) => {
@@ -106,7 +107,7 @@ describe('clear vs. roll-forward', () => {
     const { api, svc } = ctx;
     const scope = freshScope('rf-backwards');
     await expect(
-      faultyStore(svc, new FaultPlan().failBeforeCall(3)).write({ ...ids(scope), issuedAt: now(), generation: 0 }, { runId: 1, status: 'completed', body: Buffer.from('claimed\n') }),
+      faultyStore(svc, new FaultPlan().failBeforeCall(4)).write({ ...ids(scope), issuedAt: now(), generation: 0 }, { runId: 1, status: 'completed', body: Buffer.from('claimed\n') }),
     ).rejects.toThrow('injected');
     expect((await writeAt(api, scope, 2, 'newer\n', 0)).status).toBe(200);
     await reconcileFully();
@@ -125,11 +126,10 @@ describe('legacy writers (no generation) at the window boundary (LEGACY_FENCE_WI
     expect(await api.hydrate(scope)).toBeUndefined();
   });
 
-  it('DOCUMENTED LIMIT: a legacy run acknowledged before a clear in the same second, retried after it, is served after the reset', async () => {
-    // Expected by I4 (a clear's 200 means everything acknowledged before it is gone): the retry of a
-    // pre-reset run must not bring its bytes back. fence.ts documents that with a window of 0 a token
-    // issued in the same second as the clear counts as after it, so this is the accepted price of the
-    // default window; the test shows the concrete consequence (a lost response + worker retry).
+  it('DOCUMENTED LIMIT: a legacy run acknowledged before a clear in the same second, retried after it, is served after the reset (window 0); a 1 s window fences it', async () => {
+    // fence.ts / RELIABILITY § Clock model: with LEGACY_FENCE_WINDOW_SECONDS=0 a token issued in the same
+    // second as the clear counts as after it — the accepted price of not dropping genuine new runs. A
+    // writer that echoes its generation has no such window; a window of 1 s closes this case.
     const { api, svc } = ctx;
     const scope = freshScope('legacy-retry');
     const t = now();
@@ -141,6 +141,11 @@ describe('legacy writers (no generation) at the window boundary (LEGACY_FENCE_WI
     expect(await api.hydrate(scope)).toBeUndefined();
     const retry = await post(); // the worker's retry after it lost the first answer
     await retry.body?.cancel();
+    expect((await api.hydrate(scope))?.body.toString()).toBe('acknowledged before the reset\n');
+    // The same retry judged with a 1 s window is fenced.
+    await faultyStore(svc, new FaultPlan(), { now: () => t * 1000 + 999 }).clear(ids(scope));
+    const strict = new SnapshotStore({ s3: svc.s3, ddb: svc.ddb, bucket: svc.config.bucketName, table: svc.config.tableName, legacyFenceWindowSeconds: 1 });
+    expect(await strict.write({ ...ids(scope), issuedAt: t }, { runId: 1, status: 'completed', body: Buffer.from('acknowledged before the reset\n') })).toEqual({ kind: 'fenced' });
     expect(await api.hydrate(scope)).toBeUndefined();
   });
 });

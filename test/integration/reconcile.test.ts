@@ -25,8 +25,8 @@ async function keysOf(scope: Scope): Promise<string[]> {
 
 /** A writer that dies between its upload and its claim leaves exactly one orphan. */
 async function orphanOf(scope: Scope, runId: number): Promise<void> {
-  // A writer that echoes its generation: call 1 uploads, call 2 (the claim) never happens.
-  const plan = new FaultPlan().failBeforeCall(2);
+  // A writer that echoes its generation: call 1 reads HEAD, call 2 uploads, call 3 (the claim) never happens.
+  const plan = new FaultPlan().failBeforeCall(3);
   await expect(faultyStore(ctx.svc, plan).write({ ...ids(scope), generation: 0 }, { runId, status: 'completed', body: Buffer.from(`orphan ${runId}\n`) })).rejects.toThrow('injected');
 }
 

@@ -8,11 +8,12 @@ import { freshScope, useLocalService } from '../helpers/service.js';
  * On DynamoDB, a failed conditional write can return the item that failed the condition
  * (ReturnValuesOnConditionCheckFailure: ALL_OLD); dynalite silently ignores the option. This shim gives
  * dynalite that behaviour (it attaches the item, read through a separate client that is not counted),
- * so we can show that on AWS a write costs exactly 3 calls even when it loses a race — and that the
- * outcomes are the same as with the fallback read.
+ * so we can show that on AWS a write that loses a race after its admission read costs no further read:
+ * 1 read (admission) + 1 S3 write + 2 conditional DynamoDB writes, exactly as a winning write — and that
+ * the outcomes are the same as with the fallback read.
  *
  * On DynamoDB Local (`npm run test:ddb-local`), AWS's own emulator, the shim is NOT installed: the
- * native ALL_OLD behaviour must give the same 3 calls per losing write on its own.
+ * native ALL_OLD behaviour must give the same calls per losing write on its own.
  */
 const ctx = useLocalService();
 
@@ -39,44 +40,84 @@ function withReturnValuesShim(store: ReturnType<typeof faultyStore>, side: Dynam
   );
 }
 
+const gate = () => {
+  let open!: () => void;
+  const wait = new Promise<void>((r) => (open = r));
+  return { wait, open };
+};
+
 describe('a write that loses a race (DynamoDB returning the failing item)', () => {
-  it('costs exactly 3 AWS calls when a higher run is already latest, and answers stored/not latest', async () => {
+  it('skips the publish when its admission read already shows a higher run (3 AWS calls), and answers stored/not latest', async () => {
     const { api, svc } = ctx;
     const scope = freshScope();
     await api.write(scope, 9, 'nine\n');
     const plan = new FaultPlan();
     const store = faultyStore(svc, plan);
     withReturnValuesShim(store, svc.ddb);
-    // A writer that echoes its reset generation (0: never cleared) reads nothing before it writes.
     const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv, issuedAt: Math.floor(Date.now() / 1000), generation: 0 };
     const result = await store.write(ids, { runId: 4, status: 'completed', body: Buffer.from('four\n') });
     expect(result).toMatchObject({ kind: 'stored', latest: false });
-    expect(plan.calls).toEqual(['PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
+    expect(plan.calls).toEqual(['GetItemCommand', 'PutObjectCommand', 'PutItemCommand']);
     expect((await api.hydrate(scope))?.body.toString()).toBe('nine\n');
   });
 
-  it('tells a fenced run apart without a read, and a duplicate without a read', async () => {
+  it('costs exactly 4 AWS calls (no read after the failed condition) when a higher run publishes after its admission', async () => {
+    const { api, svc } = ctx;
+    const scope = freshScope();
+    const plan = new FaultPlan();
+    const admitted = gate();
+    const resume = gate();
+    plan.onCall(async (cmd) => {
+      if (cmd === 'PutObjectCommand') {
+        admitted.open();
+        await resume.wait;
+      }
+    });
+    const store = faultyStore(svc, plan);
+    withReturnValuesShim(store, svc.ddb);
+    const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv, issuedAt: Math.floor(Date.now() / 1000), generation: 0 };
+    const writing = store.write(ids, { runId: 4, status: 'completed', body: Buffer.from('four\n') });
+    await admitted.wait;
+    expect((await api.write(scope, 9, 'nine\n')).status).toBe(200);
+    resume.open();
+    expect(await writing).toMatchObject({ kind: 'stored', latest: false });
+    expect(plan.calls).toEqual(['GetItemCommand', 'PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
+    expect((await api.hydrate(scope))?.body.toString()).toBe('nine\n');
+  });
+
+  it('tells a run fenced after its admission apart without a read, and a duplicate without a read', async () => {
     const { api, svc } = ctx;
     const scope = freshScope();
     const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv };
-    const old = Math.floor(Date.now() / 1000) - 5;
-    await api.write(scope, 1, 'one\n', 'completed', { issuedAt: old });
-    await api.clear(scope);
+    await api.write(scope, 1, 'one\n');
 
     const plan = new FaultPlan();
+    const admitted = gate();
+    const resume = gate();
+    plan.onCall(async (cmd) => {
+      if (cmd === 'PutObjectCommand' && plan.calls.length === 2) {
+        admitted.open();
+        await resume.wait;
+      }
+    });
     const store = faultyStore(svc, plan);
     withReturnValuesShim(store, svc.ddb);
-    // Hydrated before the clear (generation 0); HEAD is at 1 now.
-    expect(await store.write({ ...ids, issuedAt: old, generation: 0 }, { runId: 2, status: 'completed', body: Buffer.from('old+\n') })).toEqual({ kind: 'fenced' });
-    expect(plan.calls.slice(0, 3)).toEqual(['PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
-    expect(plan.calls).not.toContain('GetItemCommand');
+    // Admitted at generation 0; a clear lands before its publish.
+    const writing = store.write({ ...ids, issuedAt: Math.floor(Date.now() / 1000), generation: 0 }, { runId: 2, status: 'completed', body: Buffer.from('old+\n') });
+    await admitted.wait;
+    await api.clear(scope);
+    resume.open();
+    expect(await writing).toEqual({ kind: 'fenced' });
+    expect(plan.calls.slice(0, 4)).toEqual(['GetItemCommand', 'PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
+    expect(plan.calls.filter((c) => c === 'GetItemCommand')).toHaveLength(1);
 
     await api.write(scope, 3, 'three\n');
     plan.reset();
     expect(await store.write({ ...ids, issuedAt: Math.floor(Date.now() / 1000), generation: 1 }, { runId: 3, status: 'completed', body: Buffer.from('dup\n') })).toEqual({
       kind: 'duplicate',
     });
-    expect(plan.calls).not.toContain('GetItemCommand');
+    // One read: the admission. The claim's failure carries the existing record (no read after it).
+    expect(plan.calls.filter((c) => c === 'GetItemCommand')).toHaveLength(1);
     expect((await api.hydrate(scope))?.body.toString()).toBe('three\n');
   });
 });

@@ -28,7 +28,7 @@ import type {
   WriteSnapshotOptions,
   WriteSnapshotResult,
 } from './types.js';
-import { parseGeneration, readState, scopeOf, writeState } from './state.js';
+import { continuesState, forgetState, parseGeneration, readState, scopeOf, writeState } from './state.js';
 import { createUpload, NotUtf8, type PreparedFile, prepareFile, putFile } from './upload.js';
 
 const MAX_REDIRECTS = 5;
@@ -191,9 +191,13 @@ async function remember(ctx: CallContext, sessionFile: string, r: HydrateResult)
     r.status === 'hydrated'
       ? { runId: r.runId, bytes: r.bytes, sha256: r.sha256 }
       : r.status === 'not_modified'
-        ? { runId: r.runId, sha256: r.sha256 }
+        ? { runId: r.runId, sha256: r.sha256, bytes: await stat(sessionFile).then((s) => s.size, () => undefined) }
         : {};
-  if (!(await writeState(sessionFile, { scope, generation: r.generation, ...held }))) ctx.log('debug', 'state_not_saved', { file: sessionFile });
+  if (!(await writeState(sessionFile, { scope, generation: r.generation, ...held }))) {
+    // Never leave an older state behind to be echoed: without one, the service falls back to the token's iat.
+    await forgetState(sessionFile);
+    ctx.log('warn', 'state_not_saved', { file: sessionFile });
+  }
 }
 
 /**
@@ -533,7 +537,8 @@ export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSn
     }
     // Echo the reset generation of the hydrate this run started from: a reset since then fences it.
     const scope = scopeOf(ctx.url, ctx.token);
-    const state = typeof opts.sessionFile === 'string' ? await readState(opts.sessionFile, scope) : undefined;
+    const saved = typeof opts.sessionFile === 'string' ? await readState(opts.sessionFile, scope) : undefined;
+    const state = saved && (await continuesState(opts.sessionFile, saved)) ? saved : undefined;
     ctx.generation = state?.generation;
     const finish = async (r: WriteSnapshotResult): Promise<WriteSnapshotResult> => {
       if (r.status === 'written' && scope !== undefined && state !== undefined) {

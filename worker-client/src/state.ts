@@ -11,6 +11,7 @@
  * fails a hydrate or a write.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -82,6 +83,33 @@ export async function writeState(sessionFile: string, state: SyncState): Promise
     return true;
   } catch {
     await unlink(tmp).catch(() => {});
+    return false;
+  }
+}
+
+/** Deletes the state file (best effort): used when a newer state could not be saved, so no stale one is echoed. */
+export async function forgetState(sessionFile: string): Promise<void> {
+  await unlink(statePath(sessionFile)).catch(() => {});
+}
+
+/**
+ * Whether the state describes the history the session file continues: it recorded no content (a 404),
+ * or the file still begins with exactly the `bytes` bytes whose sha256 it recorded. A file rewritten
+ * since (a new conversation after a reset, a compaction) is not that history, and its generation must
+ * not be echoed for it.
+ */
+export async function continuesState(sessionFile: string, state: SyncState): Promise<boolean> {
+  if (state.bytes === undefined || state.sha256 === undefined) return state.sha256 === undefined && state.runId === undefined;
+  if (state.bytes === 0) return true;
+  try {
+    const hash = createHash('sha256');
+    let seen = 0;
+    for await (const chunk of createReadStream(sessionFile, { start: 0, end: state.bytes - 1 })) {
+      hash.update(chunk as Buffer);
+      seen += (chunk as Buffer).length;
+    }
+    return seen === state.bytes && hash.digest('hex') === state.sha256;
+  } catch {
     return false;
   }
 }

@@ -1,11 +1,11 @@
-import { ConditionalCheckFailedException, DeleteItemCommand, GetItemCommand, paginateQuery } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, paginateQuery } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { conversationKey, type ConversationScope } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
-import { currentGenerationCondition, legacyGeneration, staleGenerationCondition, type ResetState } from './fence.js';
+import { currentGenerationCondition, legacyGeneration, type ResetState } from './fence.js';
 import { deleteObjects, listObjectPages } from './objects.js';
-import { updateHeadIf } from './write.js';
-import { fromRunItem, generationOfHeadItem, headKey, REMOVE_LATEST, runKey, RUN_SK_PREFIX, SNAPSHOT_PREFIX, tagOfKey, UPLOAD_PREFIX, type RunRecord } from './schema.js';
+import { deleteStaleRun, updateHeadIf } from './write.js';
+import { fromRunItem, generationOfHeadItem, headKey, REMOVE_LATEST, RUN_SK_PREFIX, SNAPSHOT_PREFIX, tagOfKey, UPLOAD_PREFIX } from './schema.js';
 
 /**
  * Clear (DELETE, invariant I4), ordered by generations (fence.ts), never by clocks:
@@ -74,28 +74,6 @@ export async function clearConversation(ctx: StoreContext, scope: ConversationSc
   await sweep(ctx, `${SNAPSHOT_PREFIX}${pk}/`, reset, abortSignal);
   await sweep(ctx, `${UPLOAD_PREFIX}${pk}/`, reset, abortSignal);
   return { deleted };
-}
-
-/** Deletes the RUN record if it is still the one we read and still of a generation before `generation`. */
-async function deleteStaleRun(ctx: StoreContext, pk: string, r: RunRecord, generation: number, abortSignal?: AbortSignal): Promise<boolean> {
-  const stale = staleGenerationCondition(generation);
-  try {
-    const res = await ctx.ddb.send(
-      new DeleteItemCommand({
-        TableName: ctx.table,
-        Key: runKey(pk, r.runId),
-        // A new run may have re-claimed this runId after another clear deleted the old record.
-        ConditionExpression: `s3Key = :key AND ${stale.expression}`,
-        ExpressionAttributeValues: { ...marshall({ ':key': r.s3Key }), ...stale.values },
-        ReturnValues: 'ALL_OLD',
-      }),
-      { abortSignal },
-    );
-    return res.Attributes !== undefined;
-  } catch (err) {
-    if (err instanceof ConditionalCheckFailedException) return false;
-    throw err;
-  }
 }
 
 /** True when an object with this key belongs before the fence `reset` (by its generation, or its writer's iat). */

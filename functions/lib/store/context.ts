@@ -31,7 +31,7 @@ export const DEFAULT_LIMITS: StoreLimits = Object.freeze({
 });
 
 /** Default of {@link StoreOptions.legacyFenceWindowSeconds}: the verifier's default clock tolerance. */
-export const DEFAULT_LEGACY_FENCE_WINDOW_SECONDS = 5_000;
+export const DEFAULT_LEGACY_FENCE_WINDOW_SECONDS = 0;
 
 export interface StoreOptions {
   s3: S3Client;

@@ -9,7 +9,9 @@ export type StoreErrorCode =
   /** An upload decodes to more bytes than the configured maximum. */
   | 'UPLOAD_TOO_LARGE'
   /** An upload declared gzip is not valid gzip. */
-  | 'UPLOAD_NOT_GZIP';
+  | 'UPLOAD_NOT_GZIP'
+  /** The record moved under every attempt to read it (resets and writes racing): transient, retry. */
+  | 'CONTENDED';
 
 export class StoreError extends Error {
   override readonly name = 'StoreError';

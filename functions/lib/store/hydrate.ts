@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
-import { GetObjectCommand, NoSuchKey } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, NoSuchKey, NotFound } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { conversationKey, type ConversationScope } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
@@ -12,8 +12,9 @@ import { generationOfHeadItem, headKey, LATEST_PROJECTION, latestFromHeadItem, t
 
 /**
  * Hydrate (1 DynamoDB read + 1 S3 read): a consistent GetItem of HEAD, then a GetObject of the key it
- * names — or, for a snapshot too large for a Lambda response, a presigned GET URL instead of the read.
- * The bytes are verified against the record before they are served (I1).
+ * names — or, for a snapshot too large for a Lambda response, a HeadObject (so a lost object is loud
+ * there too) and a presigned GET URL instead of the read. The bytes are verified against the record
+ * before they are served (I1).
  */
 
 const gunzip = promisify(gunzipCb);
@@ -56,6 +57,7 @@ export type HydrateResult =
  */
 export async function hydrate(ctx: StoreContext, scope: ConversationScope, opts: HydrateOptions = {}): Promise<HydrateResult> {
   const pk = conversationKey(scope);
+  let missing: string | undefined;
   for (let attempt = 1; ; attempt++) {
     const head = await ctx.ddb.send(
       new GetItemCommand({
@@ -69,11 +71,14 @@ export async function hydrate(ctx: StoreContext, scope: ConversationScope, opts:
     const generation = generationOfHeadItem(head.Item);
     const latest = latestFromHeadItem(head.Item);
     if (!latest) return { kind: 'none', generation };
+    // The object HEAD names is gone, twice in a row: the data is lost.
+    if (latest.s3Key === missing) throw new StoreError('INTEGRITY', `HEAD names run ${latest.runId} but its object is missing`);
     const result = await answer(ctx, latest, generation, opts);
     if (result !== 'gone') return result;
-    // The object HEAD named is gone. A clear (or a newer run's cleanup) between our two reads does
-    // that legitimately: read HEAD again. If it still names the same object, the data is lost.
-    if (attempt >= 2) throw new StoreError('INTEGRITY', `HEAD names run ${latest.runId} but its object is missing`);
+    // A clear (or a newer run's publish and a clear) between our two reads does that legitimately: read
+    // HEAD again; only the same object missing again is loss. HEAD moving on every read is contention.
+    missing = latest.s3Key;
+    if (attempt >= 3) throw new StoreError('CONTENDED', 'HEAD changed under every read; retry');
   }
 }
 
@@ -91,6 +96,13 @@ async function answer(ctx: StoreContext, latest: LatestRecord, generation: numbe
   if (inlineBytes > ctx.limits.inlineMaxBytes) {
     // Too large for a Lambda response: hand out a short-lived URL to the object itself.
     if (stored === 'gzip' && accept === 'identity') return { kind: 'not-acceptable', meta, generation };
+    // Loss is loud on this path too: never hand out a URL to an object that is gone.
+    try {
+      await ctx.s3.send(new HeadObjectCommand({ Bucket: ctx.bucket, Key: latest.s3Key }), { abortSignal: opts.signal });
+    } catch (err) {
+      if (err instanceof NotFound || err instanceof NoSuchKey) return 'gone';
+      throw err;
+    }
     const url = await getSignedUrl(ctx.presigner, new GetObjectCommand({ Bucket: ctx.bucket, Key: latest.s3Key }), {
       expiresIn: ctx.limits.presignTtlSeconds,
     });

@@ -59,6 +59,8 @@ export interface RunRecord extends SnapshotMeta {
 export interface HeadRecord extends ResetState {
   /** Object key of the published run, when there is one. */
   readonly latestKey: string | undefined;
+  /** Run id of the published run, when there is one. */
+  readonly latestRunId: number | undefined;
 }
 
 /** The published run as HEAD stores it: everything hydrate needs in one read. */
@@ -152,6 +154,7 @@ export function fromHeadItem(item: Item | undefined): HeadRecord {
     generation: typeof v['generation'] === 'number' ? v['generation'] : INITIAL_GENERATION,
     clearedAtMs: typeof v['clearedAtMs'] === 'number' ? v['clearedAtMs'] : undefined,
     latestKey: typeof v['latestKey'] === 'string' ? v['latestKey'] : undefined,
+    latestRunId: typeof v['latestRunId'] === 'number' ? v['latestRunId'] : undefined,
   };
 }
 

@@ -16,7 +16,7 @@ import type { CallOptions, StoreContext } from './context.js';
 import { streamDigest, type StreamDigest } from './digest.js';
 import { isStoreError } from './errors.js';
 import { snapshotObjectKey, uploadObjectKey, type Encoding } from './schema.js';
-import { commitRun, deleteObjectQuietly, readRun, runGeneration, type WriteResult, type WriterScope } from './write.js';
+import { admit, commitRun, deleteObjectQuietly, readRun, type RunEvidence, type WriteResult, type WriterScope } from './write.js';
 
 /**
  * Presigned uploads, for snapshots past the direct-POST limit:
@@ -72,6 +72,16 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const TAG = /^g?\d{1,16}$/;
 /** S3 errors of CompleteMultipartUpload that mean the client's parts are unusable (400, not 5xx). */
 const INVALID_PARTS = new Set(['InvalidPart', 'InvalidPartOrder', 'EntityTooSmall']);
+
+/** What the ticket's tag says about when its run started. */
+function evidenceOf(ref: UploadRef, scope: WriterScope): RunEvidence {
+  if (ref.t.startsWith('g')) return { generation: Number(ref.t.slice(1)), issuedAt: scope.issuedAt };
+  return { issuedAt: Math.min(Number(ref.t), scope.issuedAt) };
+}
+
+function isNoSuchKey(err: unknown): boolean {
+  return err instanceof NoSuchKey || (err as { name?: string }).name === 'NoSuchKey';
+}
 
 function tagOf(scope: WriterScope): string {
   return scope.generation !== undefined ? `g${scope.generation}` : String(scope.issuedAt);
@@ -149,12 +159,17 @@ export async function commitUpload(ctx: StoreContext, scope: WriterScope, input:
     }
   }
 
-  const generation = await runGeneration(ctx, pk, scope, opts.signal);
-  if (generation === undefined) {
+  // Placed by the evidence the ticket was signed with (the generation or iat of the writer that asked
+  // for it: the run started no later than that), never by a later request's.
+  const admission = await admit(ctx, pk, evidenceOf(ref, scope), opts.signal);
+  if (!admission) {
     await deleteObjectQuietly(ctx, source, opts.signal);
     return { kind: 'fenced' };
   }
+  const { generation } = admission;
   const s3Key = snapshotObjectKey(pk, input.runId, generation, ctx.newId(), ref.e);
+  // A clear between admission and here sweeps the upload or the copy: that answer is 409 reset_fenced.
+  const resetSince = async () => (await admit(ctx, pk, { generation, issuedAt: scope.issuedAt }, opts.signal)) === undefined;
   try {
     await ctx.s3.send(
       new CopyObjectCommand({
@@ -170,8 +185,8 @@ export async function commitUpload(ctx: StoreContext, scope: WriterScope, input:
   } catch (err) {
     // Gone: never uploaded, expired, swept by a clear — or committed and cleaned up by an earlier
     // attempt of this very request whose answer was lost. The latter must read as "already exists".
-    if (err instanceof NoSuchKey || (err as { name?: string }).name === 'NoSuchKey') return (await committed()) ?? { kind: 'upload-not-found' };
-    throw err;
+    if (!isNoSuchKey(err)) throw err;
+    return (await committed()) ?? ((await resetSince()) ? { kind: 'fenced' } : { kind: 'upload-not-found' });
   }
 
   const rejected = async (result: WriteResult): Promise<WriteResult> => {
@@ -180,7 +195,13 @@ export async function commitUpload(ctx: StoreContext, scope: WriterScope, input:
   };
   let measured: StreamDigest;
   try {
-    const obj = await ctx.s3.send(new GetObjectCommand({ Bucket: ctx.bucket, Key: s3Key }), { abortSignal: opts.signal });
+    let obj;
+    try {
+      obj = await ctx.s3.send(new GetObjectCommand({ Bucket: ctx.bucket, Key: s3Key }), { abortSignal: opts.signal });
+    } catch (err) {
+      if (isNoSuchKey(err) && (await resetSince())) return { kind: 'fenced' }; // the clear's sweep took the copy
+      throw err;
+    }
     measured = await streamDigest(obj.Body as Readable, {
       gunzip: ref.e === 'gzip',
       limit: ctx.limits.maxUploadBytes,
@@ -211,7 +232,7 @@ export async function commitUpload(ctx: StoreContext, scope: WriterScope, input:
       iat: scope.issuedAt,
       generation,
     },
-    opts,
+    { ...opts, head: admission.head },
   );
   // Stored, duplicate or fenced: either way this upload will never be committed again.
   await deleteObjectQuietly(ctx, source, opts.signal);

@@ -13,7 +13,7 @@ import { NDJSON_CONTENT_TYPE, type TerminalStatus } from '../contract.js';
 import { conversationKey, type ConversationScope } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
 import { sha256Hex } from './digest.js';
-import { currentGenerationCondition, isCurrent, legacyGeneration } from './fence.js';
+import { currentGenerationCondition, isCurrent, legacyGeneration, staleGenerationCondition } from './fence.js';
 import {
   fromHeadItem,
   fromRunItem,
@@ -32,8 +32,11 @@ import {
  * The write protocol (1 S3 write + 2 conditional DynamoDB writes; every commit step is ONE conditional
  * write, so it is atomic on dynalite, which has no transactions):
  *
- *   0. The run's generation: the one the writer echoes, or (writers that send none) HEAD's, judged by
- *      the legacy rule in fence.ts — one consistent GetItem, and a fenced run stops here (409).
+ *   0. Admission: one consistent GetItem of HEAD. The run's generation is the one its writer echoes
+ *      (it must be HEAD's: older means a reset happened since its hydrate, newer was never announced),
+ *      or, for a writer that echoes none, HEAD's if the legacy rule in fence.ts places the run after the
+ *      last reset. A fenced run stops here (409) before anything is written. The read also tells
+ *      whether a higher run is already published (then step 3 is skipped: it could only fail).
  *   1. PutObject to a fresh key.   crash here → orphan object, nothing visible; a retry succeeds
  *                                  (the reconciler deletes the orphan later).
  *   2. Claim:   PutItem RUN if attribute_not_exists — exactly one writer per (conversation, run) (I5).
@@ -90,8 +93,9 @@ export interface WriteInput {
  */
 export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input: WriteInput, opts: CallOptions = {}): Promise<WriteResult> {
   const pk = conversationKey(scope);
-  const generation = await runGeneration(ctx, pk, scope, opts.signal);
-  if (generation === undefined) return { kind: 'fenced' };
+  const admission = await admit(ctx, pk, { generation: scope.generation, issuedAt: scope.issuedAt }, opts.signal);
+  if (!admission) return { kind: 'fenced' };
+  const { generation } = admission;
   const meta: SnapshotMeta = { runId: input.runId, sha256: sha256Hex(input.body), bytes: input.body.length };
   const compressed = await gzip(input.body);
   const s3Key = snapshotObjectKey(pk, input.runId, generation, ctx.newId(), 'gzip');
@@ -122,59 +126,77 @@ export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input
       iat: scope.issuedAt,
       generation,
     },
-    opts,
+    { ...opts, head: admission.head },
   );
 }
 
+/** What places a run against resets: the generation its writer echoes, else its token's `iat` (seconds). */
+export interface RunEvidence {
+  readonly generation?: number | undefined;
+  readonly issuedAt: number;
+}
+
 /**
- * The generation a run belongs to: the one its writer echoes, or — for a writer that sends none — HEAD's
- * current one if the legacy rule (fence.ts) places the run after the last clear. Undefined: fenced.
+ * Step 0: reads HEAD (consistent) and places the run. Returns its generation with the HEAD it was judged
+ * against, or undefined when the run must be fenced: an echoed generation other than HEAD's (older: a
+ * reset since its hydrate; newer: never announced, so it must never become publishable by a later
+ * reset), or no echo and the legacy rule (fence.ts) places it before the last reset.
  */
-export async function runGeneration(ctx: StoreContext, pk: string, scope: WriterScope, abortSignal?: AbortSignal): Promise<number | undefined> {
-  if (scope.generation !== undefined) return scope.generation;
+export async function admit(ctx: StoreContext, pk: string, evidence: RunEvidence, abortSignal?: AbortSignal): Promise<{ generation: number; head: HeadRecord } | undefined> {
   const head = await readHead(ctx, pk, abortSignal);
-  return legacyGeneration(scope.issuedAt, ctx.now(), head, ctx.legacyFenceWindowSeconds);
+  const generation =
+    evidence.generation !== undefined
+      ? isCurrent(evidence.generation, head.generation)
+        ? evidence.generation
+        : undefined
+      : legacyGeneration(evidence.issuedAt, ctx.now(), head, ctx.legacyFenceWindowSeconds);
+  return generation === undefined ? undefined : { generation, head };
 }
 
 /**
  * Claims, then publishes an object already uploaded to `fields.s3Key` (steps 2 and 3 above). Used by
  * direct writes and upload commits alike. Never deletes an object a record refers to.
  */
-export async function commitRun(ctx: StoreContext, pk: string, fields: Omit<RunRecord, 'createdAtMs'>, opts: CallOptions): Promise<WriteResult> {
+export async function commitRun(
+  ctx: StoreContext,
+  pk: string,
+  fields: Omit<RunRecord, 'createdAtMs'>,
+  opts: CallOptions & { head?: HeadRecord | undefined },
+): Promise<WriteResult> {
   let record: RunRecord = { ...fields, createdAtMs: ctx.now() };
   const meta: SnapshotMeta = { runId: record.runId, sha256: record.sha256, bytes: record.bytes };
 
   // 2. Claim the run. Exactly one writer per (conversation, run) gets past this line (I5).
-  try {
-    await ctx.ddb.send(
-      new PutItemCommand({
-        TableName: ctx.table,
-        Item: runItem(pk, record),
-        ConditionExpression: 'attribute_not_exists(pk)',
-        // DynamoDB returns the conflicting item with the failure (saves a read); dynalite ignores
-        // this, so the read below remains the fallback.
-        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-      }),
-      { abortSignal: opts.signal },
-    );
-  } catch (err) {
-    if (!(err instanceof ConditionalCheckFailedException)) throw err;
-    const existing = err.Item ? fromRunItem(err.Item) : await readRun(ctx, pk, record.runId, opts.signal);
-    if (existing?.s3Key !== record.s3Key) {
-      // Someone claimed this run first — a concurrent duplicate, or this same request's earlier attempt
-      // that died before publishing. Finish that commit (idempotent), so a retry always converges (I3).
-      if (existing?.status === 'completed') await publish(ctx, pk, existing, opts.signal);
-      await deleteObjectQuietly(ctx, record.s3Key, opts.signal);
-      return { kind: 'duplicate' };
+  for (let attempt = 1; ; attempt++) {
+    const existing = await claim(ctx, pk, record, opts.signal);
+    if (existing === undefined) break;
+    if (existing.s3Key === record.s3Key) {
+      // The claim is our own: its response was lost (connection reset) and the SDK retried the PutItem,
+      // whose condition then failed against our first attempt. s3Key is unique to this request, so this
+      // is certain. Deleting "our duplicate" object here would delete the committed snapshot.
+      record = existing;
+      break;
     }
-    // The claim is our own: its response was lost (connection reset) and the SDK retried the PutItem,
-    // whose condition then failed against our first attempt. s3Key is unique to this request, so this
-    // is certain. Deleting "our duplicate" object here would delete the committed snapshot.
-    record = existing;
+    if (existing.generation < record.generation && attempt === 1) {
+      // A record from before a reset that the reset's cleanup did not get to (it died, or a fenced writer
+      // died before removing its claim). It can never publish again: remove it and claim once more.
+      if (await deleteStaleRun(ctx, pk, existing, record.generation, opts.signal)) await deleteObjectQuietly(ctx, existing.s3Key, opts.signal);
+      continue;
+    }
+    await deleteObjectQuietly(ctx, record.s3Key, opts.signal);
+    // The run was claimed in a later generation: this run is from before a reset.
+    if (existing.generation > record.generation) return { kind: 'fenced' };
+    // Someone claimed this run first — a concurrent duplicate, or this same request's earlier attempt
+    // that died before publishing. Finish that commit (idempotent), so a retry always converges (I3).
+    if (existing.status === 'completed') await publish(ctx, pk, existing, opts.signal);
+    return { kind: 'duplicate' };
   }
 
   // Non-completed runs are kept for the record but never published, so never served (I1).
   if (record.status !== 'completed') return { kind: 'stored', meta, latest: false };
+  // HEAD, read at admission, already serves a higher run: a publish could only fail.
+  const known = opts.head?.latestRunId;
+  if (known !== undefined && known >= record.runId && opts.head?.latestKey !== record.s3Key) return { kind: 'stored', meta, latest: false };
 
   // 3. Publish.
   const published = await publish(ctx, pk, record, opts.signal);
@@ -190,6 +212,54 @@ export async function commitRun(ctx: StoreContext, pk: string, fields: Omit<RunR
     return { kind: 'fenced' };
   }
   return { kind: 'stored', meta, latest: false };
+}
+
+/** PutItem RUN if absent. Undefined when claimed; otherwise the record that holds the run. */
+async function claim(ctx: StoreContext, pk: string, record: RunRecord, abortSignal?: AbortSignal): Promise<RunRecord | undefined> {
+  try {
+    await ctx.ddb.send(
+      new PutItemCommand({
+        TableName: ctx.table,
+        Item: runItem(pk, record),
+        ConditionExpression: 'attribute_not_exists(pk)',
+        // DynamoDB returns the conflicting item with the failure (saves a read); dynalite ignores
+        // this, so the read below remains the fallback.
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      }),
+      { abortSignal },
+    );
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof ConditionalCheckFailedException)) throw err;
+    const existing = err.Item ? fromRunItem(err.Item) : await readRun(ctx, pk, record.runId, abortSignal);
+    // Deleted in between (a clear): claim again.
+    return existing ?? claim(ctx, pk, record, abortSignal);
+  }
+}
+
+/**
+ * Deletes a RUN record if it is still the one read and still of a generation before `generation` — the
+ * exact negation of being publishable (fence.ts). True when it deleted it.
+ */
+export async function deleteStaleRun(ctx: StoreContext, pk: string, r: RunRecord, generation: number, abortSignal?: AbortSignal): Promise<boolean> {
+  const stale = staleGenerationCondition(generation);
+  try {
+    const res = await ctx.ddb.send(
+      new DeleteItemCommand({
+        TableName: ctx.table,
+        Key: runKey(pk, r.runId),
+        // A new run may have re-claimed this runId after a clear deleted the old record.
+        ConditionExpression: `s3Key = :key AND ${stale.expression}`,
+        ExpressionAttributeValues: { ...marshall({ ':key': r.s3Key }), ...stale.values },
+        ReturnValues: 'ALL_OLD',
+      }),
+      { abortSignal },
+    );
+    return res.Attributes !== undefined;
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) return false;
+    throw err;
+  }
 }
 
 /**
@@ -254,7 +324,7 @@ export async function readHead(ctx: StoreContext, pk: string, abortSignal?: Abor
       TableName: ctx.table,
       Key: headKey(pk),
       ConsistentRead: true,
-      ProjectionExpression: 'generation, clearedAtMs, latestKey',
+      ProjectionExpression: 'generation, clearedAtMs, latestKey, latestRunId',
     }),
     { abortSignal },
   );
