@@ -4,7 +4,7 @@
  */
 import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
 import { acquireDataDirLock, DataDirInUseError, type DataDirLock } from '../local/data-dir-lock.js';
-import { startLocalService } from '../local/service.js';
+import { startLocalService, storeLocations, type StoreLocation } from '../local/service.js';
 
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'; // Node 20 locally; Lambda runs 22
 
@@ -14,7 +14,8 @@ const host = process.env['HOST'] || '127.0.0.1';
 
 // Embedded emulators keep their data in DATA_DIR: one npm start per DATA_DIR (a second one would
 // corrupt it). Against AWS_ENDPOINT_URL* endpoints DATA_DIR only holds the dev secret: no lock.
-const embedded = !(process.env['AWS_ENDPOINT_URL'] || process.env['AWS_ENDPOINT_URL_S3'] || process.env['AWS_ENDPOINT_URL_DYNAMODB']);
+const where = storeLocations(process.env);
+const embedded = where.s3 === 'embedded' || where.dynamodb === 'embedded';
 let lock: DataDirLock | undefined;
 try {
   if (embedded) lock = await acquireDataDirLock(dataDir);
@@ -30,9 +31,12 @@ process.on('exit', () => lock?.releaseSync());
 
 try {
   const svc = await startLocalService({ dataDir, port, host });
-  const storage = svc.emulators
-    ? `embedded emulators (s3rver ${svc.emulators.s3Endpoint}, dynalite ${svc.emulators.dynamodbEndpoint}), data in ${dataDir}`
-    : `AWS_ENDPOINT_URL* endpoints, bucket ${svc.config.bucketName}, table ${svc.config.tableName}`;
+  const describe = (name: string, location: StoreLocation, endpoint: string | undefined, emulator: string) =>
+    `${name} ${location === 'embedded' ? `embedded ${emulator} ${endpoint ?? ''}, data in ${dataDir}` : `${endpoint ?? 'AWS'} (AWS_ENDPOINT_URL*)`}`;
+  const storage = [
+    describe('S3', svc.storage.s3, svc.endpoints.s3, 's3rver'),
+    describe('DynamoDB', svc.storage.dynamodb, svc.endpoints.dynamodb, 'dynalite'),
+  ].join('; ') + `; bucket ${svc.config.bucketName}, table ${svc.config.tableName}`;
   process.stderr.write(
     [
       `transcript-store listening on ${svc.url}`,
