@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises';
-import type { Server } from 'node:http';
+import { Server as HttpServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import dynalite from 'dynalite';
@@ -18,9 +18,10 @@ export interface Emulators {
   /** s3rver only accepts this access key id (any secret). */
   readonly credentials: { accessKeyId: string; secretAccessKey: string };
   /**
-   * Simulates a storage outage: stops both emulators (dropping open connections), waits `downMs`, and
-   * starts them again on the same ports with the same data directory. DynamoDB data survives only when
-   * it is persistent (`persistDynamo`); S3 objects always live on disk.
+   * Simulates a storage outage: both endpoints go away (dropping open connections) for `downMs`, then
+   * come back on the same ports with the same data. S3 restarts on its data directory; DynamoDB keeps its
+   * database open and only its HTTP server stops (closing dynalite's database under in-flight requests
+   * crashes the process), so its data survives whether or not it is persistent.
    */
   restart(opts?: { downMs?: number }): Promise<void>;
   stop(): Promise<void>;
@@ -73,6 +74,18 @@ export async function startEmulators(opts: { dataDir: string; persistDynamo: boo
     (s3.server as unknown as { httpServer?: Server }).httpServer?.closeAllConnections?.();
     await Promise.all([s3.server.close(), new Promise<void>((resolve) => ddb.server.close(() => resolve()))]);
   };
+  // An outage of DynamoDB is its HTTP endpoint going away, not its database: dynalite's own close also
+  // closes LevelDB, and requests still in flight then fail with an unhandled "Database is closed" that
+  // kills this process. So a restart stops and starts only the HTTP server (http.Server's own methods).
+  const restartDynamoHttp = async (downMs: number) => {
+    ddb.server.closeAllConnections?.();
+    await new Promise<void>((resolve) => HttpServer.prototype.close.call(ddb.server, () => resolve()));
+    await new Promise((r) => setTimeout(r, downMs));
+    await new Promise<void>((resolve, reject) => {
+      ddb.server.once('error', reject);
+      (HttpServer.prototype.listen as (port: number, host: string, cb: () => void) => Server).call(ddb.server, ddb.port, host, () => resolve());
+    });
+  };
 
   let stopped = false;
   return {
@@ -81,10 +94,14 @@ export async function startEmulators(opts: { dataDir: string; persistDynamo: boo
     credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
     async restart(restartOpts = {}) {
       if (stopped) throw new Error('emulators are stopped');
-      await closeBoth();
-      await new Promise((r) => setTimeout(r, restartOpts.downMs ?? 0));
-      s3 = await startS3(s3.port);
-      ddb = await startDynamo(ddb.port);
+      (s3.server as unknown as { httpServer?: Server }).httpServer?.closeAllConnections?.();
+      await Promise.all([
+        s3.server.close().then(async () => {
+          await new Promise((r) => setTimeout(r, restartOpts.downMs ?? 0));
+          s3 = await startS3(s3.port);
+        }),
+        restartDynamoHttp(restartOpts.downMs ?? 0),
+      ]);
     },
     async stop() {
       if (stopped) return;

@@ -154,7 +154,7 @@ describe('stale run records left by an interrupted clear or a fenced writer that
   it('a clear that died after deleting the objects but before the records: a post-reset run reusing the run id is stored and served', async () => {
     // Expected (I4 + DESIGN "a run started after the clear publishes normally, even with a lower runId
     // than before"): the stale RUN record of generation 0 can never publish again, so it must not stop a
-    // run of generation 1 from claiming the same run id. Current code: the claim is attribute_not_exists
+    // run of generation 1 from claiming the same run id. Before the fix: the claim is attribute_not_exists
     // only; the new run gets 409 snapshot_exists, its bytes are deleted, and GET stays 404 — the post-reset
     // run is silently lost (until some later clear removes the stale record).
     const { api, svc } = ctx;

@@ -55,7 +55,7 @@ describe('hydrate racing clears', () => {
 
   it('two successive clears, each racing one of the hydrate\'s object reads, with a healthy run published at the end: no 500', async () => {
     // Expected: HEAD changed between the two reads (run 1 → run 2 → run 3), so nothing is lost; the
-    // hydrate must keep following HEAD (or answer with run 3), not report loss. Current code gives up
+    // hydrate must keep following HEAD (or answer with run 3), not report loss. Before the fix it gave up
     // after the second missing object without checking that HEAD still names the same object.
     const { api, svc } = ctx;
     const scope = freshScope('race-two');

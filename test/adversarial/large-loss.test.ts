@@ -13,7 +13,7 @@ import { Api, freshScope, type Scope } from '../helpers/service.js';
 /**
  * Adversarial: "loss is loud" (HEAD naming a missing object → 500) for snapshots too large to answer
  * inline. With a small INLINE_RESPONSE_MAX_BYTES every snapshot goes through the 307 path, which hands
- * out a presigned URL without checking that the object HEAD names exists.
+ * out a presigned URL (before the fix, without checking that the object HEAD names exists).
  *
  * Expected: a GET whose HEAD names a missing object answers 500 whatever the snapshot's size (never a
  * redirect to a 404, which a worker reads as "no history" and then overwrites the conversation), and

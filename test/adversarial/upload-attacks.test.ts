@@ -24,7 +24,7 @@ describe('generation of an upload ticket vs. its commit', () => {
   it('a ticket handed out at generation 0 (before a clear) cannot be committed as generation 1 after the clear', async () => {
     // Expected: the ticket is signed with the generation the writer echoed when it asked for the upload
     // (its run started under generation 0); a clear since then must fence the commit (409 reset_fenced),
-    // whatever generation the commit request echoes. Current code claims the run with the COMMIT's
+    // whatever generation the commit request echoes. Before the fix it claimed the run with the COMMIT's
     // generation and ignores the one signed into the ticket, so a pre-reset run publishes after the reset.
     const { api, svc } = ctx;
     const scope = freshScope('ticket-gen');
@@ -42,7 +42,7 @@ describe('generation of an upload ticket vs. its commit', () => {
 
   it('legacy writers: a ticket handed out to a token issued before a clear cannot be committed after it with a re-minted token', async () => {
     // Expected: the ticket carries its writer's iat (signed); a run whose ticket predates the clear is
-    // fenced at commit. Current code judges the commit by the COMMIT token's iat only, so a run that
+    // fenced at commit. Before the fix it judged the commit by the COMMIT token's iat only, so a run that
     // began before the reset (and re-minted its per-run token, e.g. after expiry) publishes after it.
     const { api, svc } = ctx;
     const scope = freshScope('ticket-legacy');

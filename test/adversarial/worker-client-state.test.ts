@@ -77,7 +77,7 @@ describe('a state file that cannot be replaced', () => {
   it('a hydrate after a reset whose state cannot be saved must not leave the old generation to fence the next run', async () => {
     // state.ts: "Any failure to read or write it only costs that protection (the service then falls back
     // to the token's iat); it never fails a hydrate or a write." Expected: the run that started after the
-    // reset (its hydrate saw generation 1) is written. Current code: the hydrate cannot save generation 1
+    // reset (its hydrate saw generation 1) is written. Before the fix: the hydrate cannot save generation 1
     // (directory not writable, simulated with chattr +i as root), the OLD state file (generation 0) stays,
     // the write echoes 0 and is fenced — the first run after the reset is dropped (skipped/reset).
     const c = await conversation(svc);
