@@ -42,7 +42,7 @@ try {
       `transcript-store listening on ${svc.url}`,
       `  storage:  ${storage}`,
       `  endpoint: ${svc.url}${SNAPSHOT_PATH}`,
-      `  token:    npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h]`,
+      `  token:    ${dataDir === '.data' ? '' : `DATA_DIR=${dataDir} `}npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h]`,
       `  worker:   BASE_URL=${svc.url}`,
       `Ctrl-C to stop.`,
       '',

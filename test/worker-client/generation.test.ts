@@ -71,4 +71,24 @@ describe('reset generation (worker-client)', () => {
     // Conversation b was never reset (generation 0): a's generation 2 must not be echoed for it.
     expect(await write(b, file, 1, now() - 30)).toMatchObject({ status: 'written' });
   });
+
+  it('a 404 after a reset leaves the old file in place; writing that old history is still fenced, a rewritten file is written', async () => {
+    const c = await conversation(svc);
+    const file = join(dir, `stale-${c.conv}.jsonl`);
+    await writeFile(file, 'old history\n');
+    expect(await write(c, file, 1)).toMatchObject({ status: 'written' });
+    expect(await hydrateSnapshot({ sessionFile: file, gatewayUrl: svc.url, workerToken: c.convToken })).toMatchObject({ generation: 0 });
+    await clearSnapshots({ gatewayUrl: svc.url, workerToken: c.convToken });
+    // The next run's hydrate: nothing stored (generation 1), the local file is left as it was (drop-in).
+    expect(await hydrateSnapshot({ sessionFile: file, gatewayUrl: svc.url, workerToken: c.convToken })).toMatchObject({ status: 'not_found', generation: 1 });
+    expect(await readFile(file, 'utf8')).toBe('old history\n');
+    await writeFile(file, 'old history\nappended by a run that never saw the reset\n');
+    expect(await write(c, file, 2)).toMatchObject({ status: 'skipped', reason: 'reset' });
+    // A worker that starts over after the reset writes new history.
+    await writeFile(file, 'a new beginning\n');
+    expect(await write(c, file, 3)).toMatchObject({ status: 'written' });
+    const out = join(dir, `stale-out-${c.conv}.jsonl`);
+    await hydrateSnapshot({ sessionFile: out, gatewayUrl: svc.url, workerToken: c.convToken });
+    expect(await readFile(out, 'utf8')).toBe('a new beginning\n');
+  });
 });

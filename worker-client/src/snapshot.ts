@@ -28,7 +28,7 @@ import type {
   WriteSnapshotOptions,
   WriteSnapshotResult,
 } from './types.js';
-import { continuesState, forgetState, parseGeneration, readState, scopeOf, writeState } from './state.js';
+import { continuesState, forgetState, parseGeneration, readState, scopeOf, type SyncState, writeState } from './state.js';
 import { createUpload, NotUtf8, type PreparedFile, prepareFile, putFile } from './upload.js';
 
 const MAX_REDIRECTS = 5;
@@ -171,9 +171,10 @@ export async function hydrateSnapshot(opts: HydrateOptions): Promise<HydrateResu
     throw new TranscriptStoreError('invalid_argument', 'sessionFile is required');
   }
   const localSha = await sha256OfFile(opts.sessionFile);
+  const previous = await readState(opts.sessionFile, scopeOf(ctx.url, ctx.token));
   try {
     const { value } = await runWithRetries(ctx, (info) => hydrateAttempt(ctx, info, opts.sessionFile, localSha));
-    await remember(ctx, opts.sessionFile, value);
+    await remember(ctx, opts.sessionFile, value, previous);
     return value;
   } catch (e) {
     if (e instanceof TranscriptStoreError) {
@@ -183,10 +184,25 @@ export async function hydrateSnapshot(opts: HydrateOptions): Promise<HydrateResu
   }
 }
 
-/** Saves what a hydrate learned (state.ts): the generation to echo on the next write, and what the file holds. */
-async function remember(ctx: CallContext, sessionFile: string, r: HydrateResult): Promise<void> {
+/**
+ * Saves what a hydrate learned (state.ts): the generation to echo on the next write, and what the file
+ * holds. A 404 after a reset leaves the local file as it is (drop-in behaviour); while that file still
+ * holds the pre-reset history, the pre-reset state is kept, so a write of it echoes the old generation
+ * and is fenced — the old history never comes back. A file the worker rewrites is new history.
+ */
+async function remember(ctx: CallContext, sessionFile: string, r: HydrateResult, previous: SyncState | undefined): Promise<void> {
   const scope = scopeOf(ctx.url, ctx.token);
   if (scope === undefined || r.generation === undefined) return;
+  if (
+    r.status === 'not_found' &&
+    previous !== undefined &&
+    previous.generation < r.generation &&
+    previous.sha256 !== undefined &&
+    (await continuesState(sessionFile, previous))
+  ) {
+    ctx.log('info', 'reset_since_hydrate', { generation: r.generation, previous: previous.generation });
+    return;
+  }
   const held =
     r.status === 'hydrated'
       ? { runId: r.runId, bytes: r.bytes, sha256: r.sha256 }

@@ -14,7 +14,7 @@ import { fromRunItem, generationOfHeadItem, headKey, REMOVE_LATEST, RUN_SK_PREFI
  *      From here on hydrate answers 404 and no run of generation ≤ g can publish.
  *      If the condition fails, HEAD moved past g after step 1: a concurrent clear, or this very
  *      UpdateItem retried by the SDK after its response was lost. Either way a clear took effect after
- *      this one started, so this one is done — and a retry never bumps twice, so it never removes a run
+ *      this one started, so this one is done — and an SDK retry never bumps twice, so it never removes a run
  *      acknowledged after it.
  *   3. Delete every run of a generation < g+1: objects first (DeleteObjects), then each record under the
  *      fence's exact negation. A crash in between leaves a stale record whose object is gone; it can never
