@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { HEADER_GENERATION } from '../../functions/lib/contract.js';
 import { SnapshotStore } from '../../functions/lib/store/index.js';
+import { generationOf, ids, nowSeconds, reconcileFully as reconcileFullyOn, twoHoursLater, writeWithGeneration } from '../helpers/generation.js';
 import { FaultPlan, faultyStore, gate } from '../helpers/faults.js';
 import { freshScope, useLocalService, type Api, type Scope } from '../helpers/service.js';
 
@@ -9,31 +9,10 @@ import { freshScope, useLocalService, type Api, type Scope } from '../helpers/se
  * roll-forward; legacy (no generation) writers at the window boundary.
  */
 const ctx = useLocalService();
-const ids = (s: Scope) => ({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
-const now = () => Math.floor(Date.now() / 1000);
-const later = () => Date.now() + 2 * 3600_000;
-
-async function generationOf(api: Api, scope: Scope): Promise<number> {
-  const res = await api.get(await api.token(scope));
-  await res.body?.cancel();
-  return Number(res.headers.get(HEADER_GENERATION));
-}
-
-async function writeAt(api: Api, scope: Scope, runId: number, body: string, generation: number): Promise<Response> {
-  const token = await api.token(scope, { runId });
-  return api.post(token, { terminalStatus: 'completed', snapshotJsonl: body, runId }, { [HEADER_GENERATION]: String(generation) });
-}
-
-async function reconcileFully(): Promise<void> {
-  const store = faultyStore(ctx.svc, new FaultPlan(), { now: later });
-  let sawStart = false;
-  for (let i = 0; i < 100; i++) {
-    const r = await store.reconcile({ graceSeconds: 3600, deadlineAt: Date.now() + 60_000 });
-    if (r.complete && sawStart) return;
-    if (r.complete) sawStart = true;
-  }
-  throw new Error('reconcile did not complete');
-}
+const now = nowSeconds;
+const later = twoHoursLater;
+const writeAt = (api: Api, scope: Scope, runId: number, body: string, generation: number) => writeWithGeneration(api, scope, runId, body, generation);
+const reconcileFully = () => reconcileFullyOn(ctx.svc);
 
 describe('concurrent clears', () => {
   it('two clears that both read generation 0 end with HEAD at generation 1 and nothing served', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HEADER_GENERATION } from '../../functions/lib/contract.js';
+import { generationOf, ids, nowSeconds, reconcileFully as reconcileFullyOn, writeWithGeneration } from '../helpers/generation.js';
 import { FaultPlan, faultyStore, gate } from '../helpers/faults.js';
 import { freshScope, useLocalService, type Api, type Scope } from '../helpers/service.js';
 
@@ -16,31 +16,9 @@ import { freshScope, useLocalService, type Api, type Scope } from '../helpers/se
  * the claim (or the claim's generation capped at HEAD's), and a clear must not leave such a run behind.
  */
 const ctx = useLocalService();
-const ids = (s: Scope) => ({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
-const now = () => Math.floor(Date.now() / 1000);
-const later = () => Date.now() + 2 * 3600_000;
-
-async function generationOf(api: Api, scope: Scope): Promise<number> {
-  const res = await api.get(await api.token(scope));
-  await res.body?.cancel();
-  return Number(res.headers.get(HEADER_GENERATION));
-}
-
-async function writeWith(api: Api, scope: Scope, runId: number, body: string, generation: string): Promise<Response> {
-  const token = await api.token(scope, { runId });
-  return api.post(token, { terminalStatus: 'completed', snapshotJsonl: body, runId }, { [HEADER_GENERATION]: generation });
-}
-
-async function reconcileFully(): Promise<void> {
-  const store = faultyStore(ctx.svc, new FaultPlan(), { now: later });
-  let sawStart = false;
-  for (let i = 0; i < 100; i++) {
-    const r = await store.reconcile({ graceSeconds: 3600, deadlineAt: Date.now() + 60_000 });
-    if (r.complete && sawStart) return;
-    if (r.complete) sawStart = true;
-  }
-  throw new Error('reconcile did not complete');
-}
+const now = nowSeconds;
+const writeWith = (api: Api, scope: Scope, runId: number, body: string, generation: string) => writeWithGeneration(api, scope, runId, body, generation);
+const reconcileFully = () => reconcileFullyOn(ctx.svc);
 
 /**
  * A writer that echoes `generation` and dies before its publish (GetItem HEAD, PutObject, PutItem, ✗ UpdateItem).

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { HEADER_GENERATION } from '../../functions/lib/contract.js';
+import { generationOf, ids } from '../helpers/generation.js';
 import { FaultPlan, faultyStore } from '../helpers/faults.js';
 import { freshScope, useLocalService, type Api, type Scope } from '../helpers/service.js';
 
@@ -9,14 +10,6 @@ import { freshScope, useLocalService, type Api, type Scope } from '../helpers/se
  * never serve bytes from before a clear that completed before the hydrate's HEAD read.
  */
 const ctx = useLocalService();
-const ids = (s: Scope) => ({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
-
-async function generationOf(api: Api, scope: Scope): Promise<number> {
-  const res = await api.get(await api.token(scope));
-  await res.body?.cancel();
-  return Number(res.headers.get(HEADER_GENERATION));
-}
-
 async function writeAfterHydrate(api: Api, scope: Scope, runId: number, body: string): Promise<void> {
   const g = await generationOf(api, scope);
   const token = await api.token(scope, { runId });

@@ -1,32 +1,19 @@
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { describe, expect, it } from 'vitest';
-import { HEADER_GENERATION } from '../../functions/lib/contract.js';
 import { conversationKey } from '../../functions/lib/ids.js';
 import { SnapshotStore } from '../../functions/lib/store/index.js';
+import { generationOf, ids, nowSeconds, writeWithGeneration } from '../helpers/generation.js';
 import { FaultPlan, faultyStore, gate } from '../helpers/faults.js';
-import { freshScope, useLocalService, type Api, type Scope } from '../helpers/service.js';
+import { freshScope, useLocalService } from '../helpers/service.js';
 
 /**
  * Guarantees that do not trust clocks or clients (issue 11). Each case reproduces a failure of the
  * time-based fence or of the trusting upload commit, with injected clocks and interleavings.
  */
 const ctx = useLocalService();
-const ids = (s: Scope) => ({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
-const now = () => Math.floor(Date.now() / 1000);
-
-/** Hydrate as a generation-aware worker: the generation every answer carries. */
-async function generationOf(api: Api, scope: Scope): Promise<number> {
-  const res = await api.get(await api.token(scope));
-  await res.body?.cancel();
-  return Number(res.headers.get(HEADER_GENERATION));
-}
-
-/** A write that echoes `generation`, with a token issued at `issuedAt`. */
-async function writeAt(api: Api, scope: Scope, runId: number, body: string, generation: number, issuedAt = now()): Promise<Response> {
-  const token = await api.token(scope, { runId, issuedAt });
-  return api.post(token, { terminalStatus: 'completed', snapshotJsonl: body, runId }, { [HEADER_GENERATION]: String(generation) });
-}
+const now = nowSeconds;
+const writeAt = writeWithGeneration;
 
 describe('the reset fence follows order, not clocks (I4)', () => {
   it('a clear on an instance whose clock is 60 s ahead does not fence the runs that start after it', async () => {

@@ -1,7 +1,7 @@
 import { ConditionalCheckFailedException, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { onDynamoDbLocal } from '../ddb-local/engine.js';
-import { FaultPlan, faultyStore } from '../helpers/faults.js';
+import { FaultPlan, faultyStore, gate } from '../helpers/faults.js';
 import { freshScope, useLocalService } from '../helpers/service.js';
 
 /**
@@ -39,12 +39,6 @@ function withReturnValuesShim(store: ReturnType<typeof faultyStore>, side: Dynam
     { step: 'initialize', name: 'returnValuesShim', priority: 'low' },
   );
 }
-
-const gate = () => {
-  let open!: () => void;
-  const wait = new Promise<void>((r) => (open = r));
-  return { wait, open };
-};
 
 describe('a write that loses a race (DynamoDB returning the failing item)', () => {
   it('skips the publish when its admission read already shows a higher run (3 AWS calls), and answers stored/not latest', async () => {
