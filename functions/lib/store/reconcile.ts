@@ -9,7 +9,7 @@ import {
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { StoreContext } from './context.js';
 import { deleteObjects, listObjectPages } from './objects.js';
-import { fromHeadItem, fromRunItem, generationOfHeadItem, headKey, itemKey, latestFromHeadItem, parseSnapshotKey, RECONCILER_PK, SNAPSHOT_PREFIX, type Item, type RunRecord } from './schema.js';
+import { fromRunItem, generationOfHeadItem, headKey, itemKey, latestFromHeadItem, parseSnapshotKey, RECONCILER_PK, SNAPSHOT_PREFIX, type Item, type RunRecord } from './schema.js';
 import { publish } from './write.js';
 
 /**
@@ -116,7 +116,9 @@ async function recordsOf(ctx: StoreContext, s3Keys: readonly string[], abortSign
 /**
  * Publishes completed runs whose writer died between its claim and its publish, when HEAD is still at
  * their generation and names no newer run (I3 without the writer's retry). The publish is the write
- * path's own conditional write, so it can never move HEAD backwards or across a reset.
+ * path's own conditional write, so it can never move HEAD backwards or across a reset: every claim was
+ * admitted at HEAD's generation of its time (write.ts), so a run whose generation HEAD is still at was
+ * claimed after the last reset.
  */
 async function rollForward(ctx: StoreContext, runs: readonly Owned[], abortSignal?: AbortSignal): Promise<number> {
   const completed = runs.filter((r) => r.status === 'completed');
@@ -128,10 +130,6 @@ async function rollForward(ctx: StoreContext, runs: readonly Owned[], abortSigna
     const head = heads.get(r.pk);
     const latest = latestFromHeadItem(head);
     if (generationOfHeadItem(head) !== r.generation || (latest !== undefined && latest.runId >= r.runId)) continue;
-    // Only runs claimed after the generation began: a claim made with a generation the service had not
-    // announced yet (a client echoing a bogus value) must not become publishable by a later reset.
-    const clearedAtMs = head ? fromHeadItem(head).clearedAtMs : undefined;
-    if (clearedAtMs !== undefined && r.createdAtMs <= clearedAtMs) continue;
     if ((await publish(ctx, r.pk, r, abortSignal)) === true) published += 1;
   }
   return published;
