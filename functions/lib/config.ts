@@ -39,6 +39,10 @@ export interface Config extends StorageConfig {
   readonly maxUploadBytes: number;
   readonly multipartThresholdBytes: number;
   readonly multipartPartBytes: number;
+  /** A chain read touches at most this many objects; compaction merges past it (CHAIN_MAX_EXTENTS, default 4). */
+  readonly chainMaxExtents: number;
+  /** Compaction keeps each chain object ≥ this many times everything after it (CHAIN_MERGE_RATIO, default 4). */
+  readonly chainMergeRatio: number;
   /** Every request gives up on storage after this long and answers 503 (API Gateway cuts at 30 s). */
   readonly requestDeadlineMs: number;
   /**
@@ -56,6 +60,8 @@ export class ConfigError extends Error {
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
+
+import { DEFAULT_CHAIN_MAX_EXTENTS, DEFAULT_CHAIN_MERGE_RATIO } from './store/chain.js';
 
 export const DEFAULT_MAX_SNAPSHOT_BYTES = 4 * 1024 * 1024;
 const SYMMETRIC_ALGS = ['HS256', 'HS384', 'HS512'];
@@ -187,6 +193,8 @@ export function loadConfig(env: Env = process.env): Config {
     maxUploadBytes: positiveInt(env, 'MAX_UPLOAD_BYTES', 1024 * 1024 * 1024),
     multipartThresholdBytes: positiveInt(env, 'MULTIPART_THRESHOLD_BYTES', 64 * 1024 * 1024),
     multipartPartBytes: partSize(env),
+    chainMaxExtents: positiveInt(env, 'CHAIN_MAX_EXTENTS', DEFAULT_CHAIN_MAX_EXTENTS),
+    chainMergeRatio: positiveInt(env, 'CHAIN_MERGE_RATIO', DEFAULT_CHAIN_MERGE_RATIO),
     requestDeadlineMs: positiveInt(env, 'REQUEST_DEADLINE_MS', 25_000),
     legacyFenceWindowSeconds: nonNegativeInt(env, 'LEGACY_FENCE_WINDOW_SECONDS', 0),
   });

@@ -18,6 +18,15 @@ export const HEADER_SHA256 = 'x-snapshot-sha256';
  * on its write (POST, upload, commit) so that a reset in between fences the write without any clock.
  */
 export const HEADER_GENERATION = 'x-snapshot-generation';
+/**
+ * Delta hydrate (RFC 3229): a client that holds a stored run sends `A-IM: append`, its sha256 in
+ * If-None-Match and the run's id in this header; the answer may be 226 IM Used with only the bytes
+ * to append (`IM: append`, `Delta-Base`, and the whole length in `x-snapshot-bytes`).
+ */
+export const HEADER_BASE_RUN_ID = 'x-snapshot-base-run-id';
+export const HEADER_BYTES = 'x-snapshot-bytes';
+/** The instance-manipulation name of an append delta (RFC 3229 §5.2 allows registered or private names). */
+export const IM_APPEND = 'append';
 
 export const TERMINAL_STATUSES = ['completed', 'failed', 'timeout', 'cancelled'] as const;
 export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
@@ -51,6 +60,17 @@ export const ERRORS = Object.freeze({
    */
   resetFenced: spec(409, 'reset_fenced', 'Conversation was reset after this run started'),
   noSnapshot: spec(404, 'no_snapshot', 'No snapshot found'),
+  // Incremental sync (extensions; existing workers never send appends).
+  /** An append (`appendJsonl`) without a well-formed `base` {runId, bytes, sha256} and `sha256`. */
+  invalidAppend: spec(400, 'invalid_append', 'Invalid append: base and sha256 required'),
+  /**
+   * The append's base is not a stored completed run of the current generation with that length and
+   * sha256 (RFC 9110 §15.5.13: a precondition of the request is false). The client sends the whole file.
+   */
+  baseMismatch: spec(412, 'base_mismatch', 'Append base does not match a stored run'),
+  /** The stored base plus the appended bytes do not have the announced sha256. */
+  digestMismatch: spec(400, 'sha256_mismatch', 'sha256 does not match base and appended bytes'),
+  invalidBaseRunId: spec(400, 'invalid_base_run_id', 'Invalid x-snapshot-base-run-id'),
   // Presigned uploads and content negotiation (extensions; existing workers never see these).
   invalidUploadSize: spec(400, 'invalid_upload_size', 'Missing or invalid bytes'),
   invalidContentEncoding: spec(400, 'invalid_content_encoding', 'Invalid contentEncoding'),

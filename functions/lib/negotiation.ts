@@ -36,3 +36,27 @@ export function acceptable(acceptEncoding: string | undefined): Acceptable {
   const q = gzipQ ?? starQ ?? 0;
   return q > 0 ? 'gzip' : 'identity';
 }
+
+/**
+ * True when an `A-IM` header (RFC 3229 §10.5.3: a comma-separated list of instance-manipulations, each
+ * with optional parameters) names `name` (case-insensitive) without `q=0`.
+ */
+export function acceptsInstanceManipulation(aIm: string | undefined, name: string): boolean {
+  if (!aIm) return false;
+  return aIm.split(',').some((part) => {
+    const [im, ...params] = part.trim().toLowerCase().split(';');
+    if (im?.trim() !== name) return false;
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
+    return q === undefined || Number(q.slice(2)) > 0;
+  });
+}
+
+/** The first entity tag in If-None-Match that is one of ours (`"<64 hex>"`, weak or strong): the sha256 the client holds. */
+export function heldSha256(ifNoneMatch: string | undefined): string | undefined {
+  if (!ifNoneMatch) return undefined;
+  for (const t of ifNoneMatch.split(',')) {
+    const m = /^(?:W\/)?"([0-9a-f]{64})"$/.exec(t.trim());
+    if (m) return m[1];
+  }
+  return undefined;
+}

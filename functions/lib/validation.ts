@@ -1,11 +1,12 @@
 import { promisify } from 'node:util';
-import { gunzip as gunzipCb } from 'node:zlib';
+import { brotliDecompress as brotliDecompressCb, gunzip as gunzipCb } from 'node:zlib';
 // zod/mini: the same validators as `zod`, tree-shakable (the full build was 444 KiB of each 1 MiB bundle).
 import * as z from 'zod/mini';
 import { ERRORS, TERMINAL_STATUSES, type TerminalStatus } from './contract.js';
 import { HttpError } from './errors.js';
 
 const gunzip = promisify(gunzipCb);
+const brotliDecompress = promisify(brotliDecompressCb);
 
 export interface SnapshotPost {
   readonly terminalStatus: TerminalStatus;
@@ -21,7 +22,17 @@ export interface UploadCommitPost {
   readonly parts: { partNumber: number; etag: string }[] | undefined;
 }
 
-export type PostBody = { kind: 'inline'; post: SnapshotPost } | { kind: 'upload'; commit: UploadCommitPost };
+/** A POST that carries only the bytes appended to a stored run (incremental sync). */
+export interface AppendPost {
+  readonly terminalStatus: TerminalStatus;
+  readonly runId: number;
+  readonly append: Buffer;
+  readonly base: { readonly runId: number; readonly bytes: number; readonly sha256: string };
+  /** sha256 (hex) of the whole file: base + append. */
+  readonly sha256: string;
+}
+
+export type PostBody = { kind: 'inline'; post: SnapshotPost } | { kind: 'upload'; commit: UploadCommitPost } | { kind: 'append'; append: AppendPost };
 
 export interface UploadRequest {
   readonly runId: number;
@@ -49,6 +60,13 @@ const parts = z
   .check(z.minLength(1), z.maxLength(10_000));
 const uploadBytes = z.int().check(z.positive(), z.maximum(Number.MAX_SAFE_INTEGER));
 const contentEncoding = z.enum(['gzip', 'identity']);
+const sha256Hex = z.string().check(z.regex(/^[0-9a-f]{64}$/));
+const appendJsonl = z.string().check(z.refine((s) => s.isWellFormed()));
+const appendBase = z.strictObject({
+  runId,
+  bytes: z.int().check(z.minimum(0), z.maximum(Number.MAX_SAFE_INTEGER)),
+  sha256: sha256Hex,
+});
 
 const fatalUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -68,8 +86,9 @@ function utf8OrUndefined(buf: Buffer): string | undefined {
 }
 
 /**
- * The request body as text, undoing `Content-Encoding: gzip`. Decompression is bounded (a small gzip
- * body must not expand into gigabytes): past `maxDecodedBytes` it is 413 Snapshot too large.
+ * The request body as text, undoing `Content-Encoding: gzip` (RFC 1952) or `br` (RFC 7932).
+ * Decompression is bounded (a small body must not expand into gigabytes): past `maxDecodedBytes` it
+ * is 413 Snapshot too large. Any other coding is 415.
  */
 export async function decodeRequestBody(
   body: string | undefined,
@@ -79,14 +98,16 @@ export async function decodeRequestBody(
 ): Promise<string | undefined> {
   const coding = (contentEncodingHeader ?? 'identity').trim().toLowerCase();
   if (coding === 'identity' || coding === '') return bodyText(body, isBase64Encoded);
-  if (coding !== 'gzip' && coding !== 'x-gzip') throw new HttpError(ERRORS.unsupportedEncoding);
+  const brotli = coding === 'br';
+  if (coding !== 'gzip' && coding !== 'x-gzip' && !brotli) throw new HttpError(ERRORS.unsupportedEncoding);
   if (body === undefined) return undefined;
   let raw: Buffer;
   try {
-    raw = await gunzip(Buffer.from(body, isBase64Encoded ? 'base64' : 'latin1'), { maxOutputLength: maxDecodedBytes });
+    const encoded = Buffer.from(body, isBase64Encoded ? 'base64' : 'latin1');
+    raw = brotli ? await brotliDecompress(encoded, { maxOutputLength: maxDecodedBytes }) : await gunzip(encoded, { maxOutputLength: maxDecodedBytes });
   } catch (err) {
     if (err instanceof RangeError || (err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw new HttpError(ERRORS.tooLarge);
-    return undefined; // not gzip at all: reported as Invalid JSON body
+    return undefined; // not gzip/brotli at all: reported as Invalid JSON body
   }
   return utf8OrUndefined(raw);
 }
@@ -106,7 +127,9 @@ function parseObject(text: string | undefined): (name: string) => unknown {
 /**
  * Parses a POST body, running the contract's checks in the contract's order (docs/DESIGN.md § HTTP contract, Check order):
  * JSON → terminalStatus → snapshotJsonl → size → runId. The runId-vs-token check comes after, in the handler.
- * A body with `uploadId` and no `snapshotJsonl` commits a presigned upload instead.
+ * A body with `uploadId` and no `snapshotJsonl` commits a presigned upload instead; a body with
+ * `appendJsonl` and no `snapshotJsonl` carries an append: JSON → terminalStatus → appendJsonl → size →
+ * runId → base and sha256 (400 invalid_append).
  */
 export function parsePostBody(text: string | undefined, maxSnapshotBytes: number): PostBody {
   const field = parseObject(text);
@@ -123,6 +146,21 @@ export function parsePostBody(text: string | undefined, maxSnapshotBytes: number
     const p = rawParts === undefined ? undefined : parts.safeParse(rawParts);
     if (p !== undefined && !p.success) throw new HttpError(ERRORS.invalidParts);
     return { kind: 'upload', commit: { terminalStatus: status.data, runId: run.data, uploadId: id.data, parts: p?.data } };
+  }
+
+  if (field('snapshotJsonl') === undefined && field('appendJsonl') !== undefined) {
+    const appended = appendJsonl.safeParse(field('appendJsonl'));
+    if (!appended.success) throw new HttpError(ERRORS.invalidAppend);
+    if (Buffer.byteLength(appended.data, 'utf8') > maxSnapshotBytes) throw new HttpError(ERRORS.tooLarge);
+    const run = runId.safeParse(field('runId'));
+    if (!run.success) throw new HttpError(ERRORS.invalidRunId);
+    const base = appendBase.safeParse(field('base'));
+    const whole = sha256Hex.safeParse(field('sha256'));
+    if (!base.success || !whole.success) throw new HttpError(ERRORS.invalidAppend);
+    return {
+      kind: 'append',
+      append: { terminalStatus: status.data, runId: run.data, append: Buffer.from(appended.data, 'utf8'), base: base.data, sha256: whole.data },
+    };
   }
 
   const snapshot = snapshotJsonl.safeParse(field('snapshotJsonl'));

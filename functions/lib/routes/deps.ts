@@ -28,6 +28,8 @@ export function storeLimits(config: Config): StoreLimits {
     maxUploadBytes: config.maxUploadBytes,
     multipartThresholdBytes: config.multipartThresholdBytes,
     partBytes: config.multipartPartBytes,
+    chainMaxExtents: config.chainMaxExtents,
+    chainMergeRatio: config.chainMergeRatio,
   };
 }
 

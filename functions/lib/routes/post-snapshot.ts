@@ -2,14 +2,15 @@ import { ERRORS } from '../contract.js';
 import { HttpError } from '../errors.js';
 import { header, httpHandler, type LambdaHttpHandler } from '../http.js';
 import { commitUpload } from '../store/uploads.js';
-import { writeSnapshot } from '../store/write.js';
+import { appendSnapshot, writeSnapshot } from '../store/write.js';
 import { decodeRequestBody, parsePostBody } from '../validation.js';
 import { echoedGeneration, handlerOptions, scopeFields, type RouteDeps } from './deps.js';
 import { writeResponse } from './write-response.js';
 
 /**
- * `POST /worker/transcript/snapshot` — store a finished run's snapshot, inline (`snapshotJsonl`) or by
- * committing a presigned upload (`uploadId`). Checks run in the contract's order (validation.ts).
+ * `POST /worker/transcript/snapshot` — store a finished run's snapshot, inline (`snapshotJsonl`), as
+ * the bytes appended to a stored run (`appendJsonl` + `base` + `sha256`), or by committing a presigned
+ * upload (`uploadId`). Checks run in the contract's order (validation.ts).
  */
 export function postSnapshotRoute(deps: RouteDeps): LambdaHttpHandler {
   // A gzip request body may decode to at most this much JSON: the snapshot limit with worst-case
@@ -21,8 +22,17 @@ export function postSnapshotRoute(deps: RouteDeps): LambdaHttpHandler {
     const scope = { ...token, generation: echoedGeneration(event) };
     const text = await decodeRequestBody(event.body, event.isBase64Encoded, header(event, 'content-encoding'), maxDecodedBody);
     const body = parsePostBody(text, deps.maxSnapshotBytes);
-    const runId = body.kind === 'inline' ? body.post.runId : body.commit.runId;
+    const runId = body.kind === 'inline' ? body.post.runId : body.kind === 'append' ? body.append.runId : body.commit.runId;
     if (scope.runId !== runId) throw new HttpError(ERRORS.runOutOfScope);
+    if (body.kind === 'append') {
+      const a = body.append;
+      ctx.fields['terminalStatus'] = a.terminalStatus;
+      ctx.fields['appendBytes'] = a.append.length;
+      ctx.fields['baseRunId'] = a.base.runId;
+      return writeResponse(
+        await appendSnapshot(deps.store, scope, { runId, status: a.terminalStatus, base: a.base, append: a.append, sha256: a.sha256 }, { signal: ctx.signal }),
+      );
+    }
     if (body.kind === 'inline') {
       ctx.fields['terminalStatus'] = body.post.terminalStatus;
       ctx.fields['snapshotBytes'] = body.post.snapshot.length;

@@ -10,6 +10,10 @@ export function writeResponse(result: WriteResult): HttpResult {
       throw new HttpError(ERRORS.alreadyExists);
     case 'fenced':
       throw new HttpError(ERRORS.resetFenced);
+    case 'base-mismatch':
+      throw new HttpError(ERRORS.baseMismatch);
+    case 'digest-mismatch':
+      throw new HttpError(ERRORS.digestMismatch);
     case 'upload-not-found':
       throw new HttpError(ERRORS.uploadNotFound);
     case 'upload-invalid':

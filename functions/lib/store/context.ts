@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
+import { DEFAULT_CHAIN_MAX_EXTENTS, DEFAULT_CHAIN_MERGE_RATIO } from './chain.js';
 import { ephemeralUploadIdCodec, type UploadIdCodec } from '../upload-id.js';
 
 /**
@@ -18,6 +19,10 @@ export interface StoreLimits {
   /** Uploads larger than this many transfer bytes use multipart, in parts of `partBytes`. */
   readonly multipartThresholdBytes: number;
   readonly partBytes: number;
+  /** A chain read touches at most this many objects (compaction merges past it; chain.ts). */
+  readonly chainMaxExtents: number;
+  /** Compaction keeps each chain object ≥ this many times the size of everything after it (chain.ts). */
+  readonly chainMergeRatio: number;
 }
 
 export const DEFAULT_LIMITS: StoreLimits = Object.freeze({
@@ -28,6 +33,8 @@ export const DEFAULT_LIMITS: StoreLimits = Object.freeze({
   maxUploadBytes: 1024 * 1024 * 1024,
   multipartThresholdBytes: 64 * 1024 * 1024,
   partBytes: 16 * 1024 * 1024,
+  chainMaxExtents: DEFAULT_CHAIN_MAX_EXTENTS,
+  chainMergeRatio: DEFAULT_CHAIN_MERGE_RATIO,
 });
 
 /** Default of {@link StoreOptions.legacyFenceWindowSeconds}: the verifier's default clock tolerance. */

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { createSHA256 } from 'hash-wasm';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
@@ -69,4 +70,49 @@ export async function streamDigest(source: Readable, opts: StreamDigestOptions):
     throw err;
   }
   return { sha256: hash.digest('hex'), bytes, storedBytes, storedSha256: storedHash.digest('hex') };
+}
+
+/**
+ * SHA-256 whose running state can be saved and resumed (hash-wasm's `save()`/`load()`; 116 bytes in
+ * hash-wasm 4.x). Appends use it to compute the whole file's digest from the base run's saved state
+ * and the appended bytes alone, so their cost never depends on the transcript's length.
+ */
+export interface ResumedDigest {
+  /** sha256 (hex) of base + appended bytes. */
+  readonly sha256: string;
+  /** The running state after them, for the next append. */
+  readonly state: Uint8Array;
+}
+
+/**
+ * Continues the SHA-256 of the base (`state`, as saved after it) over `data`. Undefined when `state`
+ * cannot be loaded (written by another hash-wasm version, or corrupt): the caller treats the base as
+ * one it cannot extend.
+ */
+export async function resumeSha256(state: Uint8Array | undefined, data: Uint8Array): Promise<ResumedDigest | undefined> {
+  const hasher = await createSHA256();
+  if (state === undefined) hasher.init();
+  else {
+    try {
+      hasher.load(state);
+    } catch {
+      return undefined;
+    }
+  }
+  hasher.update(data);
+  const saved = hasher.save();
+  return { state: saved, sha256: hasher.digest('hex') };
+}
+
+/** A running SHA-256 fed chunk by chunk (streams), with its state saved at the end. */
+export async function runningSha256(): Promise<{ update(data: Uint8Array): void; finish(): ResumedDigest }> {
+  const hasher = await createSHA256();
+  hasher.init();
+  return {
+    update: (data) => void hasher.update(data),
+    finish: () => {
+      const state = hasher.save();
+      return { state, sha256: hasher.digest('hex') };
+    },
+  };
 }

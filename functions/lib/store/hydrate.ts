@@ -2,13 +2,28 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { batchGet } from './batch.js';
+import { GONE, materialize, readChainRange } from './chain.js';
 import { GetObjectCommand, HeadObjectCommand, NoSuchKey, NotFound } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { conversationKey, type ConversationScope } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
 import { sha256Hex, streamDigest } from './digest.js';
 import { StoreError } from './errors.js';
-import { generationOfHeadItem, headKey, LATEST_PROJECTION, latestFromHeadItem, type Encoding, type LatestRecord, type SnapshotMeta } from './schema.js';
+import {
+  fromRunItem,
+  generationOfHeadItem,
+  headKey,
+  HEAD_SK,
+  LATEST_PROJECTION,
+  latestFromHeadItem,
+  runKey,
+  type Encoding,
+  type Item,
+  type LatestRecord,
+  type RunRecord,
+  type SnapshotMeta,
+} from './schema.js';
 
 /**
  * Hydrate (1 DynamoDB read + 1 S3 read): a consistent GetItem of HEAD, then a GetObject of the key it
@@ -27,6 +42,11 @@ export interface HydrateOptions extends CallOptions {
   /** True when the client already holds the snapshot with this sha256 (If-None-Match) → not-modified. */
   readonly matches?: ((sha256: string) => boolean) | undefined;
   readonly accept?: Acceptable | undefined;
+  /**
+   * The stored run the client holds (RFC 3229 `A-IM: append`): its id and sha256. When the latest run
+   * extends it in the same chain and the missing bytes fit inline, the answer is a `delta`.
+   */
+  readonly base?: { readonly runId: number; readonly sha256: string } | undefined;
 }
 
 /**
@@ -38,13 +58,15 @@ export interface HydrateOptions extends CallOptions {
  * body            the verified bytes, in `encoding` (200)
  * redirect        too large to answer inline: a presigned URL to the object in its stored encoding (307)
  * not-acceptable  too large inline, stored gzip, and the client refuses gzip (406)
+ * delta           only the bytes after the client's base (`baseSha256`), in `encoding` (226 IM Used)
  */
 export type HydrateResult =
   | { kind: 'none'; generation: number }
   | { kind: 'not-modified'; meta: SnapshotMeta; generation: number }
   | { kind: 'body'; meta: SnapshotMeta; generation: number; body: Buffer; encoding: Encoding }
   | { kind: 'redirect'; meta: SnapshotMeta; generation: number; url: string; encoding: Encoding }
-  | { kind: 'not-acceptable'; meta: SnapshotMeta; generation: number };
+  | { kind: 'not-acceptable'; meta: SnapshotMeta; generation: number }
+  | { kind: 'delta'; meta: SnapshotMeta; generation: number; baseSha256: string; body: Buffer; encoding: Encoding };
 
 /**
  * The latest completed snapshot of the conversation (1 DynamoDB read + at most 1 S3 read).
@@ -59,27 +81,96 @@ export async function hydrate(ctx: StoreContext, scope: ConversationScope, opts:
   const pk = conversationKey(scope);
   let missing: string | undefined;
   for (let attempt = 1; ; attempt++) {
-    const head = await ctx.ddb.send(
-      new GetItemCommand({
-        TableName: ctx.table,
-        Key: headKey(pk),
-        ConsistentRead: true, // the next run may be on another pod right after the write
-        ProjectionExpression: LATEST_PROJECTION,
-      }),
-      { abortSignal: opts.signal },
-    );
-    const generation = generationOfHeadItem(head.Item);
-    const latest = latestFromHeadItem(head.Item);
+    const { head: headItem, base } = await readHeadAndBase(ctx, pk, opts);
+    const generation = generationOfHeadItem(headItem);
+    const latest = latestFromHeadItem(headItem);
     if (!latest) return { kind: 'none', generation };
     // The object HEAD names is gone, twice in a row: the data is lost.
     if (latest.s3Key === missing) throw new StoreError('INTEGRITY', `HEAD names run ${latest.runId} but its object is missing`);
-    const result = await answer(ctx, latest, generation, opts);
+    const result = latest.chainId !== undefined ? await answerFromChain(ctx, pk, latest, latest.chainId, generation, base, opts) : await answer(ctx, latest, generation, opts);
     if (result !== 'gone') return result;
     // A clear (or a newer run's publish and a clear) between our two reads does that legitimately: read
     // HEAD again; only the same object missing again is loss. HEAD moving on every read is contention.
     missing = latest.s3Key;
     if (attempt >= 3) throw new StoreError('CONTENDED', 'HEAD changed under every read; retry');
   }
+}
+
+/** HEAD (consistent: the next run may be on another pod right after the write), and the client's base run when it named one. */
+async function readHeadAndBase(ctx: StoreContext, pk: string, opts: HydrateOptions): Promise<{ head: Item | undefined; base: RunRecord | undefined }> {
+  if (opts.base === undefined) {
+    const res = await ctx.ddb.send(
+      new GetItemCommand({ TableName: ctx.table, Key: headKey(pk), ConsistentRead: true, ProjectionExpression: LATEST_PROJECTION }),
+      { abortSignal: opts.signal },
+    );
+    return { head: res.Item, base: undefined };
+  }
+  const items = await batchGet(ctx, [headKey(pk), runKey(pk, opts.base.runId)], opts.signal);
+  const head = items.find((i) => i['sk']?.S === HEAD_SK);
+  const base = items.find((i) => i['sk']?.S !== HEAD_SK);
+  return { head, base: base ? fromRunItem(base) : undefined };
+}
+
+/**
+ * A run stored in a chain: its bytes are the chain's first `storedBytes` stored bytes (gzip members).
+ * A client holding an earlier run of the same chain gets only the members after it; too large to
+ * answer inline, a URL to one object holding the prefix (materialize).
+ */
+async function answerFromChain(
+  ctx: StoreContext,
+  pk: string,
+  latest: LatestRecord,
+  chainId: string,
+  generation: number,
+  base: RunRecord | undefined,
+  opts: HydrateOptions,
+): Promise<HydrateResult | 'gone'> {
+  const meta: SnapshotMeta = { runId: latest.runId, sha256: latest.sha256, bytes: latest.bytes };
+  if (opts.matches?.(meta.sha256)) return { kind: 'not-modified', meta, generation };
+  const accept = opts.accept ?? 'any';
+  const sendGzip = accept === 'gzip';
+  const limit = ctx.limits.inlineMaxBytes;
+
+  if (
+    opts.base !== undefined &&
+    base !== undefined &&
+    base.chainId === chainId &&
+    base.status === 'completed' &&
+    base.generation === generation &&
+    base.sha256 === opts.base.sha256 &&
+    base.storedBytes < latest.storedBytes &&
+    base.bytes <= latest.bytes &&
+    (sendGzip ? latest.storedBytes - base.storedBytes : latest.bytes - base.bytes) <= limit
+  ) {
+    const tail = await readChainRange(ctx, pk, chainId, { start: base.storedBytes, end: latest.storedBytes }, latest.extents, opts.signal);
+    if (tail === GONE) return 'gone';
+    const body = sendGzip ? tail : await decode(tail, latest.bytes - base.bytes, latest.runId);
+    return { kind: 'delta', meta, generation, baseSha256: base.sha256, body, encoding: sendGzip ? 'gzip' : 'identity' };
+  }
+
+  if ((sendGzip ? latest.storedBytes : meta.bytes) > limit) {
+    if (accept === 'identity') return { kind: 'not-acceptable', meta, generation };
+    const key = await materialize(ctx, pk, { chainId, generation, end: latest.storedBytes, extents: latest.extents }, opts.signal);
+    if (key === GONE) return 'gone';
+    const url = await getSignedUrl(ctx.presigner, new GetObjectCommand({ Bucket: ctx.bucket, Key: key }), { expiresIn: ctx.limits.presignTtlSeconds });
+    return { kind: 'redirect', meta, generation, url, encoding: 'gzip' };
+  }
+  const stored = await readChainRange(ctx, pk, chainId, { start: 0, end: latest.storedBytes }, latest.extents, opts.signal);
+  if (stored === GONE) return 'gone';
+  if (sendGzip) return { kind: 'body', meta, generation, body: stored, encoding: 'gzip' };
+  return { kind: 'body', meta, generation, body: await decode(stored, meta.bytes, meta.runId), encoding: 'identity' };
+}
+
+/** Gunzips verified stored members (all of them: RFC 1952 §2.2), bounded by and checked against the recorded length. */
+async function decode(stored: Buffer, bytes: number, runId: number): Promise<Buffer> {
+  let plain: Buffer;
+  try {
+    plain = await gunzip(stored, { maxOutputLength: bytes + 1 });
+  } catch (err) {
+    throw new StoreError('INTEGRITY', `stored bytes for run ${runId} are not valid gzip`, { cause: err });
+  }
+  if (plain.length !== bytes) throw new StoreError('INTEGRITY', `stored bytes for run ${runId} decode to ${plain.length} bytes, not ${bytes}`);
+  return plain;
 }
 
 async function answer(ctx: StoreContext, latest: LatestRecord, generation: number, opts: HydrateOptions): Promise<HydrateResult | 'gone'> {

@@ -1,13 +1,7 @@
-import {
-  BatchGetItemCommand,
-  DeleteItemCommand,
-  GetItemCommand,
-  PutItemCommand,
-  type BatchGetItemCommandOutput,
-  type KeysAndAttributes,
-} from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { StoreContext } from './context.js';
+import { batchGet } from './batch.js';
 import { deleteObjects, listObjectPages } from './objects.js';
 import { fromRunItem, generationOfHeadItem, headKey, itemKey, latestFromHeadItem, parseSnapshotKey, RECONCILER_PK, SNAPSHOT_PREFIX, type Item, type RunRecord } from './schema.js';
 import { publish } from './write.js';
@@ -87,8 +81,6 @@ export async function reconcile(ctx: StoreContext, opts: ReconcileOptions): Prom
   return { ...result, complete: done, cursor: done ? undefined : startAfter };
 }
 
-/** BatchGetItem reads at most this many keys per call. */
-const BATCH_GET_MAX_KEYS = 100;
 /** Marks an object key the reconciler does not understand: treated as referenced, never deleted. */
 const FOREIGN = Symbol('foreign');
 type Owned = RunRecord & { readonly pk: string };
@@ -133,20 +125,4 @@ async function rollForward(ctx: StoreContext, runs: readonly Owned[], abortSigna
     if ((await publish(ctx, r.pk, r, abortSignal)) === true) published += 1;
   }
   return published;
-}
-
-/** Consistent BatchGetItem of `keys`, 100 per call, unprocessed keys retried with backoff. */
-async function batchGet(ctx: StoreContext, keys: readonly Item[], abortSignal?: AbortSignal): Promise<Item[]> {
-  const items: Item[] = [];
-  for (let i = 0; i < keys.length; i += BATCH_GET_MAX_KEYS) {
-    let request: KeysAndAttributes | undefined = { Keys: keys.slice(i, i + BATCH_GET_MAX_KEYS), ConsistentRead: true };
-    for (let attempt = 0; request?.Keys?.length; attempt++) {
-      // Unprocessed keys mean throttling: back off before asking again (AWS's advice for batch calls).
-      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(1_000, 50 * 2 ** attempt)));
-      const res: BatchGetItemCommandOutput = await ctx.ddb.send(new BatchGetItemCommand({ RequestItems: { [ctx.table]: request } }), { abortSignal });
-      items.push(...(res.Responses?.[ctx.table] ?? []));
-      request = res.UnprocessedKeys?.[ctx.table];
-    }
-  }
-  return items;
 }

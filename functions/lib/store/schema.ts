@@ -11,8 +11,13 @@ import { INITIAL_GENERATION, type ResetState } from './fence.js';
  *   HEAD   sk = "HEAD"          the latest completed run (what hydrate serves), the reset generation and
  *                               the time of the last clear (fence.ts)
  *   RUN    sk = "RUN#<run16>"   one immutable record per stored run, tagged with its generation
+ *   CHAIN  sk = "CHAIN#<id>"    an append-only stream of gzip members shared by the completed runs that
+ *                               extend one another (chain.ts): its objects, in order, and its length
  * S3:
  *   snapshots/<conversationKey>/<run16>/g<generation>-<uuid>.jsonl[.gz]  a fresh key per write: never overwritten
+ *   snapshots/<conversationKey>/<run16>/g<generation>-<uuid>~<chain>.jsonl.gz  one object of chain <chain>
+ *   materialized/<conversationKey>/g<generation>-<chain>-<end>.jsonl.gz  a chain prefix as one object, made
+ *                                                      for a presigned redirect; a cache, deleted by age
  *   uploads/<conversationKey>/<run16>/<tag>-<uuid>     presigned uploads awaiting their commit; <tag> is
  *                                                      g<generation>, or the writer's token iat when it sent none
  * `<run16>` is the run id zero-padded to 16 digits, so key order is numeric order. Keys written before
@@ -22,6 +27,8 @@ export const HEAD_SK = 'HEAD';
 export const RUN_SK_PREFIX = 'RUN#';
 export const SNAPSHOT_PREFIX = 'snapshots/';
 export const UPLOAD_PREFIX = 'uploads/';
+export const MATERIALIZED_PREFIX = 'materialized/';
+export const CHAIN_SK_PREFIX = 'CHAIN#';
 /** Partition of the reconciler's own bookkeeping; contains no `/`, so it can never be a conversation key. */
 export const RECONCILER_PK = '~reconciler';
 
@@ -53,6 +60,14 @@ export interface RunRecord extends SnapshotMeta {
   readonly generation: number;
   /** sha256 (hex) of the object's bytes as stored (gzip or not): verifies a read at the cost of the stored size. */
   readonly storedSha256: string | undefined;
+  /**
+   * Set for a run stored in a chain (chain.ts): its bytes are the chain's first `storedBytes` stored
+   * bytes, and `s3Key` is only the object this run's request wrote (its identity; compaction may have
+   * merged it into another object since). Absent: the run's bytes are the object `s3Key`.
+   */
+  readonly chainId?: string | undefined;
+  /** SHA-256 running state after the run's bytes (hash-wasm `save()`, 116 B): an append resumes it. */
+  readonly hashState?: Uint8Array | undefined;
 }
 
 /** The HEAD item, as far as the write and clear paths need it. */
@@ -69,6 +84,35 @@ export interface LatestRecord extends SnapshotMeta {
   readonly encoding: Encoding;
   readonly storedBytes: number;
   readonly storedSha256: string | undefined;
+  /** The chain holding the bytes, when the run is stored in one (then `extents` is a copy of its layout). */
+  readonly chainId: string | undefined;
+  /**
+   * The chain's objects when the run was published: a cache that saves a read. Compaction may have
+   * replaced them since; the CHAIN record is the truth (hydrate falls back to it when one is gone).
+   */
+  readonly extents: readonly Extent[] | undefined;
+  readonly hashState: Uint8Array | undefined;
+}
+
+/**
+ * One object of a chain: `length` bytes (whole gzip members) whose sha256 is `sha256`. A chain's stored
+ * stream is its extents' bytes in order; an extent's offset is the sum of the lengths before it.
+ */
+export interface Extent {
+  readonly key: string;
+  readonly length: number;
+  readonly sha256: string;
+}
+
+/** The CHAIN item. */
+export interface ChainRecord {
+  readonly chainId: string;
+  readonly generation: number;
+  readonly extents: readonly Extent[];
+  /** Stored length of the chain (sum of the extents' lengths). */
+  readonly end: number;
+  /** Bumped by every change: appends and compactions are conditional on it. */
+  readonly version: number;
 }
 
 /** HEAD attributes that describe the published run, each a copy of one RunRecord field. */
@@ -81,24 +125,36 @@ const LATEST_FIELDS = {
   latestEncoding: 'encoding',
   latestCreatedAtMs: 'createdAtMs',
   latestStoredSha256: 'storedSha256',
+  latestChainId: 'chainId',
+  latestHashState: 'hashState',
 } as const satisfies Record<string, keyof RunRecord>;
 const LATEST_ATTRIBUTES = Object.keys(LATEST_FIELDS) as (keyof typeof LATEST_FIELDS)[];
 
-/** `SET latest… = :latest…` for publishing `r` on HEAD; placeholders are named after the attributes. */
-export function setLatest(r: RunRecord): { expression: string; values: Item } {
-  const present = LATEST_ATTRIBUTES.filter((a) => r[LATEST_FIELDS[a]] !== undefined);
-  const absent = LATEST_ATTRIBUTES.filter((a) => r[LATEST_FIELDS[a]] === undefined);
+/**
+ * `SET latest… = :latest…` for publishing `r` on HEAD; placeholders are named after the attributes.
+ * `extents`: the layout of `r`'s chain to cache on HEAD (chain runs only).
+ */
+export function setLatest(r: RunRecord, extents?: readonly Extent[]): { expression: string; values: Item } {
+  const value = (a: (typeof LATEST_ATTRIBUTES)[number]) => r[LATEST_FIELDS[a]];
+  const present = LATEST_ATTRIBUTES.filter((a) => value(a) !== undefined);
+  const absent: string[] = LATEST_ATTRIBUTES.filter((a) => value(a) === undefined);
+  const withExtents = r.chainId !== undefined && extents !== undefined;
+  if (!withExtents) absent.push('latestExtents');
+  const set = [...present.map((a) => `${a} = :${a}`), ...(withExtents ? ['latestExtents = :latestExtents'] : [])];
   return {
-    expression: `SET ${present.map((a) => `${a} = :${a}`).join(', ')}${absent.length ? ` REMOVE ${absent.join(', ')}` : ''}`,
-    values: marshall(Object.fromEntries(present.map((a) => [`:${a}`, r[LATEST_FIELDS[a]]]))),
+    expression: `SET ${set.join(', ')}${absent.length ? ` REMOVE ${absent.join(', ')}` : ''}`,
+    values: marshall({
+      ...Object.fromEntries(present.map((a) => [`:${a}`, value(a)])),
+      ...(withExtents && { ':latestExtents': extents.map(extentAttribute) }),
+    }),
   };
 }
 
 /** `REMOVE latest…`: un-publishes whatever HEAD names. */
-export const REMOVE_LATEST = `REMOVE ${LATEST_ATTRIBUTES.join(', ')}`;
+export const REMOVE_LATEST = `REMOVE ${[...LATEST_ATTRIBUTES, 'latestExtents'].join(', ')}`;
 
 /** ProjectionExpression for everything hydrate needs from HEAD (the published run and the generation). */
-export const LATEST_PROJECTION = [...LATEST_ATTRIBUTES, 'generation'].join(', ');
+export const LATEST_PROJECTION = [...LATEST_ATTRIBUTES, 'latestExtents', 'generation'].join(', ');
 
 export function itemKey(pk: string, sk: string): Item {
   return marshall({ pk, sk });
@@ -127,6 +183,8 @@ export function runItem(pk: string, r: RunRecord): Item {
     createdAtMs: r.createdAtMs,
     generation: r.generation,
     ...(r.storedSha256 !== undefined && { storedSha256: r.storedSha256 }),
+    ...(r.chainId !== undefined && { chainId: r.chainId }),
+    ...(r.hashState !== undefined && { hashState: r.hashState }),
   });
 }
 
@@ -145,6 +203,8 @@ export function fromRunItem(item: Item): RunRecord {
     // Records from before generations existed belong to generation 0.
     generation: typeof v['generation'] === 'number' ? v['generation'] : INITIAL_GENERATION,
     storedSha256: typeof v['storedSha256'] === 'string' ? v['storedSha256'] : undefined,
+    chainId: typeof v['chainId'] === 'string' ? v['chainId'] : undefined,
+    hashState: v['hashState'] instanceof Uint8Array ? v['hashState'] : undefined,
   };
 }
 
@@ -171,6 +231,51 @@ export function latestFromHeadItem(item: Item | undefined): LatestRecord | undef
     encoding: v['latestEncoding'] === 'gzip' ? 'gzip' : 'identity',
     storedBytes: typeof v['latestStoredBytes'] === 'number' ? v['latestStoredBytes'] : bytes,
     storedSha256: typeof v['latestStoredSha256'] === 'string' ? v['latestStoredSha256'] : undefined,
+    chainId: typeof v['latestChainId'] === 'string' ? v['latestChainId'] : undefined,
+    extents: Array.isArray(v['latestExtents']) ? (v['latestExtents'] as unknown[]).map(fromExtentAttribute) : undefined,
+    hashState: v['latestHashState'] instanceof Uint8Array ? v['latestHashState'] : undefined,
+  };
+}
+
+/** An extent as stored in DynamoDB (short names: a chain's item holds a list of them). */
+function extentAttribute(e: Extent): { k: string; n: number; h: string } {
+  return { k: e.key, n: e.length, h: e.sha256 };
+}
+
+function fromExtentAttribute(a: unknown): Extent {
+  const v = (a ?? {}) as Record<string, unknown>;
+  return { key: requireString(v, 'k'), length: requireNumber(v, 'n'), sha256: requireString(v, 'h') };
+}
+
+export function chainKey(pk: string, chainId: string): Item {
+  return itemKey(pk, CHAIN_SK_PREFIX + chainId);
+}
+
+export function chainItem(pk: string, c: ChainRecord): Item {
+  return marshall({
+    pk,
+    sk: CHAIN_SK_PREFIX + c.chainId,
+    generation: c.generation,
+    extents: c.extents.map(extentAttribute),
+    chainEnd: c.end,
+    version: c.version,
+  });
+}
+
+/** `extents = :extents, chainEnd = :chainEnd, version = :version` values for a chain update. */
+export function chainLayoutValues(extents: readonly Extent[], end: number, version: number): Item {
+  return marshall({ ':extents': extents.map(extentAttribute), ':chainEnd': end, ':version': version });
+}
+
+export function fromChainItem(item: Item): ChainRecord {
+  const v = unmarshall(item);
+  const sk = requireString(v, 'sk');
+  return {
+    chainId: sk.slice(CHAIN_SK_PREFIX.length),
+    generation: requireNumber(v, 'generation'),
+    extents: ((v['extents'] as unknown[] | undefined) ?? []).map(fromExtentAttribute),
+    end: requireNumber(v, 'chainEnd'),
+    version: requireNumber(v, 'version'),
   };
 }
 
@@ -183,6 +288,23 @@ export function generationOfHeadItem(item: Item | undefined): number {
 /** `snapshots/<conversationKey>/<run16>/g<generation>-<id>.jsonl[.gz]`. */
 export function snapshotObjectKey(pk: string, runId: number, generation: number, id: string, encoding: Encoding): string {
   return `${SNAPSHOT_PREFIX}${pk}/${padRunId(runId)}/g${generation}-${id}.jsonl${encoding === 'gzip' ? '.gz' : ''}`;
+}
+
+/** `snapshots/<conversationKey>/<run16>/g<generation>-<id>~<chainId>.jsonl.gz`: an object of a chain. */
+export function chainObjectKey(pk: string, runId: number, generation: number, id: string, chainId: string): string {
+  return `${SNAPSHOT_PREFIX}${pk}/${padRunId(runId)}/g${generation}-${id}~${chainId}.jsonl.gz`;
+}
+
+const CHAIN_OF_KEY = /~([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl\.gz$/;
+
+/** The chain an object key belongs to, or undefined for an object of no chain. */
+export function chainOfKey(s3Key: string): string | undefined {
+  return CHAIN_OF_KEY.exec(s3Key)?.[1];
+}
+
+/** `materialized/<conversationKey>/g<generation>-<chainId>-<end>.jsonl.gz`: the chain's first `end` stored bytes. */
+export function materializedObjectKey(pk: string, generation: number, chainId: string, end: number): string {
+  return `${MATERIALIZED_PREFIX}${pk}/g${generation}-${chainId}-${end}.jsonl.gz`;
 }
 
 /** What an upload key is tagged with: the writer's generation, or (when it sent none) its token iat. */

@@ -8,25 +8,36 @@ import {
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { batchGet } from './batch.js';
+import { createChain, GONE, planCompaction, putChainObject, readChain, readChainRange, readStoredRange, updateChain } from './chain.js';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { NDJSON_CONTENT_TYPE, type TerminalStatus } from '../contract.js';
 import { conversationKey, type ConversationScope } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
-import { sha256Hex } from './digest.js';
+import { resumeSha256, sha256Hex, type ResumedDigest } from './digest.js';
+import { StoreError } from './errors.js';
+import { deleteObjects } from './objects.js';
 import { currentGenerationCondition, isCurrent, legacyGeneration, staleGenerationCondition } from './fence.js';
 import {
+  chainObjectKey,
   fromHeadItem,
   fromRunItem,
   headKey,
+  HEAD_SK,
+  latestFromHeadItem,
   runItem,
   runKey,
+  RUN_SK_PREFIX,
   setLatest,
   snapshotObjectKey,
+  type Extent,
   type HeadRecord,
   type Item,
+  type LatestRecord,
   type RunRecord,
   type SnapshotMeta,
 } from './schema.js';
+import { padRunId } from '../ids.js';
 
 /**
  * The write protocol (1 S3 write + 2 conditional DynamoDB writes; every commit step is ONE conditional
@@ -64,10 +75,13 @@ export interface WriterScope extends ConversationScope {
 }
 
 /**
- * Outcome of a write or an upload commit:
+ * Outcome of a write, an append or an upload commit:
  *   stored            the run is stored; `latest` when hydrate now serves it
  *   duplicate         the run already had a snapshot (409 snapshot_exists)
  *   fenced            a clear happened after the run started (409 reset_fenced)
+ *   base-mismatch     an append's base is not a stored completed run of the current generation with
+ *                     that length and sha256 (412 base_mismatch: the client sends the whole file)
+ *   digest-mismatch   base + appended bytes do not have the sha256 the client announced (400)
  *   upload-not-found  the uploadId names nothing (400)
  *   upload-invalid    the uploaded object is unusable (400; `reason` is for logs)
  *   upload-too-large  the upload decodes past the maximum (413)
@@ -76,6 +90,8 @@ export type WriteResult =
   | { kind: 'stored'; meta: SnapshotMeta; latest: boolean }
   | { kind: 'duplicate' }
   | { kind: 'fenced' }
+  | { kind: 'base-mismatch' }
+  | { kind: 'digest-mismatch' }
   | { kind: 'upload-not-found' }
   | { kind: 'upload-invalid'; reason: string }
   | { kind: 'upload-too-large' };
@@ -88,18 +104,190 @@ export interface WriteInput {
 }
 
 /**
- * Stores a snapshot sent inline (gzip-compressed at rest) and commits it.
+ * Stores a snapshot sent whole (gzip-compressed at rest) and commits it. A completed run whose bytes
+ * begin with exactly the bytes of the run HEAD serves is stored as an append to it (only the new bytes
+ * are stored: existing workers that always send the whole file save storage too); any other completed
+ * run starts a new chain; a run that did not complete is kept as one object of its own (never served).
  * @returns the outcome; throws SDK/network errors (transient → 503 upstream) and AbortError at the deadline.
  */
 export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input: WriteInput, opts: CallOptions = {}): Promise<WriteResult> {
   const pk = conversationKey(scope);
-  const admission = await admit(ctx, pk, { generation: scope.generation, issuedAt: scope.issuedAt }, opts.signal);
-  if (!admission) return { kind: 'fenced' };
-  const { generation } = admission;
-  const meta: SnapshotMeta = { runId: input.runId, sha256: sha256Hex(input.body), bytes: input.body.length };
-  const compressed = await gzip(input.body);
-  const s3Key = snapshotObjectKey(pk, input.runId, generation, ctx.newId(), 'gzip');
+  const admission = await admitRun(ctx, pk, input.runId, { generation: scope.generation, issuedAt: scope.issuedAt }, opts.signal);
+  if (admission.kind !== 'admitted') return admission.result;
+  const { generation, head, latest } = admission;
+  const body = input.body;
 
+  if (input.status === 'completed') {
+    if (latest?.chainId !== undefined && latest.hashState !== undefined && body.length >= latest.bytes && sha256Hex(body.subarray(0, latest.bytes)) === latest.sha256) {
+      const appended = body.subarray(latest.bytes);
+      const digest = await resumeSha256(latest.hashState, appended);
+      if (digest) {
+        const base: ChainBase = { chainId: latest.chainId, storedEnd: latest.storedBytes, bytes: latest.bytes, extents: latest.extents };
+        return extendRun(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, base, appended, digest, opts);
+      }
+    }
+    const digest = (await resumeSha256(undefined, body))!;
+    return newChain(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, await gzip(body), { bytes: body.length, ...digest }, opts);
+  }
+
+  const meta: SnapshotMeta = { runId: input.runId, sha256: sha256Hex(body), bytes: body.length };
+  const compressed = await gzip(body);
+  return putSingleObject(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, compressed, meta, opts);
+}
+
+/** An append's input: the bytes after the base run's, and the whole file's sha256 as the client computed it. */
+export interface AppendInput {
+  readonly runId: number;
+  readonly status: TerminalStatus;
+  /** The stored run the client's file began with: its id, length (bytes) and sha256 (hex). */
+  readonly base: { readonly runId: number; readonly bytes: number; readonly sha256: string };
+  /** The appended bytes, exactly as written. */
+  readonly append: Buffer;
+  /** sha256 (hex) of base + append. */
+  readonly sha256: string;
+}
+
+/**
+ * Stores a run as the base run's bytes plus `input.append` (incremental sync). Work and storage are
+ * proportional to the appended bytes: the whole file's sha256 comes from the base's saved SHA-256
+ * state, and only the gzip of the appended bytes is written — as the next member of the base's chain,
+ * or, when another run extended that chain first, of a new chain that starts with a copy of the base.
+ *
+ * The base must be a completed run of the current generation with the length and sha256 the client
+ * names (else `base-mismatch`), and the result must have the sha256 the client names (else
+ * `digest-mismatch`); both are checked before anything is written.
+ * @returns the outcome; throws SDK/network errors and AbortError at the deadline.
+ */
+export async function appendSnapshot(ctx: StoreContext, scope: WriterScope, input: AppendInput, opts: CallOptions = {}): Promise<WriteResult> {
+  const pk = conversationKey(scope);
+  const admission = await admitRun(ctx, pk, input.runId, { generation: scope.generation, issuedAt: scope.issuedAt }, opts.signal, input.base.runId);
+  if (admission.kind !== 'admitted') return admission.result;
+  const { generation, head } = admission;
+  const base = admission.base;
+  if (
+    !base ||
+    base.status !== 'completed' ||
+    base.generation !== generation ||
+    base.bytes !== input.base.bytes ||
+    base.sha256 !== input.base.sha256 ||
+    base.chainId === undefined ||
+    base.hashState === undefined
+  ) {
+    return { kind: 'base-mismatch' };
+  }
+  if (base.bytes + input.append.length > ctx.limits.maxUploadBytes) return { kind: 'upload-too-large' };
+  const digest = await resumeSha256(base.hashState, input.append);
+  if (!digest) return { kind: 'base-mismatch' };
+  if (digest.sha256 !== input.sha256) return { kind: 'digest-mismatch' };
+  const chainBase: ChainBase = { chainId: base.chainId, storedEnd: base.storedBytes, bytes: base.bytes, extents: undefined };
+  return extendRun(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, chainBase, input.append, digest, opts);
+}
+
+/** The run being written, once admitted. */
+interface Admitted {
+  readonly runId: number;
+  readonly status: TerminalStatus;
+  readonly iat: number;
+  readonly generation: number;
+  readonly head: HeadRecord;
+}
+
+/** What an append extends: a prefix of a chain. `extents`: a cached layout of the chain, if any. */
+interface ChainBase {
+  readonly chainId: string;
+  readonly storedEnd: number;
+  readonly bytes: number;
+  readonly extents: readonly Extent[] | undefined;
+}
+
+/**
+ * Stores `appended` after `base`. Completed runs extend the base's chain when the base is its end
+ * (compacting when the chain has too many objects), else fork a new chain from a copy of the base;
+ * other runs are kept as one object of their own (base + new member), never served.
+ */
+async function extendRun(
+  ctx: StoreContext,
+  pk: string,
+  run: Admitted,
+  base: ChainBase,
+  appended: Buffer,
+  digest: ResumedDigest,
+  opts: CallOptions,
+): Promise<WriteResult> {
+  const signal = opts.signal;
+  const member = await gzip(appended);
+  const bytes = base.bytes + appended.length;
+
+  let chain = await readChain(ctx, pk, base.chainId, signal);
+  if (chain && chain.generation === run.generation && chain.end === base.storedEnd && run.status === 'completed') {
+    const from = planCompaction([...chain.extents.map((e) => e.length), member.length], ctx.limits.chainMaxExtents, ctx.limits.chainMergeRatio);
+    const kept = from < 0 ? chain.extents : chain.extents.slice(0, from);
+    const merged = from < 0 ? [] : chain.extents.slice(from);
+    const old = merged.length ? await readStoredRange(ctx, merged, 0, sum(merged), signal) : Buffer.alloc(0);
+    if (old !== GONE) {
+      const key = chainObjectKey(pk, run.runId, run.generation, ctx.newId(), chain.chainId);
+      const extent = await putChainObject(ctx, key, old.length ? Buffer.concat([old, member]) : member, signal);
+      const extents = [...kept, extent];
+      const end = chain.end + member.length;
+      if (await updateChain(ctx, pk, chain, { extents, end }, signal)) {
+        // The merged objects are now referenced by nothing but stale cached layouts, whose readers
+        // fall back to the CHAIN record (chain.ts).
+        if (merged.length) await deleteObjectsQuietly(ctx, merged.map((e) => e.key), signal);
+        return commitRun(
+          ctx,
+          pk,
+          { ...chainRun(run, key, end, digest, bytes), chainId: chain.chainId },
+          { ...opts, head: run.head, extents },
+        );
+      }
+      await deleteObjectQuietly(ctx, key, signal);
+    }
+    chain = await readChain(ctx, pk, base.chainId, signal);
+  }
+  if (!chain || chain.generation !== run.generation || chain.end < base.storedEnd) return { kind: 'base-mismatch' };
+  const prefix = await readChainRange(ctx, pk, chain.chainId, { start: 0, end: base.storedEnd }, chain.extents, signal);
+  if (prefix === GONE) throw new StoreError('CONTENDED', 'the base chain changed under every read; retry');
+  const stored = Buffer.concat([prefix, member]);
+  if (run.status === 'completed') return newChain(ctx, pk, run, stored, { bytes, ...digest }, opts);
+  return putSingleObject(ctx, pk, run, stored, { runId: run.runId, sha256: digest.sha256, bytes }, opts);
+}
+
+/** A new chain of one object holding `stored` (gzip members), and the run that is all of it. */
+async function newChain(
+  ctx: StoreContext,
+  pk: string,
+  run: Admitted,
+  stored: Buffer,
+  digest: ResumedDigest & { bytes: number },
+  opts: CallOptions,
+): Promise<WriteResult> {
+  const chainId = ctx.newId();
+  const key = chainObjectKey(pk, run.runId, run.generation, ctx.newId(), chainId);
+  // 1. The object, then the chain that names it: nothing refers to either until the claim.
+  const extent = await putChainObject(ctx, key, stored, opts.signal);
+  await createChain(ctx, pk, { chainId, generation: run.generation, extents: [extent], end: stored.length, version: 1 }, opts.signal);
+  return commitRun(ctx, pk, { ...chainRun(run, key, stored.length, digest, digest.bytes), chainId }, { ...opts, head: run.head, extents: [extent] });
+}
+
+function chainRun(run: Admitted, key: string, end: number, digest: ResumedDigest, bytes: number): Omit<RunRecord, 'createdAtMs'> {
+  return {
+    runId: run.runId,
+    status: run.status,
+    s3Key: key,
+    encoding: 'gzip',
+    storedBytes: end,
+    storedSha256: undefined,
+    sha256: digest.sha256,
+    bytes,
+    iat: run.iat,
+    generation: run.generation,
+    hashState: digest.state,
+  };
+}
+
+/** A run stored as one gzip object of its own (runs that did not complete). */
+async function putSingleObject(ctx: StoreContext, pk: string, run: Admitted, compressed: Buffer, meta: SnapshotMeta, opts: CallOptions): Promise<WriteResult> {
+  const s3Key = snapshotObjectKey(pk, run.runId, run.generation, ctx.newId(), 'gzip');
   // 1. Upload first: nothing refers to this key yet, and no other writer will ever use it.
   await ctx.s3.send(
     new PutObjectCommand({
@@ -118,16 +306,63 @@ export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input
     pk,
     {
       ...meta,
-      status: input.status,
+      status: run.status,
       s3Key,
       encoding: 'gzip',
       storedBytes: compressed.length,
       storedSha256: sha256Hex(compressed),
-      iat: scope.issuedAt,
-      generation,
+      iat: run.iat,
+      generation: run.generation,
     },
-    { ...opts, head: admission.head },
+    { ...opts, head: run.head },
   );
+}
+
+function sum(extents: readonly Extent[]): number {
+  return extents.reduce((n, e) => n + e.length, 0);
+}
+
+/**
+ * Step 0 of a write or an append: one consistent BatchGetItem of HEAD, the run's own record and (for
+ * an append) the base run's record. Places the run (see `admit`); a run that already has a record of
+ * its generation is a duplicate (rolled forward if it never published, as `commitRun` does), answered
+ * before anything is written.
+ */
+async function admitRun(
+  ctx: StoreContext,
+  pk: string,
+  runId: number,
+  evidence: RunEvidence,
+  abortSignal: AbortSignal | undefined,
+  baseRunId?: number,
+): Promise<
+  | { kind: 'admitted'; generation: number; head: HeadRecord; latest: LatestRecord | undefined; base: RunRecord | undefined }
+  | { kind: 'done'; result: WriteResult }
+> {
+  const keys = [headKey(pk), runKey(pk, runId), ...(baseRunId !== undefined && baseRunId !== runId ? [runKey(pk, baseRunId)] : [])];
+  const items = await batchGet(ctx, keys, abortSignal);
+  const bySk = new Map(items.map((item) => [item['sk']?.S, item]));
+  const headItem = bySk.get(HEAD_SK);
+  const head = fromHeadItem(headItem);
+  const generation = placeRun(ctx, head, evidence);
+  if (generation === undefined) return { kind: 'done', result: { kind: 'fenced' } };
+  const ownItem = bySk.get(RUN_SK_PREFIX + padRunId(runId));
+  const own = ownItem ? fromRunItem(ownItem) : undefined;
+  if (own && own.generation >= generation) {
+    if (own.generation > generation) return { kind: 'done', result: { kind: 'fenced' } };
+    if (own.status === 'completed') await publish(ctx, pk, own, abortSignal);
+    return { kind: 'done', result: { kind: 'duplicate' } };
+  }
+  const baseItem = baseRunId !== undefined ? bySk.get(RUN_SK_PREFIX + padRunId(baseRunId)) : undefined;
+  return { kind: 'admitted', generation, head, latest: latestFromHeadItem(headItem), base: baseItem ? fromRunItem(baseItem) : undefined };
+}
+
+async function deleteObjectsQuietly(ctx: StoreContext, keys: readonly string[], abortSignal?: AbortSignal): Promise<void> {
+  try {
+    await deleteObjects(ctx, keys, abortSignal);
+  } catch (err) {
+    ctx.onCleanupError('delete compacted objects', err);
+  }
 }
 
 /** What places a run against resets: the generation its writer echoes, else its token's `iat` (seconds). */
@@ -144,13 +379,17 @@ export interface RunEvidence {
  */
 export async function admit(ctx: StoreContext, pk: string, evidence: RunEvidence, abortSignal?: AbortSignal): Promise<{ generation: number; head: HeadRecord } | undefined> {
   const head = await readHead(ctx, pk, abortSignal);
-  const generation =
-    evidence.generation !== undefined
-      ? isCurrent(evidence.generation, head.generation)
-        ? evidence.generation
-        : undefined
-      : legacyGeneration(evidence.issuedAt, ctx.now(), head, ctx.legacyFenceWindowSeconds);
+  const generation = placeRun(ctx, head, evidence);
   return generation === undefined ? undefined : { generation, head };
+}
+
+/** The generation a run belongs to against `head`, or undefined when it must be fenced (see `admit`). */
+function placeRun(ctx: StoreContext, head: HeadRecord, evidence: RunEvidence): number | undefined {
+  return evidence.generation !== undefined
+    ? isCurrent(evidence.generation, head.generation)
+      ? evidence.generation
+      : undefined
+    : legacyGeneration(evidence.issuedAt, ctx.now(), head, ctx.legacyFenceWindowSeconds);
 }
 
 /**
@@ -161,9 +400,11 @@ export async function commitRun(
   ctx: StoreContext,
   pk: string,
   fields: Omit<RunRecord, 'createdAtMs'>,
-  opts: CallOptions & { head?: HeadRecord | undefined },
+  opts: CallOptions & { head?: HeadRecord | undefined; extents?: readonly Extent[] | undefined },
 ): Promise<WriteResult> {
   let record: RunRecord = { ...fields, createdAtMs: ctx.now() };
+  // A chain run's object belongs to its chain: it is never deleted on its own.
+  const dropOwnObject = () => (record.chainId === undefined ? deleteObjectQuietly(ctx, record.s3Key, opts.signal) : Promise.resolve());
   const meta: SnapshotMeta = { runId: record.runId, sha256: record.sha256, bytes: record.bytes };
 
   // 2. Claim the run. Exactly one writer per (conversation, run) gets past this line (I5).
@@ -183,7 +424,7 @@ export async function commitRun(
       if (await deleteStaleRun(ctx, pk, existing, record.generation, opts.signal)) await deleteObjectQuietly(ctx, existing.s3Key, opts.signal);
       continue;
     }
-    await deleteObjectQuietly(ctx, record.s3Key, opts.signal);
+    await dropOwnObject();
     // The run was claimed in a later generation: this run is from before a reset.
     if (existing.generation > record.generation) return { kind: 'fenced' };
     // Someone claimed this run first — a concurrent duplicate, or this same request's earlier attempt
@@ -199,7 +440,7 @@ export async function commitRun(
   if (known !== undefined && known >= record.runId && opts.head?.latestKey !== record.s3Key) return { kind: 'stored', meta, latest: false };
 
   // 3. Publish.
-  const published = await publish(ctx, pk, record, opts.signal);
+  const published = await publish(ctx, pk, record, opts.signal, opts.extents);
   if (published === true) return { kind: 'stored', meta, latest: true };
 
   // Not published: a higher run is already latest (fine: stored, 200), or a clear fenced this run, or
@@ -267,9 +508,21 @@ export async function deleteStaleRun(ctx: StoreContext, pk: string, r: RunRecord
  * run's generation.
  * On failure, the HEAD item that failed the condition when the service returns it (DynamoDB does).
  */
-export async function publish(ctx: StoreContext, pk: string, r: RunRecord, abortSignal?: AbortSignal): Promise<true | { head: Item | undefined }> {
+export async function publish(
+  ctx: StoreContext,
+  pk: string,
+  r: RunRecord,
+  abortSignal?: AbortSignal,
+  extents?: readonly Extent[],
+): Promise<true | { head: Item | undefined }> {
+  if (r.chainId !== undefined && extents === undefined) {
+    // Roll-forward of a chain run: cache the chain's current layout (the chain is gone after a clear).
+    const chain = await readChain(ctx, pk, r.chainId, abortSignal);
+    if (!chain || chain.end < r.storedBytes) return { head: undefined };
+    extents = chain.extents;
+  }
   const fence = currentGenerationCondition(r.generation);
-  const set = setLatest(r);
+  const set = setLatest(r, extents);
   return updateHeadIf(
     ctx,
     pk,
@@ -346,7 +599,8 @@ async function deleteRunQuietly(ctx: StoreContext, pk: string, r: RunRecord, abo
   } catch (err) {
     if (!(err instanceof ConditionalCheckFailedException)) ctx.onCleanupError('delete fenced run record', err);
   }
-  await deleteObjectQuietly(ctx, r.s3Key, abortSignal);
+  // A chain's objects go with the chain (the next clear deletes the old generation's chains).
+  if (r.chainId === undefined) await deleteObjectQuietly(ctx, r.s3Key, abortSignal);
 }
 
 /** Best effort, but still bound by the request deadline: a stalled cleanup must not hold the answer. */
