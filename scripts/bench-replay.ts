@@ -20,37 +20,13 @@ import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
 import { startLocalService, type LocalService } from '../local/service.js';
 import { hydrateSnapshot, writeSnapshot } from '../worker-client/src/index.js';
+import { turnsOf } from './replay-turns.js';
+
 
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
 process.env['POWERTOOLS_LOG_LEVEL'] ??= 'SILENT';
 
 const FIXTURE = new URL('../test/fixtures/pi-large-session.jsonl', import.meta.url);
-
-/** The transcript cut before every user message: turn 0 is what precedes the first one. */
-export function turnsOf(transcript: Buffer): Buffer[] {
-  const turns: Buffer[] = [];
-  let start = 0;
-  let at = 0;
-  while (at < transcript.length) {
-    const end = transcript.indexOf(0x0a, at);
-    const next = end === -1 ? transcript.length : end + 1;
-    const line = transcript.subarray(at, next).toString('utf8');
-    let user = false;
-    try {
-      const o = JSON.parse(line) as { type?: string; message?: { role?: string } };
-      user = o.type === 'message' && o.message?.role === 'user';
-    } catch {
-      // not JSON: part of the current turn
-    }
-    if (user && at > start) {
-      turns.push(transcript.subarray(start, at));
-      start = at;
-    }
-    at = next;
-  }
-  turns.push(transcript.subarray(start));
-  return turns;
-}
 
 /** A TCP proxy in front of the service that counts the bytes each way. */
 async function countingProxy(target: URL): Promise<{ url: string; up: () => number; down: () => number; close: () => Promise<void> }> {

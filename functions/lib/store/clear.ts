@@ -5,7 +5,22 @@ import type { CallOptions, StoreContext } from './context.js';
 import { currentGenerationCondition, legacyGeneration, type ResetState } from './fence.js';
 import { deleteObjects, listObjectPages } from './objects.js';
 import { deleteStaleRun, updateHeadIf } from './write.js';
-import { fromRunItem, generationOfHeadItem, headKey, REMOVE_LATEST, RUN_SK_PREFIX, SNAPSHOT_PREFIX, tagOfKey, UPLOAD_PREFIX } from './schema.js';
+import { ConditionalCheckFailedException, DeleteItemCommand } from '@aws-sdk/client-dynamodb';
+import {
+  CHAIN_SK_PREFIX,
+  chainKey,
+  fromChainItem,
+  fromRunItem,
+  generationOfHeadItem,
+  headKey,
+  MATERIALIZED_PREFIX,
+  REMOVE_LATEST,
+  RUN_SK_PREFIX,
+  SNAPSHOT_PREFIX,
+  tagOfKey,
+  UPLOAD_PREFIX,
+  type ChainRecord,
+} from './schema.js';
 
 /**
  * Clear (DELETE, invariant I4), ordered by generations (fence.ts), never by clocks:
@@ -19,8 +34,10 @@ import { fromRunItem, generationOfHeadItem, headKey, REMOVE_LATEST, RUN_SK_PREFI
  *   3. Delete every run of a generation < g+1: objects first (DeleteObjects), then each record under the
  *      fence's exact negation. A crash in between leaves a stale record whose object is gone; it can never
  *      publish, and a retry deletes it. Runs of newer generations are left alone.
- *   4. Sweep objects no record points to (uploads never committed, writers that died before their claim)
- *      whose key says they belong before the fence.
+ *   4. Delete every chain of a generation < g+1 the same way: its objects, then its record (chains
+ *      are never shared across generations: an append's base must be of the current one).
+ *   5. Sweep objects no record points to (uploads never committed, writers that died before their claim,
+ *      materialized copies) whose key says they belong before the fence.
  *
  * @returns the number of RUN records this call deleted. Throws SDK errors (every step is idempotent).
  */
@@ -69,11 +86,47 @@ export async function clearConversation(ctx: StoreContext, scope: ConversationSc
     deleted += removed.filter(Boolean).length;
   }
 
-  // 4. Orphans from before the fence: such a writer can never publish after it, so deleting its object
+  // 4. Every chain of an older generation (after the runs: a run is never left naming a missing chain).
+  const chains = paginateQuery(
+    { client: ctx.ddb },
+    {
+      TableName: ctx.table,
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :chain)',
+      ExpressionAttributeValues: marshall({ ':pk': pk, ':chain': CHAIN_SK_PREFIX }),
+      ConsistentRead: true,
+    },
+    { abortSignal },
+  );
+  for await (const page of chains) {
+    const doomed = (page.Items ?? []).map(fromChainItem).filter((c) => c.generation < reset.generation);
+    if (doomed.length === 0) continue;
+    await deleteObjects(ctx, doomed.flatMap((c) => c.extents.map((e) => e.key)), abortSignal);
+    await Promise.all(doomed.map((c) => deleteStaleChain(ctx, pk, c, reset.generation, abortSignal)));
+  }
+
+  // 5. Orphans from before the fence: such a writer can never publish after it, so deleting its object
   //    cannot break a future HEAD.
   await sweep(ctx, `${SNAPSHOT_PREFIX}${pk}/`, reset, abortSignal);
   await sweep(ctx, `${UPLOAD_PREFIX}${pk}/`, reset, abortSignal);
+  await sweep(ctx, `${MATERIALIZED_PREFIX}${pk}/`, reset, abortSignal);
   return { deleted };
+}
+
+/** Deletes a CHAIN record while it is still of a generation before `generation` (a chain is never re-created under its id). */
+async function deleteStaleChain(ctx: StoreContext, pk: string, c: ChainRecord, generation: number, abortSignal?: AbortSignal): Promise<void> {
+  try {
+    await ctx.ddb.send(
+      new DeleteItemCommand({
+        TableName: ctx.table,
+        Key: chainKey(pk, c.chainId),
+        ConditionExpression: 'generation < :fence',
+        ExpressionAttributeValues: marshall({ ':fence': generation }),
+      }),
+      { abortSignal },
+    );
+  } catch (err) {
+    if (!(err instanceof ConditionalCheckFailedException)) throw err;
+  }
 }
 
 /** True when an object with this key belongs before the fence `reset` (by its generation, or its writer's iat). */

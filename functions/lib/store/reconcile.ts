@@ -3,13 +3,30 @@ import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { StoreContext } from './context.js';
 import { batchGet } from './batch.js';
 import { deleteObjects, listObjectPages } from './objects.js';
-import { fromRunItem, generationOfHeadItem, headKey, itemKey, latestFromHeadItem, parseSnapshotKey, RECONCILER_PK, SNAPSHOT_PREFIX, type Item, type RunRecord } from './schema.js';
+import {
+  CHAIN_SK_PREFIX,
+  chainKey,
+  chainOfKey,
+  fromChainItem,
+  fromRunItem,
+  generationOfHeadItem,
+  headKey,
+  itemKey,
+  latestFromHeadItem,
+  MATERIALIZED_PREFIX,
+  parseSnapshotKey,
+  RECONCILER_PK,
+  SNAPSHOT_PREFIX,
+  type Item,
+  type RunRecord,
+} from './schema.js';
 import { publish } from './write.js';
 
 /**
  * The scheduled reconciler (bundled only into functions/reconcile.ts). Deletes snapshot objects that no
- * RUN record refers to: uploads whose commit never happened (the writer died between PutObject and its
- * claim), or a losing duplicate whose own cleanup failed; and publishes completed runs whose writer died
+ * record refers to: uploads whose commit never happened (the writer died between PutObject and its
+ * claim), a losing duplicate whose own cleanup failed, chain objects whose append died before its chain
+ * update (or whose compaction's deletion failed), and materialized copies past the grace; and publishes completed runs whose writer died
  * between its claim and its publish and never retried (roll-forward). Walks `snapshots/` in key order from a
  * cursor kept in DynamoDB, so successive runs cover any bucket size; stops at `deadlineAt` or after
  * `maxKeys` and saves where it stopped.
@@ -17,7 +34,10 @@ import { publish } from './write.js';
  * Why deleting is safe: an object is only a candidate when it is older than `graceSeconds` (at least
  * 15 min, longer than any request can live), so its writer has finished: if it was ever going to claim
  * the run, the claim exists now. A RUN record is immutable and HEAD only ever points at a RUN's key, so
- * "no RUN record with this key" means nothing refers to the object or ever will.
+ * "no RUN record with this key" means nothing refers to the object or ever will. For a chain object
+ * the same holds of its CHAIN record: an append names its object in the chain before any run refers
+ * to it, and an object the chain no longer lists (merged by compaction) is never listed again;
+ * HEAD's cached layout may still name it, and its readers fall back to the CHAIN record.
  */
 export interface ReconcileOptions {
   /** Only objects older than this many seconds (by the store clock) are candidates. */
@@ -58,9 +78,9 @@ export async function reconcile(ctx: StoreContext, opts: ReconcileOptions): Prom
   for await (const objects of pages) {
     const candidates = objects.filter((o) => o.Key && o.LastModified && o.LastModified.getTime() < cutoff);
     const records = await recordsOf(ctx, candidates.map((o) => o.Key!), abortSignal);
-    const orphans = candidates.map((o) => o.Key!).filter((k) => !records.has(k));
+    const orphans = candidates.map((o) => o.Key!).filter((k) => !records.referenced.has(k));
     await deleteObjects(ctx, orphans, abortSignal);
-    result.rolledForward += await rollForward(ctx, [...records.values()].filter((r): r is Owned => r !== FOREIGN), abortSignal);
+    result.rolledForward += await rollForward(ctx, records.runs, abortSignal);
     result.scanned += objects.length;
     result.deleted += orphans.length;
     if (objects.length > 0) startAfter = objects[objects.length - 1]!.Key;
@@ -72,6 +92,17 @@ export async function reconcile(ctx: StoreContext, opts: ReconcileOptions): Prom
   // A budget that ran out exactly at the end of the listing is still reported incomplete; the next
   // pass then finds nothing past the cursor and completes.
 
+  // Materialized copies (chain.ts) are caches for presigned URLs: past the grace, which outlives any
+  // URL handed out, nothing needs them (a later read makes a new one).
+  if (done) {
+    for await (const objects of listObjectPages(ctx, { prefix: MATERIALIZED_PREFIX }, abortSignal)) {
+      const expired = objects.filter((o) => o.Key && o.LastModified && o.LastModified.getTime() < cutoff).map((o) => o.Key!);
+      await deleteObjects(ctx, expired, abortSignal);
+      result.deleted += expired.length;
+      if (Date.now() >= opts.deadlineAt) break;
+    }
+  }
+
   // Save progress; a finished pass starts over from the beginning next time.
   if (done) {
     if (resumedFrom !== undefined) await ctx.ddb.send(new DeleteItemCommand({ TableName: ctx.table, Key: cursorKey }), { abortSignal });
@@ -81,28 +112,41 @@ export async function reconcile(ctx: StoreContext, opts: ReconcileOptions): Prom
   return { ...result, complete: done, cursor: done ? undefined : startAfter };
 }
 
-/** Marks an object key the reconciler does not understand: treated as referenced, never deleted. */
-const FOREIGN = Symbol('foreign');
 type Owned = RunRecord & { readonly pk: string };
 
 /**
- * The RUN record that refers to each of `s3Keys` (consistent BatchGetItem of the records their paths
- * name). Keys absent from the result are referenced by nothing.
+ * Which of `s3Keys` something refers to (consistent BatchGetItem of the records their paths name), and
+ * the RUN records that name them (for roll-forward). An object of a chain is referenced while its
+ * CHAIN record lists it (compaction removes the objects it merged); any other object while the RUN
+ * record of its path names it. A key the reconciler does not understand counts as referenced.
  */
-async function recordsOf(ctx: StoreContext, s3Keys: readonly string[], abortSignal?: AbortSignal): Promise<Map<string, Owned | typeof FOREIGN>> {
-  const out = new Map<string, Owned | typeof FOREIGN>();
+async function recordsOf(ctx: StoreContext, s3Keys: readonly string[], abortSignal?: AbortSignal): Promise<{ referenced: Set<string>; runs: Owned[] }> {
+  const referenced = new Set<string>();
   const wanted = new Map<string, Item>(); // "pk sk" → key
   for (const k of s3Keys) {
     const parsed = parseSnapshotKey(k);
-    if (!parsed) out.set(k, FOREIGN);
-    else wanted.set(`${parsed.pk} ${parsed.runSk}`, itemKey(parsed.pk, parsed.runSk));
+    if (!parsed) {
+      referenced.add(k);
+      continue;
+    }
+    wanted.set(`${parsed.pk} ${parsed.runSk}`, itemKey(parsed.pk, parsed.runSk));
+    const chainId = chainOfKey(k);
+    if (chainId !== undefined) wanted.set(`${parsed.pk} ${CHAIN_SK_PREFIX}${chainId}`, chainKey(parsed.pk, chainId));
   }
+  const keys = new Set(s3Keys);
+  const runs: Owned[] = [];
   for (const item of await batchGet(ctx, [...wanted.values()], abortSignal)) {
     const v = unmarshall(item);
+    if (String(v['sk']).startsWith(CHAIN_SK_PREFIX)) {
+      for (const e of fromChainItem(item).extents) if (keys.has(e.key)) referenced.add(e.key);
+      continue;
+    }
     const run = fromRunItem(item);
-    if (s3Keys.includes(run.s3Key)) out.set(run.s3Key, { ...run, pk: v['pk'] as string });
+    if (!keys.has(run.s3Key)) continue;
+    runs.push({ ...run, pk: v['pk'] as string });
+    if (run.chainId === undefined) referenced.add(run.s3Key);
   }
-  return out;
+  return { referenced, runs };
 }
 
 /**

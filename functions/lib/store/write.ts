@@ -1,5 +1,5 @@
 import { promisify } from 'node:util';
-import { gzip as gzipCb } from 'node:zlib';
+import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import {
   ConditionalCheckFailedException,
   DeleteItemCommand,
@@ -7,7 +7,7 @@ import {
   PutItemCommand,
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
-import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, NoSuchKey, PutObjectCommand } from '@aws-sdk/client-s3';
 import { batchGet } from './batch.js';
 import { createChain, GONE, planCompaction, putChainObject, readChain, readChainRange, readStoredRange, updateChain } from './chain.js';
 import { marshall } from '@aws-sdk/util-dynamodb';
@@ -65,6 +65,7 @@ import { padRunId } from '../ids.js';
  */
 
 const gzip = promisify(gzipCb);
+const gunzip = promisify(gunzipCb);
 
 /** Token-derived identity of a writer, and the generation it echoes. */
 export interface WriterScope extends ConversationScope {
@@ -164,23 +165,54 @@ export async function appendSnapshot(ctx: StoreContext, scope: WriterScope, inpu
   if (admission.kind !== 'admitted') return admission.result;
   const { generation, head } = admission;
   const base = admission.base;
-  if (
-    !base ||
-    base.status !== 'completed' ||
-    base.generation !== generation ||
-    base.bytes !== input.base.bytes ||
-    base.sha256 !== input.base.sha256 ||
-    base.chainId === undefined ||
-    base.hashState === undefined
-  ) {
+  if (!base || base.status !== 'completed' || base.generation !== generation || base.bytes !== input.base.bytes || base.sha256 !== input.base.sha256) {
     return { kind: 'base-mismatch' };
   }
   if (base.bytes + input.append.length > ctx.limits.maxUploadBytes) return { kind: 'upload-too-large' };
+  const run: Admitted = { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head };
+  if (base.chainId === undefined || base.hashState === undefined) return promote(ctx, pk, run, base, input, opts);
   const digest = await resumeSha256(base.hashState, input.append);
   if (!digest) return { kind: 'base-mismatch' };
   if (digest.sha256 !== input.sha256) return { kind: 'digest-mismatch' };
   const chainBase: ChainBase = { chainId: base.chainId, storedEnd: base.storedBytes, bytes: base.bytes, extents: undefined };
-  return extendRun(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, chainBase, input.append, digest, opts);
+  return extendRun(ctx, pk, run, chainBase, input.append, digest, opts);
+}
+
+/** Largest base (decoded bytes) `promote` reads into memory; past it an append on such a base is 412. */
+export const PROMOTE_MAX_BYTES = 256 * 1024 * 1024;
+
+/**
+ * An append on a run stored as one object (a presigned upload, or a run stored before chains existed):
+ * reads and verifies the base once, and starts a chain with it re-encoded as one gzip member plus the
+ * appended member. From then on, appends on this chain cost only what they append.
+ */
+async function promote(ctx: StoreContext, pk: string, run: Admitted, base: RunRecord, input: AppendInput, opts: CallOptions): Promise<WriteResult> {
+  if (base.bytes > PROMOTE_MAX_BYTES) return { kind: 'base-mismatch' };
+  let stored: Buffer;
+  try {
+    const obj = await ctx.s3.send(new GetObjectCommand({ Bucket: ctx.bucket, Key: base.s3Key }), { abortSignal: opts.signal });
+    stored = Buffer.from(await obj.Body!.transformToByteArray());
+  } catch (err) {
+    if (err instanceof NoSuchKey) return { kind: 'base-mismatch' }; // cleared in between
+    throw err;
+  }
+  if (base.storedSha256 !== undefined && (stored.length !== base.storedBytes || sha256Hex(stored) !== base.storedSha256)) {
+    throw new StoreError('INTEGRITY', `stored object for run ${base.runId} does not match its record`);
+  }
+  let plain: Buffer;
+  try {
+    plain = base.encoding === 'gzip' ? await gunzip(stored, { maxOutputLength: base.bytes + 1 }) : stored;
+  } catch (err) {
+    throw new StoreError('INTEGRITY', `stored object for run ${base.runId} is not valid gzip`, { cause: err });
+  }
+  const prefix = await resumeSha256(undefined, plain);
+  if (plain.length !== base.bytes || prefix?.sha256 !== base.sha256) throw new StoreError('INTEGRITY', `stored object for run ${base.runId} does not match its record`);
+  const digest = (await resumeSha256(prefix.state, input.append))!;
+  if (digest.sha256 !== input.sha256) return { kind: 'digest-mismatch' };
+  const members = Buffer.concat([await gzip(plain), await gzip(input.append)]);
+  const bytes = base.bytes + input.append.length;
+  if (run.status === 'completed') return newChain(ctx, pk, run, members, { bytes, ...digest }, opts);
+  return putSingleObject(ctx, pk, run, members, { runId: run.runId, sha256: digest.sha256, bytes }, opts);
 }
 
 /** The run being written, once admitted. */

@@ -1,0 +1,170 @@
+/**
+ * `npm run bench:append [-- --rounds N]`
+ *
+ * Two costs of incremental sync, each as a ratio against a baseline measured in the same run, on the
+ * same local service (HTTP → handler → store → emulators), requests interleaved so both sides see the
+ * same machine load:
+ *
+ *  1. Append cost vs transcript size: a 1 KB append (`appendJsonl`) to a 50 MB transcript against a
+ *     1 KB append to a 50 KB one (each transcript built from the real fixture, stored as a chain).
+ *     Prints the p50 and the mean of each (the mean includes the appends that compact) and the ratios.
+ *  2. Chain hydrate vs single object: a GET (Accept-Encoding: gzip, as the worker-client sends) of the
+ *     fixture stored as a chain built by its 89 turns against the same bytes stored as one object.
+ *
+ * Last line: `bench:append: append_p50_ratio=<x> append_mean_ratio=<y> chain_hydrate_p50_ratio=<z> extents=<n>`.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
+import { startLocalService } from '../local/service.js';
+import { turnsOf } from './replay-turns.js';
+
+process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
+process.env['POWERTOOLS_LOG_LEVEL'] ??= 'SILENT';
+
+const i = process.argv.indexOf('--rounds');
+const rounds = i >= 0 ? Number(process.argv[i + 1]) : 60;
+if (!Number.isInteger(rounds) || rounds < 5) throw new Error('--rounds must be an integer >= 5');
+
+const FIXTURE = new URL('../test/fixtures/pi-large-session.jsonl', import.meta.url);
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+const fixture = await readFile(FIXTURE);
+const svc = await startLocalService({});
+const url = `${svc.url}${SNAPSHOT_PATH}`;
+
+/** One conversation the bench writes to: what it holds and its next run id. */
+class Conversation {
+  content: Buffer = Buffer.alloc(0);
+  runId = 0;
+  constructor(readonly conv: string) {}
+
+  token(runId?: number): Promise<string> {
+    return svc.mintToken({ org: 'bench', agent: 'append', conv: this.conv, ...(runId !== undefined && { runId }) });
+  }
+
+  /** Writes `content` whole (POST snapshotJsonl). */
+  async full(content: Buffer): Promise<void> {
+    const runId = ++this.runId;
+    await this.post(runId, { runId, terminalStatus: 'completed', snapshotJsonl: content.toString('utf8') });
+    this.content = content;
+  }
+
+  /** Appends `bytes` (POST appendJsonl) and returns the request's duration in ms. */
+  async append(bytes: Buffer): Promise<number> {
+    const runId = ++this.runId;
+    const base = { runId: runId - 1, bytes: this.content.length, sha256: sha(this.content) };
+    const next = Buffer.concat([this.content, bytes]);
+    const body = { runId, terminalStatus: 'completed', appendJsonl: bytes.toString('utf8'), base, sha256: sha(next) };
+    const started = performance.now();
+    await this.post(runId, body);
+    const ms = performance.now() - started;
+    this.content = next;
+    return ms;
+  }
+
+  private async post(runId: number, body: unknown): Promise<void> {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await this.token(runId)}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (res.status !== 200) throw new Error(`${this.conv} run ${runId}: ${res.status} ${await res.text()}`);
+    await res.arrayBuffer();
+  }
+
+  /** GET with Accept-Encoding: gzip; returns ms. Checks the bytes. */
+  async hydrate(token: string): Promise<number> {
+    const started = performance.now();
+    const res = await fetch(url, { headers: { authorization: `Bearer ${token}`, 'accept-encoding': 'gzip' } });
+    const body = Buffer.from(await res.arrayBuffer());
+    const ms = performance.now() - started;
+    if (res.status !== 200 || !body.equals(this.content)) throw new Error(`${this.conv}: hydrate ${res.status}, ${body.length} bytes`);
+    return ms;
+  }
+}
+
+/** `target` bytes of transcript: the fixture's lines, repeated. */
+function transcriptOf(target: number): Buffer {
+  const copies = Math.ceil(target / fixture.length);
+  return Buffer.concat(Array.from({ length: copies }, () => fixture)).subarray(0, fixture.lastIndexOf(0x0a, target) + 1 || target);
+}
+
+function linesOf(buf: Buffer, target: number): Buffer {
+  const end = buf.indexOf(0x0a, target);
+  return buf.subarray(0, end === -1 ? buf.length : end + 1);
+}
+
+try {
+  // 1. Append cost.
+  const small = new Conversation('small');
+  await small.full(transcriptOf(50 * 1024));
+  const large = new Conversation('large');
+  const largeTarget = transcriptOf(50 * 1024 * 1024);
+  // Built in ≤ 4 MiB steps (the direct-POST limit): a full write, then appends.
+  const step = 3 * 1024 * 1024;
+  await large.full(largeTarget.subarray(0, largeTarget.lastIndexOf(0x0a, step) + 1));
+  while (large.content.length < largeTarget.length) {
+    const from = large.content.length;
+    const to = Math.min(largeTarget.length, largeTarget.lastIndexOf(0x0a, from + step) + 1);
+    await large.append(largeTarget.subarray(from, to > from ? to : largeTarget.length));
+  }
+  // 1 KB appends: whole fixture lines of about 1 KB.
+  const kb = linesOf(fixture.subarray(fixture.indexOf(0x0a) + 1), 1000);
+  const smallMs: number[] = [];
+  const largeMs: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    await small.append(kb);
+    await large.append(kb);
+  } // warm-up
+  for (let r = 0; r < rounds; r++) {
+    smallMs.push(await small.append(kb));
+    largeMs.push(await large.append(kb));
+  }
+  // Both still hydrate byte-exact after all that compaction.
+  await small.hydrate(await small.token());
+  await large.hydrate(await large.token());
+
+  // 2. Chain hydrate vs single object, same bytes.
+  const chained = new Conversation('chained');
+  const turns = turnsOf(fixture);
+  await chained.full(turns[0]!);
+  for (const turn of turns.slice(1)) await chained.append(turn);
+  const single = new Conversation('single');
+  await single.full(fixture);
+  const head = await svc.ddb.send(
+    new (await import('@aws-sdk/client-dynamodb')).GetItemCommand({
+      TableName: svc.config.tableName,
+      Key: { pk: { S: 'bench/append/chained' }, sk: { S: 'HEAD' } },
+      ConsistentRead: true,
+    }),
+  );
+  const extents = head.Item?.['latestExtents']?.L?.length ?? 0;
+  const chainToken = await chained.token();
+  const singleToken = await single.token();
+  for (let r = 0; r < 20; r++) {
+    await chained.hydrate(chainToken);
+    await single.hydrate(singleToken);
+  }
+  const chainMs: number[] = [];
+  const singleMs: number[] = [];
+  for (let r = 0; r < rounds * 5; r++) {
+    chainMs.push(await chained.hydrate(chainToken));
+    singleMs.push(await single.hydrate(singleToken));
+  }
+
+  const f = (x: number) => x.toFixed(2);
+  process.stdout.write(
+    `append 1 KB to ${small.content.length} B: p50 ${f(p50(smallMs))} ms, mean ${f(mean(smallMs))} ms (${rounds} appends)\n` +
+      `append 1 KB to ${large.content.length} B: p50 ${f(p50(largeMs))} ms, mean ${f(mean(largeMs))} ms (${rounds} appends)\n` +
+      `hydrate ${fixture.length} B as a chain of ${extents} objects (${turns.length} turns): p50 ${f(p50(chainMs))} ms; as one object: p50 ${f(p50(singleMs))} ms (${rounds * 5} each)\n`,
+  );
+  process.stdout.write(
+    `bench:append: append_p50_ratio=${f(p50(largeMs) / p50(smallMs))} append_mean_ratio=${f(mean(largeMs) / mean(smallMs))}` +
+      ` chain_hydrate_p50_ratio=${f(p50(chainMs) / p50(singleMs))} extents=${extents}\n`,
+  );
+} finally {
+  await svc.stop();
+}
