@@ -34,6 +34,12 @@ export interface CallContext {
   op: Operation;
   /** The reset generation a write echoes (`x-snapshot-generation`), when the client knows it. */
   generation?: number | undefined;
+  /**
+   * Set when an earlier request of this call, carrying the same run's content (an append write that
+   * then fell back to a full write), may have committed without us seeing the answer: the first
+   * attempt of `runWithRetries` then starts with `ambiguousBefore` already true.
+   */
+  priorAmbiguous?: boolean | undefined;
   method: Method;
   url: string;
   token: string;
@@ -242,7 +248,7 @@ export async function runWithRetries<T>(
   ctx: CallContext,
   attemptFn: (info: AttemptInfo) => Promise<T>,
 ): Promise<{ value: T; attempts: number }> {
-  let ambiguous = false;
+  let ambiguous = ctx.priorAmbiguous === true;
   let last: TranscriptStoreError | undefined;
   for (let attempt = 1; ; attempt++) {
     if (ctx.signal?.aborted) {

@@ -1,7 +1,28 @@
 import { readFile, stat, unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
-import { ensureDir, replaceFileAtomically, sha256OfFile } from './atomic-file.js';
+import {
+  appendBody,
+  brotliBody,
+  entityTag,
+  HEADER_A_IM,
+  HEADER_BASE_RUN_ID,
+  HEADER_BYTES,
+  HEADER_DELTA_BASE,
+  HEADER_IM,
+  type HeldBase,
+  IM_APPEND,
+  listsToken,
+  MAX_DELTA_TAIL_BYTES,
+  parseByteCount,
+  type FileScan,
+  prefixThenTail,
+  readBodyUpTo,
+  scanFile,
+  STATUS_IM_USED,
+  utf8OnItsOwn,
+} from './append.js';
+import { ensureDir, replaceFileAtomically, sha256OfFile, type StreamedFile } from './atomic-file.js';
 import { TranscriptStoreError } from './errors.js';
 import {
   type AttemptInfo,
@@ -57,12 +78,48 @@ function parseRunId(v: string | null): number | undefined {
   return Number.isSafeInteger(n) ? n : undefined;
 }
 
+/**
+ * Why a delta answer (or a 304 for the held snapshot) could not be used. Not an error: the attempt goes
+ * on as a plain full GET, and the session file is untouched.
+ */
+class DeltaRejected extends Error {}
+
+/**
+ * Replaces `sessionFile` with its first `base.bytes` bytes followed by `tail` — atomically, streaming the
+ * prefix — provided the result is exactly `expected` (length and sha256); otherwise leaves the file as it
+ * was and returns a `DeltaRejected`. Failures writing the temp file are real `io` errors and throw.
+ */
+async function rebuildFromBase(
+  sessionFile: string,
+  base: HeldBase,
+  tail: Uint8Array,
+  expected: { bytes: number; sha256: string },
+): Promise<StreamedFile | DeltaRejected> {
+  try {
+    return await replaceFileAtomically(sessionFile, prefixThenTail(sessionFile, base.bytes, tail), (sha256, bytes) => {
+      if (bytes !== expected.bytes) throw new DeltaRejected(`rebuilt file has ${bytes} bytes, expected ${expected.bytes}`);
+      if (sha256 !== expected.sha256) throw new DeltaRejected('rebuilt file does not match the announced sha256');
+    });
+  } catch (e) {
+    if (e instanceof DeltaRejected) return e;
+    if (e instanceof TranscriptStoreError) throw e;
+    // Reading the held prefix failed (the file went away meanwhile): the service's full copy still works.
+    return new DeltaRejected('held prefix could not be read');
+  }
+}
+
+/**
+ * One GET. With `base` (the client holds run `base.runId`'s snapshot as the first `base.bytes` bytes of
+ * the file), it is a delta request (`A-IM: append`, `If-None-Match` of the held snapshot,
+ * `x-snapshot-base-run-id`), and an answer that cannot be used comes back as `DeltaRejected`.
+ */
 async function hydrateAttempt(
   ctx: CallContext,
   info: AttemptInfo,
   sessionFile: string,
   localSha: string | undefined,
-): Promise<HydrateResult> {
+  base: HeldBase | undefined,
+): Promise<HydrateResult | DeltaRejected> {
   let url = ctx.url;
   // gzip is asked for explicitly: the service then sends it inline, and storage serves large snapshots
   // stored gzip. fetch decodes Content-Encoding itself, so the digest is checked on the decoded bytes.
@@ -71,7 +128,13 @@ async function hydrateAttempt(
     accept: 'application/x-ndjson, */*;q=0.1',
     'accept-encoding': 'gzip',
   };
-  if (localSha) headers['if-none-match'] = `"${localSha}"`;
+  if (base) {
+    headers[HEADER_A_IM] = IM_APPEND;
+    headers['if-none-match'] = `"${base.sha256}"`;
+    headers[HEADER_BASE_RUN_ID] = String(base.runId);
+  } else if (localSha) {
+    headers['if-none-match'] = `"${localSha}"`;
+  }
   const digests = new Set<string>();
   let runId: number | undefined;
   let generation: number | undefined;
@@ -94,9 +157,12 @@ async function hydrateAttempt(
     }
     const next = new URL(location, url);
     if (next.origin !== new URL(url).origin) {
-      // Same as fetch's own behaviour: credentials never follow a cross-origin redirect.
+      // Same as fetch's own behaviour: credentials never follow a cross-origin redirect. Storage
+      // answers in full, so the delta headers stay behind too.
       delete headers.authorization;
       delete headers['if-none-match'];
+      delete headers[HEADER_A_IM];
+      delete headers[HEADER_BASE_RUN_ID];
     }
     ctx.log('debug', 'redirect', { status: res.status, to: redactUrl(next.href) });
     url = next.href;
@@ -108,10 +174,55 @@ async function hydrateAttempt(
     ctx.log('info', 'not_found', { attempt: info.attempt, serverCode: body.code });
     return { status: 'not_found', attempts: info.attempt, ...(generation !== undefined && { generation }) };
   }
+  if (res.status === 304 && base) {
+    discard(res);
+    // The held snapshot is the latest. A 304 that names another one is not an answer to our question.
+    if (digests.size > 0 && !digests.has(base.sha256)) return new DeltaRejected('304 names another snapshot than the held one');
+    if (localSha === base.sha256) {
+      ctx.log('info', 'not_modified', { attempt: info.attempt, sha256: localSha });
+      return { status: 'not_modified', sha256: localSha, attempts: info.attempt, runId: runId ?? base.runId, ...(generation !== undefined && { generation }) };
+    }
+    // The file holds more than the service stored (a local run that was never written): the
+    // service's content wins, as a full hydrate would have it — the file becomes the held prefix.
+    return deltaHydrated(ctx, info, sessionFile, base, Buffer.alloc(0), {
+      bytes: base.bytes,
+      sha256: base.sha256,
+      runId: runId ?? base.runId,
+      generation,
+      redirected,
+      wireBytes: undefined,
+    });
+  }
   if (res.status === 304 && localSha) {
     discard(res);
     ctx.log('info', 'not_modified', { attempt: info.attempt, sha256: localSha });
     return { status: 'not_modified', sha256: localSha, attempts: info.attempt, ...(runId !== undefined && { runId }), ...(generation !== undefined && { generation }) };
+  }
+  if (res.status === STATUS_IM_USED && base) {
+    const reject = (why: string) => {
+      discard(res);
+      return new DeltaRejected(why);
+    };
+    if (!listsToken(res.headers.get(HEADER_IM), IM_APPEND)) return reject('226 without IM: append');
+    if (entityTag(res.headers.get(HEADER_DELTA_BASE)) !== base.sha256) return reject('226 for another base (Delta-Base)');
+    const total = parseByteCount(res.headers.get(HEADER_BYTES));
+    const wholeSha = res.headers.get('x-snapshot-sha256')?.trim().toLowerCase();
+    if (total === undefined || total < base.bytes) return reject('226 without a usable x-snapshot-bytes');
+    if (total - base.bytes > MAX_DELTA_TAIL_BYTES) return reject('226 tail too large to hold in memory');
+    if (!wholeSha || !HEX64.test(wholeSha)) return reject('226 without x-snapshot-sha256');
+    // Every digest announced (ETag included) must name the same new snapshot.
+    if ([...digests].some((d) => d !== wholeSha)) return reject('226 announces two different digests');
+    const tail = await readBodyUpTo(res, total - base.bytes);
+    if (tail === undefined) return new DeltaRejected('226 body longer than x-snapshot-bytes allows');
+    const rawLength = res.headers.get('content-length');
+    return deltaHydrated(ctx, info, sessionFile, base, tail, {
+      bytes: total,
+      sha256: wholeSha,
+      runId,
+      generation,
+      redirected,
+      wireBytes: rawLength !== null && /^\d+$/.test(rawLength) ? Number(rawLength) : undefined,
+    });
   }
   if (res.status !== 200) throw await httpError(ctx, res);
   if (!res.body) throw new TranscriptStoreError('network', 'hydrate failed: response has no body', { status: 200 });
@@ -160,8 +271,69 @@ async function hydrateAttempt(
   };
 }
 
+/** The file rebuilt as held prefix + `tail` (a 226, or a 304 that drops unsynced local bytes), verified. */
+async function deltaHydrated(
+  ctx: CallContext,
+  info: AttemptInfo,
+  sessionFile: string,
+  base: HeldBase,
+  tail: Buffer,
+  meta: { bytes: number; sha256: string; runId: number | undefined; generation: number | undefined; redirected: boolean; wireBytes: number | undefined },
+): Promise<HydrateResult | DeltaRejected> {
+  const written = await rebuildFromBase(sessionFile, base, tail, meta);
+  if (written instanceof DeltaRejected) return written;
+  if (!written.dirSynced) ctx.log('warn', 'dir_fsync_unsupported', { file: sessionFile });
+  const delta = { baseBytes: base.bytes, appendedBytes: tail.length };
+  ctx.log('info', 'hydrated', {
+    attempt: info.attempt,
+    bytes: written.bytes,
+    sha256: written.sha256,
+    runId: meta.runId,
+    verified: true,
+    redirected: meta.redirected,
+    wireBytes: meta.wireBytes,
+    file: sessionFile,
+    delta,
+  });
+  return {
+    status: 'hydrated',
+    runId: meta.runId,
+    bytes: written.bytes,
+    sha256: written.sha256,
+    verified: true,
+    redirected: meta.redirected,
+    wireBytes: meta.wireBytes,
+    attempts: info.attempt,
+    delta,
+    ...(meta.generation !== undefined && { generation: meta.generation }),
+  };
+}
+
+/**
+ * What the session file holds, read once: its sha256 (for `If-None-Match`) and, when the saved state
+ * names a stored snapshot the file still begins with, that snapshot as the base of a delta request.
+ */
+async function heldContent(sessionFile: string, previous: SyncState | undefined): Promise<{ localSha: string | undefined; base: HeldBase | undefined }> {
+  const held = heldBaseOf(previous);
+  if (!held) return { localSha: await sha256OfFile(sessionFile), base: undefined };
+  const scan = await scanFile(sessionFile, held.bytes, 0).catch(() => undefined);
+  return { localSha: scan?.sha256, base: scan?.baseSha256 === held.sha256 ? held : undefined };
+}
+
+/** The state's stored snapshot, when it names one completely (run id, a length > 0, a sha256). */
+function heldBaseOf(state: SyncState | undefined): HeldBase | undefined {
+  if (state?.runId === undefined || state.bytes === undefined || state.bytes <= 0 || state.sha256 === undefined) return undefined;
+  return { runId: state.runId, bytes: state.bytes, sha256: state.sha256 };
+}
+
 /**
  * Downloads the latest completed snapshot into `sessionFile` and reports what happened.
+ *
+ * When the client's state file says `sessionFile` begins with a snapshot the service stored, only what
+ * was appended since is asked for (`A-IM: append`; README "Incremental sync"). A delta answer is
+ * verified whole (length and sha256 of held prefix + tail) before it replaces the file; one that does
+ * not verify, or a service that answers in full, ends the same as a plain hydrate.
+ *
  * Throws `TranscriptStoreError` on transport failure, 4xx (other than 404) and 5xx after retries.
  * On any throw the existing file is byte-for-byte what it was, and no temp file is left behind.
  */
@@ -170,10 +342,22 @@ export async function hydrateSnapshot(opts: HydrateOptions): Promise<HydrateResu
   if (typeof opts.sessionFile !== 'string' || opts.sessionFile.length === 0) {
     throw new TranscriptStoreError('invalid_argument', 'sessionFile is required');
   }
-  const localSha = await sha256OfFile(opts.sessionFile);
   const previous = await readState(opts.sessionFile, scopeOf(ctx.url, ctx.token));
+  const { localSha, base } = await heldContent(opts.sessionFile, previous);
+  let delta = base;
   try {
-    const { value } = await runWithRetries(ctx, (info) => hydrateAttempt(ctx, info, opts.sessionFile, localSha));
+    const { value } = await runWithRetries(ctx, async (info) => {
+      if (delta) {
+        const r = await hydrateAttempt(ctx, info, opts.sessionFile, localSha, delta);
+        if (!(r instanceof DeltaRejected)) return r;
+        // Once, and for the rest of this call: a plain GET, which the service always answers in full.
+        ctx.log('info', 'delta_rejected', { attempt: info.attempt, reason: r.message });
+        delta = undefined;
+      }
+      const r = await hydrateAttempt(ctx, info, opts.sessionFile, localSha, undefined);
+      if (r instanceof DeltaRejected) throw new TranscriptStoreError('http_5xx', `hydrate failed: ${r.message}`);
+      return r;
+    });
     await remember(ctx, opts.sessionFile, value, previous);
     return value;
   } catch (e) {
@@ -532,11 +716,92 @@ async function writePresigned(
 }
 
 /**
+ * Marker: the append was not stored, and the same run goes out as a full write. `base_mismatch` (412):
+ * the service does not hold the base as a completed run of the current generation, or its length or
+ * digest differ; `sha256_mismatch` (400): base + appended bytes is not what we said; `unsupported`
+ * (415, 400 `invalid_json`/`missing_snapshot`): a service that predates appends or cannot decode `br`;
+ * `too_large` (413).
+ */
+interface AppendFallback {
+  fallback: {
+    reason: 'base_mismatch' | 'sha256_mismatch' | 'unsupported' | 'too_large';
+    status: number;
+    serverCode?: string;
+    attempts: number;
+    /** An earlier attempt of the append may have committed (see `CallContext.priorAmbiguous`). */
+    ambiguous: boolean;
+  };
+}
+
+function fallbackReason(status: number, serverCode: string | undefined): AppendFallback['fallback']['reason'] | undefined {
+  if (status === 412) return 'base_mismatch';
+  if (status === 400 && serverCode === 'sha256_mismatch') return 'sha256_mismatch';
+  if (status === 415 || (status === 400 && (serverCode === 'invalid_json' || serverCode === 'missing_snapshot'))) return 'unsupported';
+  if (status === 413) return 'too_large';
+  return undefined;
+}
+
+/**
+ * Append write: `POST …/snapshot` with only the bytes after the held base (README "Incremental sync"),
+ * brotli-coded (`Content-Encoding: br`) unless `compress: false`. Retries, 409 and every other answer
+ * are handled as for a direct write. Returns undefined, without sending, when the request would not fit
+ * a Lambda event; an `AppendFallback` when the service wants the whole file instead.
+ */
+async function writeAppend(
+  ctx: CallContext,
+  opts: WriteSnapshotOptions,
+  base: HeldBase,
+  appended: { text: string; bytes: number; sha256: string },
+  compress: boolean,
+): Promise<WriteSnapshotResult | AppendFallback | undefined> {
+  const json = appendBody({ runId: opts.runId, terminalStatus: opts.terminalStatus, appendJsonl: appended.text, base, sha256: appended.sha256 });
+  // One copy kept for retries: the brotli of the JSON, or the JSON itself.
+  const payload: string | Buffer = compress ? await brotliBody(Buffer.from(json, 'utf8')) : json;
+  const eventBytes = estimateEventBytes(payload);
+  if (eventBytes > LAMBDA_EVENT_LIMIT_BYTES) {
+    ctx.log('debug', 'append_skipped', { reason: 'event_too_large', eventBytes });
+    return undefined;
+  }
+  const wireBytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength;
+  const transfer: Transfer = { transport: 'append', encoding: compress ? 'br' : 'identity', wireBytes, parts: 0 };
+  const { value } = await runWithRetries(ctx, async (info): Promise<WriteSnapshotResult | AppendFallback> => {
+    const res = await ctx.fetch(ctx.url, {
+      method: 'POST',
+      headers: { ...authHeaders(ctx), 'content-type': 'application/json', ...(compress ? { 'content-encoding': 'br' } : {}) },
+      body: payload,
+      signal: info.signal,
+    });
+    if ([400, 412, 413, 415].includes(res.status)) {
+      const err = await httpError(ctx, res);
+      const reason = fallbackReason(res.status, err.serverCode);
+      if (reason === undefined) throw err;
+      return {
+        fallback: {
+          reason,
+          status: res.status,
+          ...(err.serverCode !== undefined ? { serverCode: err.serverCode } : {}),
+          attempts: info.attempt,
+          ambiguous: info.ambiguousBefore,
+        },
+      };
+    }
+    return writeAnswer(ctx, res, info, appended.bytes, transfer, appended.sha256);
+  });
+  return value;
+}
+
+/**
  * Drop-in for the worker module's `writeSnapshot`. Never throws (it runs in a worker's dying
  * breath); the result says what happened. Only `completed` runs are uploaded.
  *
- * Files up to `directMaxBytes` go inline in one POST (gzip-compressed unless `compress: false`);
- * larger ones through a presigned upload, streamed from disk so memory stays flat at any size.
+ * When the client's state file says the service stores the beginning of this file (the snapshot this
+ * worker hydrated or last wrote) and the file only grew since, only the appended bytes are sent
+ * (`appendJsonl`, brotli-coded; README "Incremental sync"), with `transport: 'append'` in the result.
+ * A service that wants the whole file instead (412 `base_mismatch`, 400 `sha256_mismatch`, or one that
+ * predates appends) gets it in the same call; that is not an error.
+ *
+ * Otherwise, files up to `directMaxBytes` go inline in one POST (gzip-compressed unless `compress:
+ * false`); larger ones through a presigned upload, streamed from disk so memory stays flat at any size.
  */
 export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSnapshotResult> {
   const log = makeLog(opts.logger, 'write');
@@ -551,10 +816,23 @@ export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSn
     if (!Number.isSafeInteger(opts.runId) || opts.runId <= 0) {
       throw new TranscriptStoreError('invalid_argument', 'runId must be a positive integer');
     }
+    const compress = opts.compress ?? true;
+    const directMaxBytes = nonNegative('directMaxBytes', opts.directMaxBytes, DEFAULT_DIRECT_MAX_BYTES);
+    const partConcurrency = Math.max(1, Math.floor(nonNegative('partConcurrency', opts.partConcurrency, DEFAULT_PART_CONCURRENCY)));
     // Echo the reset generation of the hydrate this run started from: a reset since then fences it.
     const scope = scopeOf(ctx.url, ctx.token);
     const saved = typeof opts.sessionFile === 'string' ? await readState(opts.sessionFile, scope) : undefined;
-    const state = saved && (await continuesState(opts.sessionFile, saved)) ? saved : undefined;
+    // When the state names a stored snapshot, one read of the file tells whether the file still begins
+    // with it, and yields what was appended since (kept only up to directMaxBytes: appends go inline).
+    const held = heldBaseOf(saved);
+    let scan: FileScan | undefined;
+    let state: SyncState | undefined;
+    if (held) {
+      scan = await scanFile(opts.sessionFile, held.bytes, directMaxBytes).catch(() => undefined);
+      state = scan?.baseSha256 === held.sha256 ? saved : undefined;
+    } else {
+      state = saved && (await continuesState(opts.sessionFile, saved)) ? saved : undefined;
+    }
     ctx.generation = state?.generation;
     const finish = async (r: WriteSnapshotResult): Promise<WriteSnapshotResult> => {
       if (r.status === 'written' && scope !== undefined && state !== undefined) {
@@ -562,9 +840,6 @@ export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSn
       }
       return done(r);
     };
-    const compress = opts.compress ?? true;
-    const directMaxBytes = nonNegative('directMaxBytes', opts.directMaxBytes, DEFAULT_DIRECT_MAX_BYTES);
-    const partConcurrency = Math.max(1, Math.floor(nonNegative('partConcurrency', opts.partConcurrency, DEFAULT_PART_CONCURRENCY)));
     if (typeof opts.sessionFile !== 'string' || opts.sessionFile.length === 0) {
       throw new TranscriptStoreError('invalid_argument', 'sessionFile is required');
     }
@@ -578,15 +853,34 @@ export async function writeSnapshot(opts: WriteSnapshotOptions): Promise<WriteSn
       throw new TranscriptStoreError('io', `stat session file failed${code ? ` (${code})` : ''}`, { cause: e });
     }
 
+    // Incremental: only what this run appended to the snapshot the service already holds.
+    let before = 0;
+    if (held && state !== undefined && scan?.tail !== undefined && scan.size > held.bytes) {
+      const text = utf8OnItsOwn(scan.tail);
+      if (text === undefined) {
+        log('debug', 'append_skipped', { reason: 'not_utf8_on_its_own', baseBytes: held.bytes });
+      } else {
+        const appended = await writeAppend(ctx, opts, held, { text, bytes: scan.size, sha256: scan.sha256 }, compress);
+        if (appended && 'status' in appended) return finish(appended);
+        if (appended) {
+          // Not an error: the service wants the whole file. Same run, same content, so a 409 after an
+          // append that may have landed is this call's own write, as after any retry.
+          log('info', 'append_fallback', { ...appended.fallback });
+          before = appended.fallback.attempts;
+          ctx.priorAmbiguous = appended.fallback.ambiguous;
+        }
+      }
+    }
+
     if (size <= directMaxBytes) {
       const direct = await writeDirect(ctx, opts, compress);
-      if ('status' in direct) return finish(direct);
+      if ('status' in direct) return finish(withAttempts(direct, before));
       // The server's limit is below ours, or the request would exceed Lambda's event limit: go the
       // way that has no such limit, once.
       log('info', 'fallback_presigned', { bytes: size, ...direct.tooLarge });
-      return finish(await writePresigned(ctx, opts, compress, partConcurrency, direct.tooLarge.attempts));
+      return finish(await writePresigned(ctx, opts, compress, partConcurrency, before + direct.tooLarge.attempts));
     }
-    return finish(await writePresigned(ctx, opts, compress, partConcurrency, 0));
+    return finish(await writePresigned(ctx, opts, compress, partConcurrency, before));
   } catch (e) {
     return done(toFailure(e, 'write'));
   }

@@ -85,11 +85,18 @@ export interface WriteSnapshotOptions extends ConnectionOptions, TransportOption
 
 /** How a written snapshot travelled. */
 export interface WriteTransfer {
-  /** `direct`: inline in the POST; `presigned`: PUT to storage, then a commit POST. */
-  transport: 'direct' | 'presigned';
-  /** Content coding on the wire (and at rest, for presigned uploads). */
-  encoding: 'gzip' | 'identity';
-  /** Bytes sent in the successful request body (direct) or PUT to storage (presigned). */
+  /**
+   * `direct`: the whole file inline in the POST; `presigned`: PUT to storage, then a commit POST;
+   * `append`: only the bytes after the snapshot the service already holds (`appendJsonl`, see the
+   * README's "Incremental sync"). `bytes` is the whole file's length in every case.
+   */
+  transport: 'direct' | 'presigned' | 'append';
+  /**
+   * Content coding of the request body on the wire (and at rest, for presigned uploads): `br` for an
+   * append (brotli), `gzip` for a direct or presigned write, `identity` with `compress: false`.
+   */
+  encoding: 'gzip' | 'br' | 'identity';
+  /** Bytes sent in the successful request body (direct, append) or PUT to storage (presigned). */
   wireBytes: number;
   /** Number of PUTs (1 for a single upload, the part count for multipart); 0 for direct. */
   parts: number;
@@ -111,10 +118,17 @@ export type HydrateResult =
       redirected: boolean;
       /**
        * Body bytes on the wire (the response's `content-length`: the compressed size when it was
-       * gzip-encoded); undefined when the response did not say.
+       * gzip-encoded); undefined when the response did not say. For a delta, the tail's wire size.
        */
       wireBytes: number | undefined;
       attempts: number;
+      /**
+       * Present when the file was rebuilt from what it already held instead of downloaded whole
+       * (README "Incremental sync"): the first `baseBytes` bytes were kept and `appendedBytes` bytes
+       * received (`226 IM Used`; 0 when a `304` for the held snapshot dropped bytes the service never
+       * stored). `bytes` and `sha256` describe the whole new file, verified before it replaced the old.
+       */
+      delta?: { baseBytes: number; appendedBytes: number };
       /** The conversation's reset generation (`x-snapshot-generation`), echoed by the next write. */
       generation?: number;
     }
