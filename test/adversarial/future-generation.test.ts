@@ -21,11 +21,11 @@ const writeWith = (api: Api, scope: Scope, runId: number, body: string, generati
 const reconcileFully = () => reconcileFullyOn(ctx.svc);
 
 /**
- * A writer that echoes `generation` and dies before its publish (GetItem HEAD, PutObject, PutItem, ✗ UpdateItem).
+ * A writer that echoes `generation` and dies before its publish (BatchGetItem, PutObject, PutItem chain, PutItem claim, ✗ UpdateItem).
  * A generation HEAD never announced is fenced at admission (the first call), so such a run never gets a claim.
  */
 async function claimThenDie(scope: Scope, runId: number, body: string, generation: number): Promise<void> {
-  const crash = new FaultPlan().failBeforeCall(4);
+  const crash = new FaultPlan().failBeforeCall(5);
   const outcome = await faultyStore(ctx.svc, crash)
     .write({ ...ids(scope), issuedAt: now(), generation }, { runId, status: 'completed', body: Buffer.from(body) })
     .then((r) => r, (err: Error) => err.message);

@@ -276,18 +276,24 @@ describe(`storage stalls and the deadline guard (REQUEST_DEADLINE_MS=${DEADLINE_
     expect((await rig.api.hydrate(scope))?.body.toString()).toBe(line('two'));
   });
 
-  it('a stall while cleaning up after a duplicate does not hold the answer past the deadline', async () => {
+  it('a stall while deleting the objects a compaction merged does not hold the answer past the deadline', async () => {
     const scope = freshScope('stall-cleanup');
-    expect((await rig.api.write(scope, 1, line('first'))).status).toBe(200);
+    // Each write extends the last (stored as an append); the fifth member makes the chain compact.
+    let content = '';
+    for (let run = 1; run <= 4; run++) {
+      content += line(`turn ${run}`);
+      expect((await rig.api.write(scope, run, content)).status).toBe(200);
+    }
     const before = rig.s3.stats.stalled;
-    rig.s3.stall(/^DELETE /);
-    const r = await rig.api.write(scope, 1, line('dup'));
-    expect([409, 503]).toContain(r.status);
-    // The stalled DELETE was aborted by the request signal once (bug 2: without it, the SDK waited out
-    // 3 × its 10 s request timeout, i.e. 3 stalled DELETEs and an answer after 30 s).
+    rig.s3.stall(/^POST .*\?delete/);
+    const r = await rig.api.write(scope, 5, content + line('turn 5'));
+    expect([200, 503]).toContain(r.status);
+    // The stalled DeleteObjects was aborted by the request signal once (without it, the SDK waits out
+    // 3 × its 10 s request timeout, i.e. 3 stalled calls and an answer after 30 s).
     expect(rig.s3.stats.stalled - before).toBe(1);
     rig.s3.unstall();
-    expect((await rig.api.hydrate(scope))?.body.toString()).toBe(line('first'));
+    const expected = r.status === 200 ? content + line('turn 5') : content;
+    expect((await rig.api.hydrate(scope))?.body.toString()).toBe(expected);
   });
 
   it('the guard also honours the Lambda remaining time: 2 s left → a 1 s budget even though the deadline is 1.5 s', async () => {

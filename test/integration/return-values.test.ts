@@ -41,7 +41,7 @@ function withReturnValuesShim(store: ReturnType<typeof faultyStore>, side: Dynam
 }
 
 describe('a write that loses a race (DynamoDB returning the failing item)', () => {
-  it('skips the publish when its admission read already shows a higher run (3 AWS calls), and answers stored/not latest', async () => {
+  it('skips the publish when its admission read already shows a higher run (4 AWS calls), and answers stored/not latest', async () => {
     const { api, svc } = ctx;
     const scope = freshScope();
     await api.write(scope, 9, 'nine\n');
@@ -51,11 +51,11 @@ describe('a write that loses a race (DynamoDB returning the failing item)', () =
     const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv, issuedAt: Math.floor(Date.now() / 1000), generation: 0 };
     const result = await store.write(ids, { runId: 4, status: 'completed', body: Buffer.from('four\n') });
     expect(result).toMatchObject({ kind: 'stored', latest: false });
-    expect(plan.calls).toEqual(['GetItemCommand', 'PutObjectCommand', 'PutItemCommand']);
+    expect(plan.calls).toEqual(['BatchGetItemCommand', 'PutObjectCommand', 'PutItemCommand', 'PutItemCommand']);
     expect((await api.hydrate(scope))?.body.toString()).toBe('nine\n');
   });
 
-  it('costs exactly 4 AWS calls (no read after the failed condition) when a higher run publishes after its admission', async () => {
+  it('costs exactly 5 AWS calls (no read after the failed condition) when a higher run publishes after its admission', async () => {
     const { api, svc } = ctx;
     const scope = freshScope();
     const plan = new FaultPlan();
@@ -75,7 +75,7 @@ describe('a write that loses a race (DynamoDB returning the failing item)', () =
     expect((await api.write(scope, 9, 'nine\n')).status).toBe(200);
     resume.open();
     expect(await writing).toMatchObject({ kind: 'stored', latest: false });
-    expect(plan.calls).toEqual(['GetItemCommand', 'PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
+    expect(plan.calls).toEqual(['BatchGetItemCommand', 'PutObjectCommand', 'PutItemCommand', 'PutItemCommand', 'UpdateItemCommand']);
     expect((await api.hydrate(scope))?.body.toString()).toBe('nine\n');
   });
 
@@ -102,16 +102,17 @@ describe('a write that loses a race (DynamoDB returning the failing item)', () =
     await api.clear(scope);
     resume.open();
     expect(await writing).toEqual({ kind: 'fenced' });
-    expect(plan.calls.slice(0, 4)).toEqual(['GetItemCommand', 'PutObjectCommand', 'PutItemCommand', 'UpdateItemCommand']);
-    expect(plan.calls.filter((c) => c === 'GetItemCommand')).toHaveLength(1);
+    expect(plan.calls.slice(0, 5)).toEqual(['BatchGetItemCommand', 'PutObjectCommand', 'PutItemCommand', 'PutItemCommand', 'UpdateItemCommand']);
+    expect(plan.calls.filter((c) => c === 'GetItemCommand' || c === 'BatchGetItemCommand')).toHaveLength(1);
 
     await api.write(scope, 3, 'three\n');
     plan.reset();
     expect(await store.write({ ...ids, issuedAt: Math.floor(Date.now() / 1000), generation: 1 }, { runId: 3, status: 'completed', body: Buffer.from('dup\n') })).toEqual({
       kind: 'duplicate',
     });
-    // One read: the admission. The claim's failure carries the existing record (no read after it).
-    expect(plan.calls.filter((c) => c === 'GetItemCommand')).toHaveLength(1);
+    // One read: the admission, which finds the run's record and answers before writing anything.
+    expect(plan.calls.filter((c) => c === 'GetItemCommand' || c === 'BatchGetItemCommand')).toHaveLength(1);
+    expect(plan.calls).not.toContain('PutObjectCommand');
     expect((await api.hydrate(scope))?.body.toString()).toBe('three\n');
   });
 });

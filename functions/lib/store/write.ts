@@ -382,7 +382,8 @@ async function admitRun(
   const own = ownItem ? fromRunItem(ownItem) : undefined;
   if (own && own.generation >= generation) {
     if (own.generation > generation) return { kind: 'done', result: { kind: 'fenced' } };
-    if (own.status === 'completed') await publish(ctx, pk, own, abortSignal);
+    // Finish a commit that died before its publish (idempotent), unless HEAD already serves it or a newer run.
+    if (own.status === 'completed' && !(head.latestRunId !== undefined && head.latestRunId >= own.runId)) await publish(ctx, pk, own, abortSignal);
     return { kind: 'done', result: { kind: 'duplicate' } };
   }
   const baseItem = baseRunId !== undefined ? bySk.get(RUN_SK_PREFIX + padRunId(baseRunId)) : undefined;
