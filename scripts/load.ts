@@ -29,12 +29,12 @@
  */
 import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { gunzipSync } from 'node:zlib';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
 import { conversationKey, padRunId } from '../functions/lib/ids.js';
+import { GONE, readRunBytes } from '../functions/lib/store/chain.js';
 import { RUN_SK_PREFIX } from '../functions/lib/store/index.js';
+import { fromRunItem } from '../functions/lib/store/schema.js';
 import { startLocalService, type LocalService, type LocalServiceOptions } from '../local/service.js';
 
 export interface LoadOptions {
@@ -441,15 +441,15 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
         }
         if (!item) return violation('lost', `${c.id} run ${w.runId}: acknowledged, no record`);
         if (item['sha256']?.S !== w.sha) return violation('torn', `${c.id} run ${w.runId}: record sha256 differs`);
-        const s3Key = item['s3Key']?.S ?? '';
-        let stored: Buffer;
+        // The run's bytes as stored: its object, or its prefix of a chain (verified against the record).
+        const run = fromRunItem(item);
+        let plain: Buffer | typeof GONE;
         try {
-          const obj = await svc.s3.send(new GetObjectCommand({ Bucket: svc.config.bucketName, Key: s3Key }));
-          stored = Buffer.from(await obj.Body!.transformToByteArray());
+          plain = await readRunBytes(svc.store, pk, run);
         } catch (err) {
-          return violation('lost', `${c.id} run ${w.runId}: object ${s3Key} unreadable (${(err as Error).name})`);
+          return violation('torn', `${c.id} run ${w.runId}: stored bytes unreadable (${(err as Error).message})`);
         }
-        const plain = item['encoding']?.S === 'gzip' ? gunzipSync(stored) : stored;
+        if (plain === GONE) return violation('lost', `${c.id} run ${w.runId}: object ${run.s3Key} unreadable (NoSuchKey)`);
         if (!plain.equals(w.body)) violation('torn', `${c.id} run ${w.runId}: stored bytes differ`);
       });
     }

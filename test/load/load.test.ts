@@ -41,7 +41,7 @@ async function sabotage(svc: LocalService): Promise<void> {
   // The highest published run onto the lowest: the victim's own later runs cannot out-publish it.
   heads.sort((a, b) => Number(a['latestRunId']!.N) - Number(b['latestRunId']!.N));
   const [from, to] = [heads.at(-1)!, heads[0]!];
-  const names = ['latestRunId', 'latestKey', 'latestSha256', 'latestBytes', 'latestStoredBytes', 'latestEncoding', 'latestStoredSha256'].filter((n) => from[n] !== undefined);
+  const names = ['latestRunId', 'latestKey', 'latestSha256', 'latestBytes', 'latestStoredBytes', 'latestEncoding', 'latestStoredSha256', 'latestChainId', 'latestExtents', 'latestHashState'].filter((n) => from[n] !== undefined);
   const values: Record<string, AttributeValue> = {};
   names.forEach((n, i) => (values[`:v${i}`] = from[n]!));
   await svc.ddb.send(

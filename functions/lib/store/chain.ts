@@ -1,10 +1,11 @@
 import { ConditionalCheckFailedException, GetItemCommand, PutItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, HeadObjectCommand, NoSuchKey, NotFound, PutObjectCommand } from '@aws-sdk/client-s3';
+import { gunzipSync } from 'node:zlib';
 import { NDJSON_CONTENT_TYPE } from '../contract.js';
 import type { StoreContext } from './context.js';
 import { sha256Hex } from './digest.js';
 import { StoreError } from './errors.js';
-import { chainItem, chainKey, chainLayoutValues, fromChainItem, materializedObjectKey, type ChainRecord, type Extent } from './schema.js';
+import { chainItem, chainKey, chainLayoutValues, fromChainItem, materializedObjectKey, type ChainRecord, type Extent, type RunRecord } from './schema.js';
 
 /**
  * Chains: how completed runs that extend one another share their bytes (incremental sync).
@@ -214,4 +215,30 @@ async function exists(ctx: StoreContext, key: string, length: number, abortSigna
     if (err instanceof NotFound || err instanceof NoSuchKey) return false;
     throw err;
   }
+}
+
+/**
+ * The decoded bytes of any stored run — a chain run (the chain's first `storedBytes` bytes) or a run
+ * stored as one object — verified against its record. GONE when its chain or object is gone; throws
+ * StoreError('INTEGRITY') when the bytes do not match. For tools, checkers and exports (memory holds
+ * the whole run).
+ */
+export async function readRunBytes(ctx: StoreContext, pk: string, run: RunRecord, abortSignal?: AbortSignal): Promise<Buffer | typeof GONE> {
+  let stored: Buffer;
+  if (run.chainId !== undefined) {
+    const bytes = await readChainRange(ctx, pk, run.chainId, { start: 0, end: run.storedBytes }, undefined, abortSignal);
+    if (bytes === GONE) return GONE;
+    stored = bytes;
+  } else {
+    try {
+      const obj = await ctx.s3.send(new GetObjectCommand({ Bucket: ctx.bucket, Key: run.s3Key }), { abortSignal });
+      stored = Buffer.from(await obj.Body!.transformToByteArray());
+    } catch (err) {
+      if (err instanceof NoSuchKey) return GONE;
+      throw err;
+    }
+  }
+  const plain = run.encoding === 'gzip' ? gunzipSync(stored, { maxOutputLength: run.bytes + 1 }) : stored;
+  if (plain.length !== run.bytes || sha256Hex(plain) !== run.sha256) throw new StoreError('INTEGRITY', `stored bytes of run ${run.runId} do not match its record`);
+  return plain;
 }
