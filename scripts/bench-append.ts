@@ -27,7 +27,6 @@ const rounds = i >= 0 ? Number(process.argv[i + 1]) : 60;
 if (!Number.isInteger(rounds) || rounds < 5) throw new Error('--rounds must be an integer >= 5');
 
 const FIXTURE = new URL('../test/fixtures/pi-large-session.jsonl', import.meta.url);
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
@@ -37,9 +36,22 @@ const url = `${svc.url}${SNAPSHOT_PATH}`;
 
 /** One conversation the bench writes to: what it holds and its next run id. */
 class Conversation {
-  content: Buffer = Buffer.alloc(0);
+  /** What the conversation holds, as the chunks written (joined only to check a hydrate). */
+  private chunks: Buffer[] = [];
+  private length = 0;
+  /** Running sha256 of the content: the client side of an append stays O(appended) too. */
+  private hash = createHash('sha256');
   runId = 0;
   constructor(readonly conv: string) {}
+
+  get content(): Buffer {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0] ?? Buffer.alloc(0);
+  }
+
+  get bytes(): number {
+    return this.length;
+  }
 
   token(runId?: number): Promise<string> {
     return svc.mintToken({ org: 'bench', agent: 'append', conv: this.conv, ...(runId !== undefined && { runId }) });
@@ -49,19 +61,23 @@ class Conversation {
   async full(content: Buffer): Promise<void> {
     const runId = ++this.runId;
     await this.post(runId, { runId, terminalStatus: 'completed', snapshotJsonl: content.toString('utf8') });
-    this.content = content;
+    this.chunks = [content];
+    this.length = content.length;
+    this.hash = createHash('sha256').update(content);
   }
 
   /** Appends `bytes` (POST appendJsonl) and returns the request's duration in ms. */
   async append(bytes: Buffer): Promise<number> {
     const runId = ++this.runId;
-    const base = { runId: runId - 1, bytes: this.content.length, sha256: sha(this.content) };
-    const next = Buffer.concat([this.content, bytes]);
-    const body = { runId, terminalStatus: 'completed', appendJsonl: bytes.toString('utf8'), base, sha256: sha(next) };
+    const base = { runId: runId - 1, bytes: this.length, sha256: this.hash.copy().digest('hex') };
+    const next = this.hash.copy().update(bytes);
+    const body = { runId, terminalStatus: 'completed', appendJsonl: bytes.toString('utf8'), base, sha256: next.copy().digest('hex') };
     const started = performance.now();
     await this.post(runId, body);
     const ms = performance.now() - started;
-    this.content = next;
+    this.chunks.push(bytes);
+    this.length += bytes.length;
+    this.hash = next;
     return ms;
   }
 
@@ -89,7 +105,8 @@ class Conversation {
 /** `target` bytes of transcript: the fixture's lines, repeated. */
 function transcriptOf(target: number): Buffer {
   const copies = Math.ceil(target / fixture.length);
-  return Buffer.concat(Array.from({ length: copies }, () => fixture)).subarray(0, fixture.lastIndexOf(0x0a, target) + 1 || target);
+  const all = Buffer.concat(Array.from({ length: copies }, () => fixture));
+  return all.subarray(0, all.lastIndexOf(0x0a, target - 1) + 1);
 }
 
 function linesOf(buf: Buffer, target: number): Buffer {
@@ -106,8 +123,8 @@ try {
   // Built in ≤ 4 MiB steps (the direct-POST limit): a full write, then appends.
   const step = 3 * 1024 * 1024;
   await large.full(largeTarget.subarray(0, largeTarget.lastIndexOf(0x0a, step) + 1));
-  while (large.content.length < largeTarget.length) {
-    const from = large.content.length;
+  while (large.bytes < largeTarget.length) {
+    const from = large.bytes;
     const to = Math.min(largeTarget.length, largeTarget.lastIndexOf(0x0a, from + step) + 1);
     await large.append(largeTarget.subarray(from, to > from ? to : largeTarget.length));
   }
@@ -157,8 +174,8 @@ try {
 
   const f = (x: number) => x.toFixed(2);
   process.stdout.write(
-    `append 1 KB to ${small.content.length} B: p50 ${f(p50(smallMs))} ms, mean ${f(mean(smallMs))} ms (${rounds} appends)\n` +
-      `append 1 KB to ${large.content.length} B: p50 ${f(p50(largeMs))} ms, mean ${f(mean(largeMs))} ms (${rounds} appends)\n` +
+    `append 1 KB to ${small.bytes} B: p50 ${f(p50(smallMs))} ms, mean ${f(mean(smallMs))} ms (${rounds} appends)\n` +
+      `append 1 KB to ${large.bytes} B: p50 ${f(p50(largeMs))} ms, mean ${f(mean(largeMs))} ms (${rounds} appends)\n` +
       `hydrate ${fixture.length} B as a chain of ${extents} objects (${turns.length} turns): p50 ${f(p50(chainMs))} ms; as one object: p50 ${f(p50(singleMs))} ms (${rounds * 5} each)\n`,
   );
   process.stdout.write(

@@ -5,7 +5,8 @@
  * messages, through two pods that take turns: before its turn a pod hydrates (it lacks what the other pod
  * appended), then appends its turn's lines to its session file and writes the run. Counts
  *   - up/down: bytes on the TCP connection between the pods and the service (headers included), through a
- *     counting proxy, against Σ gzip(appended bytes per turn) and Σ gzip(bytes the pod lacked);
+ *     counting proxy, against Σ gzip(appended bytes per turn) and Σ gzip(bytes the pod lacked) — the
+ *     final check's fresh pod included (it lacks the whole transcript);
  *   - stored: bytes in S3 at the end, against gzip(final transcript);
  *   - exact: every hydrate leaves the pod's file byte-identical to the transcript prefix it must hold.
  * Runs it for the worker-client, then for a legacy client (plain fetch: full JSON POSTs, plain GETs).
@@ -158,8 +159,9 @@ const transcript = await readFile(FIXTURE);
 const turns = turnsOf(transcript);
 const gz = (b: Buffer) => gzipSync(b).length;
 const upBase = turns.reduce((n, t) => n + gz(t), 0);
-// Each pod lacks the turn the other pod wrote just before (the first hydrate of each pod: everything so far).
-const downBase = turns.reduce((n, _t, i) => n + (i === 0 ? 0 : gz(turns[i - 1]!)), 0);
+// Each pod lacks the turn the other pod wrote just before (the first hydrate of each pod: everything so
+// far); the fresh pod that checks the end result at the last hydrate lacks the whole transcript.
+const downBase = turns.reduce((n, _t, i) => n + (i === 0 ? 0 : gz(turns[i - 1]!)), 0) + gz(transcript);
 const storedBase = gz(transcript);
 process.stdout.write(
   `fixture: ${transcript.length} bytes, ${turns.length} turns; baselines: Σgzip(appended)=${upBase} Σgzip(lacked)=${downBase} gzip(final)=${storedBase}\n`,
