@@ -1,4 +1,5 @@
-import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { createHash } from 'node:crypto';
+import { GetItemCommand, QueryCommand } from '@aws-sdk/client-dynamodb';
 import { HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { conversationKey } from '../../functions/lib/ids.js';
@@ -25,7 +26,7 @@ async function keysOf(scope: Scope): Promise<string[]> {
 
 /** A writer that dies between its upload and its claim leaves exactly one orphan. */
 async function orphanOf(scope: Scope, runId: number): Promise<void> {
-  // A writer that echoes its generation: call 1 reads HEAD, call 2 uploads, call 3 (the claim) never happens.
+  // A writer that echoes its generation: call 1 reads HEAD, call 2 uploads, call 3 (its chain record) never happens.
   const plan = new FaultPlan().failBeforeCall(3);
   await expect(faultyStore(ctx.svc, plan).write({ ...ids(scope), generation: 0 }, { runId, status: 'completed', body: Buffer.from(`orphan ${runId}\n`) })).rejects.toThrow('injected');
 }
@@ -41,6 +42,60 @@ async function reconcileFully(now = later): Promise<void> {
   }
   throw new Error('reconcile did not complete');
 }
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('orphan reconciler and chains', () => {
+  it('deletes a chain object whose append died before its chain update, and keeps every object a chain lists', async () => {
+    const { api, svc } = ctx;
+    const scope = freshScope();
+    const one = Buffer.from('one\n');
+    const two = Buffer.from('one\ntwo\n');
+    await api.write(scope, 1, one.toString());
+    await api.write(scope, 2, two.toString()); // extends run 1: stored as its chain's second member
+    expect(await keysOf(scope)).toHaveLength(2);
+    // BatchGetItem, GetItem CHAIN, PutObject, ✗ UpdateItem CHAIN.
+    const append = { runId: 3, status: 'completed' as const, base: { runId: 2, bytes: two.length, sha256: sha(two) }, append: Buffer.from('three\n'), sha256: sha(Buffer.concat([two, Buffer.from('three\n')])) };
+    await expect(faultyStore(svc, new FaultPlan().failBeforeCall(4)).append({ ...ids(scope), generation: 0 }, append)).rejects.toThrow('injected');
+    expect(await keysOf(scope)).toHaveLength(3);
+    await reconcileFully(Date.now); // within the grace: untouched
+    expect(await keysOf(scope)).toHaveLength(3);
+    await reconcileFully();
+    expect(await keysOf(scope)).toHaveLength(2);
+    expect((await api.hydrate(scope))?.body.toString()).toBe('one\ntwo\n');
+    // The append, retried, still works on the same chain.
+    expect(await faultyStore(svc, new FaultPlan()).append({ ...ids(scope), generation: 0 }, append)).toMatchObject({ kind: 'stored', latest: true });
+    expect((await api.hydrate(scope))?.body.toString()).toBe('one\ntwo\nthree\n');
+    await reconcileFully();
+    expect(await keysOf(scope)).toHaveLength(3);
+  });
+
+  it('leaves nothing behind after compactions: every object left is one the chain lists, and the reconciler deletes none', async () => {
+    const { api, svc } = ctx;
+    const scope = freshScope();
+    let content = '';
+    for (let run = 1; run <= 12; run++) {
+      content += `turn ${run} ${'x'.repeat(run * 37)}\n`;
+      expect((await api.write(scope, run, content)).status).toBe(200);
+    }
+    const keys = await keysOf(scope);
+    const chains = await svc.ddb.send(
+      new QueryCommand({
+        TableName: svc.config.tableName,
+        KeyConditionExpression: 'pk = :pk AND begins_with(sk, :c)',
+        ExpressionAttributeValues: { ':pk': { S: conversationKey(ids(scope)) }, ':c': { S: 'CHAIN#' } },
+        ConsistentRead: true,
+      }),
+    );
+    expect(chains.Items).toHaveLength(1);
+    const listed = chains.Items![0]!['extents']!.L!.map((e) => e.M!['k']!.S!).sort();
+    expect(listed.length).toBeLessThanOrEqual(4);
+    expect(keys).toEqual(listed);
+    await reconcileFully();
+    expect(await keysOf(scope)).toEqual(listed);
+    expect((await api.hydrate(scope))?.body.toString()).toBe(content);
+  });
+});
 
 describe('orphan reconciler', () => {
   it('deletes unreferenced objects past the grace period, and nothing a record refers to', async () => {

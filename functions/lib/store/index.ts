@@ -9,7 +9,7 @@ import { createStoreContext, type CallOptions, type StoreContext, type StoreOpti
 import { hydrate, type HydrateOptions, type HydrateResult } from './hydrate.js';
 import { reconcile, type ReconcileOptions, type ReconcileResult } from './reconcile.js';
 import { commitUpload, createUpload, type UploadCommit, type UploadRequest, type UploadTicket } from './uploads.js';
-import { writeSnapshot, type WriteInput, type WriteResult, type WriterScope } from './write.js';
+import { appendSnapshot, writeSnapshot, type AppendInput, type WriteInput, type WriteResult, type WriterScope } from './write.js';
 
 export { createStoreContext, DEFAULT_LIMITS, type CallOptions, type StoreContext, type StoreLimits, type StoreOptions } from './context.js';
 export { StoreError, isStoreError, type StoreErrorCode } from './errors.js';
@@ -17,7 +17,7 @@ export type { Acceptable, HydrateOptions, HydrateResult } from './hydrate.js';
 export type { ReconcileOptions, ReconcileResult } from './reconcile.js';
 export { HEAD_SK, RECONCILER_PK, RUN_SK_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX, type Encoding, type SnapshotMeta } from './schema.js';
 export type { UploadCommit, UploadRequest, UploadTicket } from './uploads.js';
-export type { WriteInput, WriteResult, WriterScope } from './write.js';
+export type { AppendInput, WriteInput, WriteResult, WriterScope } from './write.js';
 
 /** A StoreContext with every operation as a method. It is itself a StoreContext (pass it to routes). */
 export interface SnapshotStore extends StoreContext {}
@@ -34,6 +34,11 @@ export class SnapshotStore {
   /** See {@link writeSnapshot}. */
   write(scope: WriterScope, input: WriteInput, opts?: CallOptions): Promise<WriteResult> {
     return writeSnapshot(this, scope, input, opts);
+  }
+
+  /** See {@link appendSnapshot}. */
+  append(scope: WriterScope, input: AppendInput, opts?: CallOptions): Promise<WriteResult> {
+    return appendSnapshot(this, scope, input, opts);
   }
 
   /** See {@link createUpload}. */
