@@ -261,6 +261,56 @@ describe('append (POST appendJsonl)', () => {
   });
 });
 
+describe('append on other layouts', () => {
+  it('an append on a run stored by presigned upload (one object) promotes it into a chain; later appends and deltas work', async () => {
+    const { api } = ctx;
+    const { uploadSnapshot } = await import('../helpers/uploads.js');
+    const scope = freshScope('app-promote');
+    for (const enc of ['identity', 'gzip'] as const) {
+      const s = { ...scope, conv: `${scope.conv}-${enc}` };
+      const up = await uploadSnapshot(api, s, 1, enc === 'gzip' ? gzipSync(A) : Buffer.from(A), enc);
+      expect(up.status, await up.clone().text()).toBe(200);
+      await expectHydrate(api, s, 1, A);
+      await ok(append(api, s, 2, metaOf(1, A), B));
+      await expectHydrate(api, s, 2, A + B);
+      const full = await rawGet(api, await api.token(s), deltaHeaders(metaOf(1, A), 'identity'));
+      expect(full.status).toBe(200);
+      expect(full.body.toString('utf8')).toBe(A + B);
+      await ok(append(api, s, 3, metaOf(2, A + B), C));
+      await expectHydrate(api, s, 3, remember(A + B + C));
+      const d = await rawGet(api, await api.token(s), deltaHeaders(metaOf(2, A + B), 'identity'));
+      expect(d.status).toBe(226);
+      expect(d.body.toString('utf8')).toBe(C);
+    }
+  });
+
+  it('geometric compaction: a large first object survives small appends; every delta and hydrate exact', async () => {
+    const { api } = ctx;
+    const scope = freshScope('app-geo');
+    let content = remember(Array.from({ length: 400 }, (_, i) => line({ i, r: randomBytes(64).toString('hex') })).join(''));
+    await ok(write(api, scope, 1, content));
+    const firstKey = (await objects(scope))[0]!.key;
+    const metas: Meta[] = [metaOf(1, content)];
+    for (let run = 2; run <= 13; run++) {
+      const add = line({ run, t: 'ß'.repeat(run) });
+      await ok(append(api, scope, run, metas[metas.length - 1]!, add));
+      content = remember(content + add);
+      metas.push(metaOf(run, content));
+      const objs = await objects(scope);
+      expect(objs.length).toBeLessThanOrEqual(4);
+      expect(objs.map((o) => o.key)).toContain(firstKey);
+    }
+    await expectHydrate(api, scope, 13, content);
+    const token = await api.token(scope);
+    for (const base of metas.slice(0, -1)) {
+      const d = await rawGet(api, token, deltaHeaders(base, base.runId % 2 ? 'gzip' : 'identity'));
+      expect(d.status, `base ${base.runId}`).toBe(226);
+      const body = base.runId % 2 ? gunzipSync(d.body) : d.body;
+      expect(body.equals(Buffer.from(content, 'utf8').subarray(base.bytes)), `base ${base.runId}`).toBe(true);
+    }
+  });
+});
+
 describe('append errors leave the store unchanged', () => {
   it('412 base_mismatch: unknown base run, wrong bytes, wrong sha256', async () => {
     const { api } = ctx;
