@@ -180,3 +180,50 @@ describe('compaction leaves one object per chain when the appends are small', ()
     expect(await hydrateText(api, scope)).toEqual({ runId: runId + 1, text: content + 'z\n' });
   });
 });
+
+describe('interleavings with compaction and concurrent appends', () => {
+  it('a hydrate that read HEAD before a compaction deleted the objects it names still serves the exact bytes', async () => {
+    const { api } = ctx;
+    const { gate } = await import('../helpers/faults.js');
+    const scope = freshScope('af-hyd-compact');
+    const { runId, content } = await seed(api, scope, 3, 0); // 4 objects: the next append compacts them all
+    const g = gate();
+    const headRead = gate();
+    const token = await api.token(scope);
+    const plan = new FaultPlan().onCall(async (_name, n) => {
+      if (n === 1) headRead.open();
+      if (n >= 2) await g.wait;
+    });
+    const pending = withFaultyService(plan, async (a) => {
+      const res = await a.get(token, { 'accept-encoding': 'identity' });
+      return { status: res.status, text: Buffer.from(await res.arrayBuffer()).toString('utf8'), runId: res.headers.get('x-snapshot-run-id') };
+    });
+    await headRead.wait;
+    // The compaction lands between the hydrate's HEAD read and its object reads.
+    const res = await append(api, scope, runId + 1, runId, content, 'compact\n');
+    expect(res.status).toBe(200);
+    g.open();
+    const got = await pending;
+    expect(got).toEqual({ status: 200, text: content, runId: String(runId) });
+    expect(plan.calls.filter((c) => c === 'GetItemCommand').length, plan.calls.join(',')).toBeGreaterThanOrEqual(2); // re-read the CHAIN record
+    expect(await hydrateText(api, scope)).toEqual({ runId: runId + 1, text: content + 'compact\n' });
+  });
+
+  for (const appends of [0, 3]) {
+    it(`two concurrent appends on the same chain end (${appends + 1} objects): both stored, one extends, one forks; all exact`, async () => {
+      const { api } = ctx;
+      const scope = freshScope('af-concurrent');
+      const { runId, content } = await seed(api, scope, appends, 0);
+      const [r1, r2] = await Promise.all([append(api, scope, runId + 1, runId, content, 'left\n'), append(api, scope, runId + 2, runId, content, 'right\r\n')]);
+      expect([r1.status, r2.status]).toEqual([200, 200]);
+      expect(await hydrateText(api, scope)).toEqual({ runId: runId + 2, text: content + 'right\r\n' });
+      // Both branches extend further.
+      const l = await append(api, scope, runId + 3, runId + 1, content + 'left\n', 'l2\n');
+      expect(l.status, await l.clone().text()).toBe(200);
+      expect(await hydrateText(api, scope)).toEqual({ runId: runId + 3, text: content + 'left\nl2\n' });
+      const r = await append(api, scope, runId + 4, runId + 2, content + 'right\r\n', 'r2\n');
+      expect(r.status, await r.clone().text()).toBe(200);
+      expect(await hydrateText(api, scope)).toEqual({ runId: runId + 4, text: content + 'right\r\nr2\n' });
+    });
+  }
+});

@@ -155,7 +155,6 @@ describe('incremental sync property (worker-client ↔ local service)', () => {
       }),
       { numRuns: Number(process.env["SYNC_RUNS"] ?? 15), endOnFailure: true },
     );
-    console.log("SYNC-STATS", JSON.stringify(stats));
     // The property exercised the incremental paths, not only full writes and full hydrates.
     expect(stats.appendWrites, JSON.stringify(stats)).toBeGreaterThan(0);
     expect(stats.hydrates).toBeGreaterThan(0);
