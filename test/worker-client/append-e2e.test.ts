@@ -3,10 +3,10 @@
  * conversation (hydrate → append a turn → write), ten turns. Every hydrate must be byte-exact whatever
  * the service supports; the client must try an append for every write after the first.
  *
- * With `APPEND_E2E=1` (set it once the service implements the append protocol) it also asserts that
- * the service took them: writes 2–10 are stored as appends (no full body after the first write), and
- * at least one hydrate came back as a delta (226). Without it, a service that predates appends answers
- * each append with 415/400 and the client falls back to a full write in the same call.
+ * It also asserts that the service took them: writes 2–10 are stored as appends (no full body after the
+ * first write), and at least one hydrate came back as a delta (226). (A service that predates appends
+ * answers each append with 415/400 and the client falls back to a full write in the same call;
+ * test/worker-client/append.test.ts covers that against a fake service.)
  */
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import type { LocalService } from '../../local/service.js';
 import { hydrateSnapshot, writeSnapshot, type WriteSnapshotResult } from '../../worker-client/src/index.js';
 import { conversation, FAST, useServiceAndTempDir } from './support.js';
 
-const SERVICE_SUPPORTS_APPEND = process.env['APPEND_E2E'] === '1';
+const SERVICE_SUPPORTS_APPEND = true;
 
 let svc: LocalService;
 let dir: string;
