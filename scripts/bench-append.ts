@@ -11,10 +11,14 @@
  *  2. Chain hydrate vs single object: a GET (Accept-Encoding: gzip, as the worker-client sends) of the
  *     fixture stored as a chain built by its 89 turns against the same bytes stored as one object.
  *
- * Last line: `bench:append: append_p50_ratio=<x> append_mean_ratio=<y> chain_hydrate_p50_ratio=<z> extents=<n>`.
+ *     Also the widest chain a read can meet: the fixture in CHAIN_MAX_EXTENTS parts (the compaction bound, 3).
+ *
+ * Last line: `bench:append: append_p50_ratio=<x> append_mean_ratio=<y> chain_hydrate_p50_ratio=<z> extents=<n>
+ * widest_chain_hydrate_p50_ratio=<w> widest_extents=3`.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
 import { startLocalService } from '../local/service.js';
 import { turnsOf } from './replay-turns.js';
@@ -149,26 +153,36 @@ try {
   const turns = turnsOf(fixture);
   await chained.full(turns[0]!);
   for (const turn of turns.slice(1)) await chained.append(turn);
+  // The worst case a read meets: a chain at the compaction bound (CHAIN_MAX_EXTENTS objects), the fixture in as many parts.
+  const widest = new Conversation('widest');
+  const parts = svc.config.chainMaxExtents;
+  const per = Math.floor(turns.length / parts);
+  await widest.full(Buffer.concat(turns.slice(0, per)));
+  for (let q = 1; q < parts; q++) await widest.append(Buffer.concat(turns.slice(q * per, q === parts - 1 ? turns.length : (q + 1) * per)));
   const single = new Conversation('single');
   await single.full(fixture);
-  const head = await svc.ddb.send(
-    new (await import('@aws-sdk/client-dynamodb')).GetItemCommand({
-      TableName: svc.config.tableName,
-      Key: { pk: { S: 'bench/append/chained' }, sk: { S: 'HEAD' } },
-      ConsistentRead: true,
-    }),
-  );
-  const extents = head.Item?.['latestExtents']?.L?.length ?? 0;
+  const extentsOf = async (conv: string) => {
+    const head = await svc.ddb.send(
+      new GetItemCommand({ TableName: svc.config.tableName, Key: { pk: { S: `bench/append/${conv}` }, sk: { S: 'HEAD' } }, ConsistentRead: true }),
+    );
+    return head.Item?.['latestExtents']?.L?.length ?? 0;
+  };
+  const extents = await extentsOf('chained');
+  const widestExtents = await extentsOf('widest');
   const chainToken = await chained.token();
+  const widestToken = await widest.token();
   const singleToken = await single.token();
   for (let r = 0; r < 20; r++) {
     await chained.hydrate(chainToken);
+    await widest.hydrate(widestToken);
     await single.hydrate(singleToken);
   }
   const chainMs: number[] = [];
+  const widestMs: number[] = [];
   const singleMs: number[] = [];
   for (let r = 0; r < rounds * 5; r++) {
     chainMs.push(await chained.hydrate(chainToken));
+    widestMs.push(await widest.hydrate(widestToken));
     singleMs.push(await single.hydrate(singleToken));
   }
 
@@ -176,11 +190,13 @@ try {
   process.stdout.write(
     `append 1 KB to ${small.bytes} B: p50 ${f(p50(smallMs))} ms, mean ${f(mean(smallMs))} ms (${rounds} appends)\n` +
       `append 1 KB to ${large.bytes} B: p50 ${f(p50(largeMs))} ms, mean ${f(mean(largeMs))} ms (${rounds} appends)\n` +
-      `hydrate ${fixture.length} B as a chain of ${extents} objects (${turns.length} turns): p50 ${f(p50(chainMs))} ms; as one object: p50 ${f(p50(singleMs))} ms (${rounds * 5} each)\n`,
+      `hydrate ${fixture.length} B as a chain of ${extents} objects (${turns.length} turns): p50 ${f(p50(chainMs))} ms;` +
+      ` as a chain of ${widestExtents} objects: p50 ${f(p50(widestMs))} ms; as one object: p50 ${f(p50(singleMs))} ms (${rounds * 5} each)\n`,
   );
   process.stdout.write(
     `bench:append: append_p50_ratio=${f(p50(largeMs) / p50(smallMs))} append_mean_ratio=${f(mean(largeMs) / mean(smallMs))}` +
-      ` chain_hydrate_p50_ratio=${f(p50(chainMs) / p50(singleMs))} extents=${extents}\n`,
+      ` chain_hydrate_p50_ratio=${f(p50(chainMs) / p50(singleMs))} extents=${extents}` +
+      ` widest_chain_hydrate_p50_ratio=${f(p50(widestMs) / p50(singleMs))} widest_extents=${widestExtents}\n`,
   );
 } finally {
   await svc.stop();

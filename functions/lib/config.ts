@@ -39,7 +39,7 @@ export interface Config extends StorageConfig {
   readonly maxUploadBytes: number;
   readonly multipartThresholdBytes: number;
   readonly multipartPartBytes: number;
-  /** A chain read touches at most this many objects; compaction merges past it (CHAIN_MAX_EXTENTS, default 4). */
+  /** A chain read touches at most this many objects; compaction merges past it (CHAIN_MAX_EXTENTS, default 3). */
   readonly chainMaxExtents: number;
   /** Compaction keeps each chain object ≥ this many times everything after it (CHAIN_MERGE_RATIO, default 4). */
   readonly chainMergeRatio: number;

@@ -12,6 +12,7 @@
  * the I/O stays real. Durations are otherwise only checked as lower bounds (never answered before the
  * deadline), which hold at any speed.
  */
+import { DEFAULT_CHAIN_MAX_EXTENTS } from '../../functions/lib/store/chain.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -278,15 +279,15 @@ describe(`storage stalls and the deadline guard (REQUEST_DEADLINE_MS=${DEADLINE_
 
   it('a stall while deleting the objects a compaction merged does not hold the answer past the deadline', async () => {
     const scope = freshScope('stall-cleanup');
-    // Each write extends the last (stored as an append); the fifth member makes the chain compact.
+    // Each write extends the last (stored as an append); one member past the bound makes the chain compact.
     let content = '';
-    for (let run = 1; run <= 4; run++) {
+    for (let run = 1; run <= DEFAULT_CHAIN_MAX_EXTENTS; run++) {
       content += line(`turn ${run}`);
       expect((await rig.api.write(scope, run, content)).status).toBe(200);
     }
     const before = rig.s3.stats.stalled;
     rig.s3.stall(/^POST .*\?delete/);
-    const r = await rig.api.write(scope, 5, content + line('turn 5'));
+    const r = await rig.api.write(scope, DEFAULT_CHAIN_MAX_EXTENTS + 1, content + line('turn 5'));
     expect([200, 503]).toContain(r.status);
     // The stalled DeleteObjects was aborted by the request signal once (without it, the SDK waits out
     // 3 × its 10 s request timeout, i.e. 3 stalled calls and an answer after 30 s).

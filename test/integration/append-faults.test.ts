@@ -5,6 +5,7 @@
  * service converges (200, or 409 when the crashed attempt had claimed the run), and the chain keeps
  * accepting appends afterwards.
  */
+import { DEFAULT_CHAIN_MAX_EXTENTS } from '../../functions/lib/store/chain.js';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -77,8 +78,8 @@ async function seed(api: Api, scope: Scope, appends: number, n: number): Promise
 const cases = [
   // run 1 + 0 appends: the chain has 1 object; the append adds a second (no compaction).
   { name: 'plain append', appends: 0 },
-  // run 1 + 3 appends: 4 objects (CHAIN_MAX_EXTENTS); the next append compacts.
-  { name: 'append that compacts', appends: 3 },
+  // run 1 + (CHAIN_MAX_EXTENTS - 1) appends: the chain is at its bound; the next append compacts.
+  { name: 'append that compacts', appends: DEFAULT_CHAIN_MAX_EXTENTS - 1 },
 ] as const;
 
 describe('append survives a crash at every AWS call (I3)', () => {
@@ -95,7 +96,7 @@ describe('append survives a crash at every AWS call (I3)', () => {
       const expected =
         c.appends === 0
           ? ['BatchGetItemCommand', 'GetItemCommand', 'PutObjectCommand', 'UpdateItemCommand', 'PutItemCommand', 'UpdateItemCommand']
-          : ['BatchGetItemCommand', 'GetItemCommand', ...Array<string>(4).fill('GetObjectCommand'), 'PutObjectCommand', 'UpdateItemCommand', 'DeleteObjectsCommand', 'PutItemCommand', 'UpdateItemCommand'];
+          : ['BatchGetItemCommand', 'GetItemCommand', ...Array<string>(DEFAULT_CHAIN_MAX_EXTENTS).fill('GetObjectCommand'), 'PutObjectCommand', 'UpdateItemCommand', 'DeleteObjectsCommand', 'PutItemCommand', 'UpdateItemCommand'];
       expect(plan.calls).toEqual(expected);
       const h = await hydrateText(api, scope);
       expect(h).toEqual({ runId: runId + 1, text: content + 'x\n' });
@@ -171,10 +172,10 @@ describe('compaction leaves one object per chain when the appends are small', ()
     const { ListObjectsV2Command } = await import('@aws-sdk/client-s3');
     const { conversationKey } = await import('../../functions/lib/ids.js');
     const scope = freshScope('af-layout');
-    const { runId, content } = await seed(api, scope, 3, 0);
+    const { runId, content } = await seed(api, scope, DEFAULT_CHAIN_MAX_EXTENTS - 1, 0);
     const prefix = `snapshots/${conversationKey({ organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv })}/`;
     const list = async () => (await svc.s3.send(new ListObjectsV2Command({ Bucket: svc.config.bucketName, Prefix: prefix }))).Contents ?? [];
-    expect(await list()).toHaveLength(4);
+    expect(await list()).toHaveLength(DEFAULT_CHAIN_MAX_EXTENTS);
     expect((await append(api, scope, runId + 1, runId, content, 'z\n')).status).toBe(200);
     expect(await list()).toHaveLength(1);
     expect(await hydrateText(api, scope)).toEqual({ runId: runId + 1, text: content + 'z\n' });
@@ -186,7 +187,7 @@ describe('interleavings with compaction and concurrent appends', () => {
     const { api } = ctx;
     const { gate } = await import('../helpers/faults.js');
     const scope = freshScope('af-hyd-compact');
-    const { runId, content } = await seed(api, scope, 3, 0); // 4 objects: the next append compacts them all
+    const { runId, content } = await seed(api, scope, DEFAULT_CHAIN_MAX_EXTENTS - 1, 0); // at the bound: the next append compacts them all
     const g = gate();
     const headRead = gate();
     const token = await api.token(scope);

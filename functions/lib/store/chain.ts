@@ -26,7 +26,7 @@ import { chainItem, chainKey, chainLayoutValues, fromChainItem, materializedObje
  */
 
 /** Objects of a chain read in parallel by one read. */
-export const DEFAULT_CHAIN_MAX_EXTENTS = 4;
+export const DEFAULT_CHAIN_MAX_EXTENTS = 3;
 /** Compaction keeps each object at least this many times the size of everything after it. */
 export const DEFAULT_CHAIN_MERGE_RATIO = 4;
 
