@@ -11,6 +11,11 @@
 export const SNAPSHOTS_PREFIX = 'snapshots/';
 /** Presigned uploads not yet committed; a lifecycle rule expires them after a day. */
 export const UPLOADS_PREFIX = 'uploads/';
+/**
+ * Chain prefixes copied into one object for a presigned redirect (functions/lib/store/chain.ts): caches.
+ * The reconciler deletes them past its grace; a lifecycle rule expires them after a day as a backstop.
+ */
+export const MATERIALIZED_PREFIX = 'materialized/';
 
 export type TableAction =
   | 'dynamodb:GetItem'
@@ -24,7 +29,7 @@ export type ObjectAction = 's3:GetObject' | 's3:PutObject' | 's3:DeleteObject';
 
 export interface ObjectAccess {
   /** Key prefix, ending in `/`; the grant covers `<prefix>*` only. */
-  readonly prefix: typeof SNAPSHOTS_PREFIX | typeof UPLOADS_PREFIX;
+  readonly prefix: typeof SNAPSHOTS_PREFIX | typeof UPLOADS_PREFIX | typeof MATERIALIZED_PREFIX;
   readonly actions: readonly ObjectAction[];
 }
 
@@ -63,12 +68,18 @@ export const ROUTES: readonly RouteSpec[] = [
     description: 'Hydrate: serve the latest completed snapshot of the conversation',
     timeoutSeconds: 15,
     access: {
-      table: ['dynamodb:GetItem'],
-      // GetObject also signs the presigned URL of a 307 (the URL carries this role's authority).
-      objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:GetObject'] }],
+      // GetItem: HEAD, and a CHAIN record when HEAD's cached layout is stale; BatchGetItem: HEAD and the
+      // client's base run of a delta (A-IM: append).
+      table: ['dynamodb:GetItem', 'dynamodb:BatchGetItem'],
+      objects: [
+        // GetObject also signs the presigned URL of a 307 (the URL carries this role's authority).
+        { prefix: SNAPSHOTS_PREFIX, actions: ['s3:GetObject'] },
+        // A 307 for a chain of several objects names a copy of its prefix, made once (materialize).
+        { prefix: MATERIALIZED_PREFIX, actions: ['s3:GetObject', 's3:PutObject'] },
+      ],
       // Not used to list: without s3:ListBucket, S3 answers a GetObject for a missing key with 403
       // AccessDenied instead of 404 NoSuchKey, and a read racing a clear must be a 404, not a 500.
-      listPrefixes: [SNAPSHOTS_PREFIX],
+      listPrefixes: [SNAPSHOTS_PREFIX, MATERIALIZED_PREFIX],
     },
   },
   {
@@ -80,16 +91,20 @@ export const ROUTES: readonly RouteSpec[] = [
     timeoutSeconds: 28,
     signsUploadIds: true,
     access: {
-      table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+      // BatchGetItem: admission (HEAD, the run, an append's base); GetItem: a CHAIN record.
+      table: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
       objects: [
-        // DeleteObject: a writer that loses the commit race removes the object it uploaded.
-        { prefix: SNAPSHOTS_PREFIX, actions: ['s3:PutObject', 's3:DeleteObject'] },
+        // GetObject: compaction and forks read chain objects, an append on a one-object run reads it once.
+        // DeleteObject: a writer that loses the commit race removes the object it uploaded; compaction
+        // deletes the objects it merged (DeleteObjects).
+        { prefix: SNAPSHOTS_PREFIX, actions: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'] },
         // Committing a presigned upload: complete the multipart upload (PutObject), stream it to measure
         // size and sha256 (GetObject), copy it under snapshots/ (Get on source), then remove it.
         { prefix: UPLOADS_PREFIX, actions: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'] },
       ],
-      // A missing upload must read as 404 NoSuchKey (→ 400 upload_not_found), not 403 (see GET).
-      listPrefixes: [UPLOADS_PREFIX],
+      // A missing upload must read as 404 NoSuchKey (→ 400 upload_not_found), not 403 (see GET); so
+      // must a chain object a concurrent compaction deleted.
+      listPrefixes: [SNAPSHOTS_PREFIX, UPLOADS_PREFIX],
     },
   },
   {
@@ -104,9 +119,11 @@ export const ROUTES: readonly RouteSpec[] = [
       objects: [
         { prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] },
         { prefix: UPLOADS_PREFIX, actions: ['s3:DeleteObject'] },
+        { prefix: MATERIALIZED_PREFIX, actions: ['s3:DeleteObject'] },
       ],
-      // The sweep lists the conversation's prefixes to also remove orphans (uploaded, never committed).
-      listPrefixes: [SNAPSHOTS_PREFIX, UPLOADS_PREFIX],
+      // The sweep lists the conversation's prefixes to also remove orphans (uploaded, never committed)
+      // and materialized copies.
+      listPrefixes: [SNAPSHOTS_PREFIX, UPLOADS_PREFIX, MATERIALIZED_PREFIX],
     },
   },
   {
@@ -137,8 +154,9 @@ export interface JobSpec {
 }
 
 /**
- * The orphan reconciler (functions/reconcile.ts): lists snapshots/, reads (BatchGetItem) the RUN records
- * old objects would belong to, deletes (DeleteObjects) those no record refers to; keeps its cursor in the table.
+ * The orphan reconciler (functions/reconcile.ts): lists snapshots/, reads (BatchGetItem) the RUN and CHAIN
+ * records old objects would belong to, deletes (DeleteObjects) those no record refers to, and materialized
+ * copies past its grace; keeps its cursor in the table.
  */
 export const RECONCILER: JobSpec = {
   id: 'Reconciler',
@@ -151,7 +169,10 @@ export const RECONCILER: JobSpec = {
     // UpdateItem: publishing a completed run whose writer died between claim and publish (roll-forward).
     table: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
     // DeleteObjects needs s3:DeleteObject on every key it names.
-    objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] }],
-    listPrefixes: [SNAPSHOTS_PREFIX],
+    objects: [
+      { prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] },
+      { prefix: MATERIALIZED_PREFIX, actions: ['s3:DeleteObject'] },
+    ],
+    listPrefixes: [SNAPSHOTS_PREFIX, MATERIALIZED_PREFIX],
   },
 };

@@ -21,7 +21,7 @@ import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { LAMBDA_BUNDLE, NODE_MAJOR } from './bundling.js';
 import { Observability } from './observability.js';
-import { RECONCILER, ROUTES, UPLOADS_PREFIX, type JobSpec, type ObjectAction, type RouteAccess, type RouteSpec } from './routes.js';
+import { MATERIALIZED_PREFIX, RECONCILER, ROUTES, UPLOADS_PREFIX, type JobSpec, type ObjectAction, type RouteAccess, type RouteSpec } from './routes.js';
 import type { StoreSettings } from './settings.js';
 
 /** Repository root: handler entries in ROUTES and the lock file are relative to it. */
@@ -119,6 +119,9 @@ export class TranscriptStoreStack extends Stack {
         // age-expired. Orphans there (a writer crashed between upload and commit) are removed by the
         // DELETE sweep. Presigned uploads that were never committed live under uploads/.
         { id: 'expire-uncommitted-uploads', prefix: UPLOADS_PREFIX, expiration: Duration.days(1) },
+        // Materialized chain prefixes are caches for presigned redirects (the reconciler deletes them
+        // past its grace); this is the backstop.
+        { id: 'expire-materialized-copies', prefix: MATERIALIZED_PREFIX, expiration: Duration.days(1) },
         { id: 'abort-incomplete-multipart-uploads', abortIncompleteMultipartUploadAfter: Duration.days(1) },
       ],
       removalPolicy,

@@ -4,7 +4,8 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
-import { RECONCILER, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
+import { MATERIALIZED_PREFIX, RECONCILER, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
+import { MATERIALIZED_PREFIX as STORE_MATERIALIZED_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX } from '../../functions/lib/store/schema.js';
 import { settingsFromContext } from '../../infra/settings.js';
 import { TranscriptStoreStack } from '../../infra/stack.js';
 
@@ -203,14 +204,20 @@ describe('least privilege', () => {
   const secretRef = (t: Template) => `{"Ref":"${logicalIdOf(t, 'AWS::SecretsManager::Secret', 'JwtSigningSecret')}"}`;
 
   const UPLOAD_OBJECTS = `{"Fn::Join":["",[BUCKET,"/${UPLOADS_PREFIX}*"]]}`;
+  const MATERIALIZED_OBJECTS = `{"Fn::Join":["",[BUCKET,"/${MATERIALIZED_PREFIX}*"]]}`;
+
+  it('grants the prefixes the store writes under (infra and store agree)', () => {
+    expect([SNAPSHOTS_PREFIX, UPLOADS_PREFIX, MATERIALIZED_PREFIX]).toEqual([SNAPSHOT_PREFIX, UPLOAD_PREFIX, STORE_MATERIALIZED_PREFIX]);
+  });
   const list = (...prefixes: string[]) => `s3:ListBucket -> BUCKET if {"StringLike":{"s3:prefix":${JSON.stringify(prefixes.map((p) => `${p}*`))}}}`;
 
-  it('lets the GET function only read its record and snapshot objects (ListBucket only so a missing key is a 404)', () => {
+  it('lets the GET function only read its records and snapshot objects, and keep materialized copies (ListBucket only so a missing key is a 404)', () => {
     const { template } = synth();
     expect(permissions(template, 'GetSnapshot')).toEqual([
-      'dynamodb:GetItem -> TABLE',
+      'dynamodb:BatchGetItem,dynamodb:GetItem -> TABLE',
       `s3:GetObject -> ${SNAPSHOT_OBJECTS}`,
-      list(SNAPSHOTS_PREFIX),
+      `s3:GetObject,s3:PutObject -> ${MATERIALIZED_OBJECTS}`,
+      list(SNAPSHOTS_PREFIX, MATERIALIZED_PREFIX),
       `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
     ]);
   });
@@ -218,10 +225,9 @@ describe('least privilege', () => {
   it('lets the POST function only write snapshots, and read, complete and remove its own uploads', () => {
     const { template } = synth();
     expect(permissions(template, 'PostSnapshot')).toEqual([
-      'dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:PutItem,dynamodb:UpdateItem -> TABLE',
-      `s3:DeleteObject,s3:GetObject,s3:PutObject -> ${UPLOAD_OBJECTS}`,
-      `s3:DeleteObject,s3:PutObject -> ${SNAPSHOT_OBJECTS}`,
-      list(UPLOADS_PREFIX),
+      'dynamodb:BatchGetItem,dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:PutItem,dynamodb:UpdateItem -> TABLE',
+      `s3:DeleteObject,s3:GetObject,s3:PutObject -> [${SNAPSHOT_OBJECTS},${UPLOAD_OBJECTS}]`,
+      list(SNAPSHOTS_PREFIX, UPLOADS_PREFIX),
       `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
     ]);
   });
@@ -230,8 +236,8 @@ describe('least privilege', () => {
     const { template } = synth();
     expect(permissions(template, 'DeleteSnapshot')).toEqual([
       'dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:Query,dynamodb:UpdateItem -> TABLE',
-      `s3:DeleteObject -> [${SNAPSHOT_OBJECTS},${UPLOAD_OBJECTS}]`,
-      list(SNAPSHOTS_PREFIX, UPLOADS_PREFIX),
+      `s3:DeleteObject -> [${MATERIALIZED_OBJECTS},${SNAPSHOT_OBJECTS},${UPLOAD_OBJECTS}]`,
+      list(SNAPSHOTS_PREFIX, UPLOADS_PREFIX, MATERIALIZED_PREFIX),
       `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
     ]);
   });
@@ -240,8 +246,8 @@ describe('least privilege', () => {
     const { template } = synth();
     expect(permissions(template, RECONCILER.id)).toEqual([
       'dynamodb:BatchGetItem,dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:PutItem,dynamodb:UpdateItem -> TABLE',
-      `s3:DeleteObject -> ${SNAPSHOT_OBJECTS}`,
-      list(SNAPSHOTS_PREFIX),
+      `s3:DeleteObject -> [${MATERIALIZED_OBJECTS},${SNAPSHOT_OBJECTS}]`,
+      list(SNAPSHOTS_PREFIX, MATERIALIZED_PREFIX),
     ]);
   });
 
@@ -303,7 +309,8 @@ describe('least privilege', () => {
   it('gives each function only the KMS action its S3 calls need when the bucket uses a customer key', () => {
     const { template } = synth({ bucketEncryption: 'kms' });
     const kmsActions = (id: string) => statementsOf(template, id).flatMap(actions).filter((a) => a.startsWith('kms:'));
-    expect(kmsActions('GetSnapshot')).toEqual(['kms:Decrypt']);
+    // GET writes materialized copies of long chains for its redirects.
+    expect(kmsActions('GetSnapshot')).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
     // Multipart uploads to an SSE-KMS bucket need Decrypt as well as GenerateDataKey.
     expect(kmsActions('PostSnapshot')).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
     expect(kmsActions('CreateUpload')).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
@@ -373,11 +380,12 @@ describe('snapshot bucket', () => {
     const rules = bucket.Properties.LifecycleConfiguration.Rules as Json[];
     expect(rules).toEqual([
       { Id: 'expire-uncommitted-uploads', Prefix: UPLOADS_PREFIX, ExpirationInDays: 1, Status: 'Enabled' },
+      { Id: 'expire-materialized-copies', Prefix: MATERIALIZED_PREFIX, ExpirationInDays: 1, Status: 'Enabled' },
       { Id: 'abort-incomplete-multipart-uploads', AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' },
     ]);
     // An expiration without a prefix, or on snapshots/, would delete live, DynamoDB-referenced data.
     for (const rule of rules) {
-      if (rule.ExpirationInDays !== undefined || rule.ExpirationDate !== undefined) expect(rule.Prefix).toBe(UPLOADS_PREFIX);
+      if (rule.ExpirationInDays !== undefined || rule.ExpirationDate !== undefined) expect([UPLOADS_PREFIX, MATERIALIZED_PREFIX]).toContain(rule.Prefix);
     }
   });
 
