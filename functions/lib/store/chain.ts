@@ -1,19 +1,27 @@
 import { ConditionalCheckFailedException, GetItemCommand, PutItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, HeadObjectCommand, NoSuchKey, NotFound, PutObjectCommand } from '@aws-sdk/client-s3';
-import { gunzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { constants as zlibConstants, deflateRaw as deflateRawCb, gunzipSync, inflateRaw as inflateRawCb } from 'node:zlib';
 import { NDJSON_CONTENT_TYPE } from '../contract.js';
 import type { StoreContext } from './context.js';
 import { sha256Hex } from './digest.js';
 import { StoreError } from './errors.js';
+const deflateRaw = promisify(deflateRawCb);
+const inflateRaw = promisify(inflateRawCb);
+
 import { chainItem, chainKey, chainLayoutValues, fromChainItem, materializedObjectKey, type ChainRecord, type Extent, type RunRecord } from './schema.js';
 
 /**
  * Chains: how completed runs that extend one another share their bytes (incremental sync).
  *
- * A chain is an append-only stream of gzip members (RFC 1952 §2.2: a gzip file is a series of members,
- * and their concatenation decodes to the concatenation of their contents). A run in a chain is a
- * prefix of it: its bytes are the first `storedBytes` stored bytes, decoded. Appending a turn adds one
- * member (the gzip of the appended bytes) at the end; the runs before it are untouched.
+ * A chain is an append-only stream of raw DEFLATE fragments (RFC 1951): each is the deflate of one
+ * append's bytes, ended with a sync flush (an empty stored block), so it ends on a byte boundary with no
+ * final block, and any concatenation of fragments is a valid deflate stream that lacks only its end. A
+ * run in a chain is a prefix of it: its bytes are the first `storedBytes` stored bytes. Serving it wraps
+ * them as ONE gzip member (RFC 1952: a 10-byte header, the fragments, an empty final block, then the
+ * run's CRC-32 and length, both kept with the run) — no recompression, and a single member, because some
+ * decoders (curl's, for one) stop after the first member of a multi-member gzip body. Appending a turn
+ * adds one fragment at the end; the runs before it are untouched.
  *
  * The stream lives in a few objects (the CHAIN record's `extents`, in order). Compaction concatenates
  * the last few objects into one — bytes copied as they are, never recompressed — so every offset
@@ -24,6 +32,39 @@ import { chainItem, chainKey, chainLayoutValues, fromChainItem, materializedObje
  * Objects are never shared between chains: a chain's objects are deleted with it (clear) or when
  * compaction replaces them, and nothing else refers to them.
  */
+
+/** The gzip member header (RFC 1952 §2.3): deflate, no flags, no mtime, no extra flags, OS unknown. */
+const GZIP_HEADER = Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff]);
+/** An empty final block with fixed Huffman codes (RFC 1951 §3.2.6): BFINAL=1, BTYPE=01, end-of-block. */
+const FINAL_BLOCK = Buffer.from([0x03, 0x00]);
+
+/** The deflate fragment of `data`: byte-aligned, without a final block, concatenable with any other. */
+export function fragmentOf(data: Uint8Array): Promise<Buffer> {
+  return deflateRaw(data, { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+}
+
+/** Fragments wrapped as one gzip member whose content has CRC-32 `crc32` and length `bytes`. */
+export function wrapGzip(fragments: Buffer, crc32: number, bytes: number): Buffer {
+  const trailer = Buffer.alloc(8);
+  trailer.writeUInt32LE(crc32 >>> 0, 0);
+  trailer.writeUInt32LE(bytes % 2 ** 32, 4); // ISIZE: the length modulo 2^32
+  return Buffer.concat([GZIP_HEADER, fragments, FINAL_BLOCK, trailer]);
+}
+
+/**
+ * The bytes `fragments` decode to, bounded by and checked against `bytes`. Throws StoreError('INTEGRITY')
+ * when they do not decode to exactly that many bytes.
+ */
+export async function inflateFragments(fragments: Buffer, bytes: number, what: string): Promise<Buffer> {
+  let plain: Buffer;
+  try {
+    plain = await inflateRaw(Buffer.concat([fragments, FINAL_BLOCK]), { maxOutputLength: bytes + 1 });
+  } catch (err) {
+    throw new StoreError('INTEGRITY', `stored bytes for ${what} are not valid deflate`, { cause: err });
+  }
+  if (plain.length !== bytes) throw new StoreError('INTEGRITY', `stored bytes for ${what} decode to ${plain.length} bytes, not ${bytes}`);
+  return plain;
+}
 
 /** Objects of a chain read in parallel by one read. */
 export const DEFAULT_CHAIN_MAX_EXTENTS = 3;
@@ -168,53 +209,58 @@ export async function readChainRange(
   return readStoredRange(ctx, chain.extents, range.start, range.end, abortSignal);
 }
 
-/** Writes one object of a chain (gzip members, whole). */
+/** Writes one object of a chain (whole deflate fragments: not a file on its own, never served as it is). */
 export async function putChainObject(ctx: StoreContext, key: string, body: Buffer, abortSignal?: AbortSignal): Promise<Extent> {
   await ctx.s3.send(
-    new PutObjectCommand({
-      Bucket: ctx.bucket,
-      Key: key,
-      Body: body,
-      ContentLength: body.length,
-      ContentType: NDJSON_CONTENT_TYPE,
-      ContentEncoding: 'gzip',
-    }),
+    new PutObjectCommand({ Bucket: ctx.bucket, Key: key, Body: body, ContentLength: body.length, ContentType: 'application/octet-stream' }),
     { abortSignal },
   );
   return { key, length: body.length, sha256: sha256Hex(body) };
 }
 
 /**
- * One object holding the chain's first `end` stored bytes, for a presigned redirect (a URL names one
- * object). A chain of one object that is exactly that prefix is its own answer; otherwise the prefix
- * is copied once to a deterministic key under `materialized/` and reused by later reads of the same
- * run (the copy is a cache: the reconciler deletes it by age, a clear by generation).
- * GONE as for readChainRange.
+ * One gzip object holding a chain run, for a presigned redirect (a URL names one object, and chain
+ * objects are fragments, not files): the run's stored prefix wrapped as one gzip member, copied to a
+ * deterministic key under `materialized/` and reused by later reads of the same run while it is younger
+ * than one presign TTL (then written again, which renews its date). The reconciler deletes copies older
+ * than its grace and twice the presign TTL, so a URL handed out always outlives its object's deletion
+ * (a clear deletes them by generation, like everything else of the conversation). GONE as for
+ * readChainRange.
  */
 export async function materialize(
   ctx: StoreContext,
   pk: string,
-  chain: { chainId: string; generation: number; end: number; extents: readonly Extent[] | undefined },
+  run: { chainId: string; generation: number; end: number; extents: readonly Extent[] | undefined; crc32: number; bytes: number },
   abortSignal?: AbortSignal,
 ): Promise<string | typeof GONE> {
-  const only = chain.extents?.length === 1 ? chain.extents[0]! : undefined;
-  if (only && only.length === chain.end && (await exists(ctx, only.key, chain.end, abortSignal))) return only.key;
-  const key = materializedObjectKey(pk, chain.generation, chain.chainId, chain.end);
-  if (await exists(ctx, key, chain.end, abortSignal)) return key;
-  const bytes = await readChainRange(ctx, pk, chain.chainId, { start: 0, end: chain.end }, chain.extents, abortSignal);
-  if (bytes === GONE) return GONE;
-  await putChainObject(ctx, key, bytes, abortSignal);
+  const key = materializedObjectKey(pk, run.generation, run.chainId, run.end);
+  const size = GZIP_HEADER.length + run.end + FINAL_BLOCK.length + 8;
+  const made = await madeAt(ctx, key, size, abortSignal);
+  if (made !== undefined && made >= ctx.now() - ctx.limits.presignTtlSeconds * 1000) return key;
+  const stored = await readChainRange(ctx, pk, run.chainId, { start: 0, end: run.end }, run.extents, abortSignal);
+  if (stored === GONE) return GONE;
+  const body = wrapGzip(stored, run.crc32, run.bytes);
+  await ctx.s3.send(
+    new PutObjectCommand({ Bucket: ctx.bucket, Key: key, Body: body, ContentLength: body.length, ContentType: NDJSON_CONTENT_TYPE, ContentEncoding: 'gzip' }),
+    { abortSignal },
+  );
   return key;
 }
 
-async function exists(ctx: StoreContext, key: string, length: number, abortSignal?: AbortSignal): Promise<boolean> {
+/** When the object `key` of `length` bytes was written (epoch ms), or undefined when there is none. */
+async function madeAt(ctx: StoreContext, key: string, length: number, abortSignal?: AbortSignal): Promise<number | undefined> {
   try {
     const head = await ctx.s3.send(new HeadObjectCommand({ Bucket: ctx.bucket, Key: key }), { abortSignal });
-    return head.ContentLength === length;
+    return head.ContentLength === length ? (head.LastModified?.getTime() ?? 0) : undefined;
   } catch (err) {
-    if (err instanceof NotFound || err instanceof NoSuchKey) return false;
+    if (err instanceof NotFound || err instanceof NoSuchKey) return undefined;
     throw err;
   }
+}
+
+/** Materialized copies older than this (ms) may be deleted: no URL handed out for them is still valid. */
+export function materializedExpiryMs(ctx: StoreContext, graceSeconds: number): number {
+  return Math.max(graceSeconds, 2 * ctx.limits.presignTtlSeconds + 60) * 1000;
 }
 
 /**
@@ -228,7 +274,9 @@ export async function readRunBytes(ctx: StoreContext, pk: string, run: RunRecord
   if (run.chainId !== undefined) {
     const bytes = await readChainRange(ctx, pk, run.chainId, { start: 0, end: run.storedBytes }, undefined, abortSignal);
     if (bytes === GONE) return GONE;
-    stored = bytes;
+    const plain = await inflateFragments(bytes, run.bytes, `run ${run.runId}`);
+    if (sha256Hex(plain) !== run.sha256) throw new StoreError('INTEGRITY', `stored bytes of run ${run.runId} do not match its record`);
+    return plain;
   } else {
     try {
       const obj = await ctx.s3.send(new GetObjectCommand({ Bucket: ctx.bucket, Key: run.s3Key }), { abortSignal });

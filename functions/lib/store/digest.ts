@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createSHA256 } from 'hash-wasm';
+import { crc32, createCRC32, createSHA256 } from 'hash-wasm';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
@@ -73,46 +73,51 @@ export async function streamDigest(source: Readable, opts: StreamDigestOptions):
 }
 
 /**
- * SHA-256 whose running state can be saved and resumed (hash-wasm's `save()`/`load()`; 116 bytes in
- * hash-wasm 4.x). Appends use it to compute the whole file's digest from the base run's saved state
- * and the appended bytes alone, so their cost never depends on the transcript's length.
+ * The digests of a chain run's bytes whose running state can be saved and resumed (hash-wasm's
+ * `save()`/`load()`): SHA-256 (the run's identity; 116-byte state in hash-wasm 4.x) and CRC-32 (the gzip
+ * trailer a chain run is served with, RFC 1952 §2.3.1; 8-byte state). Appends continue them from the base
+ * run's saved states over the appended bytes alone, so their cost never depends on the transcript's length.
  */
 export interface ResumedDigest {
   /** sha256 (hex) of base + appended bytes. */
   readonly sha256: string;
-  /** The running state after them, for the next append. */
-  readonly state: Uint8Array;
+  /** CRC-32 (unsigned) of base + appended bytes. */
+  readonly crc32: number;
+  /** The running states after them, for the next append. */
+  readonly state: DigestState;
+}
+
+export interface DigestState {
+  readonly sha256: Uint8Array;
+  readonly crc32: Uint8Array;
 }
 
 /**
- * Continues the SHA-256 of the base (`state`, as saved after it) over `data`. Undefined when `state`
- * cannot be loaded (written by another hash-wasm version, or corrupt): the caller treats the base as
- * one it cannot extend.
+ * Continues the digests of the base (`state`, as saved after it; undefined: from the start) over `data`.
+ * Undefined when a state cannot be loaded (written by another hash-wasm version, or corrupt): the caller
+ * treats the base as one it cannot extend.
  */
-export async function resumeSha256(state: Uint8Array | undefined, data: Uint8Array): Promise<ResumedDigest | undefined> {
-  const hasher = await createSHA256();
-  if (state === undefined) hasher.init();
-  else {
+export async function resumeDigests(state: DigestState | undefined, data: Uint8Array): Promise<ResumedDigest | undefined> {
+  const sha = await createSHA256();
+  const crc = await createCRC32();
+  if (state === undefined) {
+    sha.init();
+    crc.init();
+  } else {
     try {
-      hasher.load(state);
+      sha.load(state.sha256);
+      crc.load(state.crc32);
     } catch {
       return undefined;
     }
   }
-  hasher.update(data);
-  const saved = hasher.save();
-  return { state: saved, sha256: hasher.digest('hex') };
+  sha.update(data);
+  crc.update(data);
+  const saved: DigestState = { sha256: sha.save(), crc32: crc.save() };
+  return { state: saved, sha256: sha.digest('hex'), crc32: Number.parseInt(crc.digest('hex'), 16) >>> 0 };
 }
 
-/** A running SHA-256 fed chunk by chunk (streams), with its state saved at the end. */
-export async function runningSha256(): Promise<{ update(data: Uint8Array): void; finish(): ResumedDigest }> {
-  const hasher = await createSHA256();
-  hasher.init();
-  return {
-    update: (data) => void hasher.update(data),
-    finish: () => {
-      const state = hasher.save();
-      return { state, sha256: hasher.digest('hex') };
-    },
-  };
+/** CRC-32 (RFC 1952 §8) of `data`, unsigned. */
+export async function crc32Of(data: Uint8Array): Promise<number> {
+  return Number.parseInt(await crc32(data), 16) >>> 0;
 }

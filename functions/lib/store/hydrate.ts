@@ -3,7 +3,8 @@ import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { batchGet } from './batch.js';
-import { GONE, materialize, readChainRange } from './chain.js';
+import { GONE, inflateFragments, materialize, readChainRange, wrapGzip } from './chain.js';
+import { crc32Of } from './digest.js';
 import { GetObjectCommand, HeadObjectCommand, NoSuchKey, NotFound } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { conversationKey, type ConversationScope } from '../ids.js';
@@ -112,9 +113,10 @@ async function readHeadAndBase(ctx: StoreContext, pk: string, opts: HydrateOptio
 }
 
 /**
- * A run stored in a chain: its bytes are the chain's first `storedBytes` stored bytes (gzip members).
- * A client holding an earlier run of the same chain gets only the members after it; too large to
- * answer inline, a URL to one object holding the prefix (materialize).
+ * A run stored in a chain: its bytes are the chain's first `storedBytes` stored bytes (deflate
+ * fragments), served as one gzip member (chain.ts) or decoded. A client holding an earlier run of the
+ * same chain gets only the fragments after it; too large to answer inline, a URL to one gzip object
+ * holding the run (materialize).
  */
 async function answerFromChain(
   ctx: StoreContext,
@@ -127,9 +129,13 @@ async function answerFromChain(
 ): Promise<HydrateResult | 'gone'> {
   const meta: SnapshotMeta = { runId: latest.runId, sha256: latest.sha256, bytes: latest.bytes };
   if (opts.matches?.(meta.sha256)) return { kind: 'not-modified', meta, generation };
+  if (latest.crc32 === undefined) throw new StoreError('INTEGRITY', `HEAD names chain run ${latest.runId} without its CRC-32`);
+  const crc32 = latest.crc32;
   const accept = opts.accept ?? 'any';
   const sendGzip = accept === 'gzip';
   const limit = ctx.limits.inlineMaxBytes;
+  // A wrapped gzip member is the stored fragments plus 20 bytes.
+  const wrapped = (stored: number) => stored + 20;
 
   if (
     opts.base !== undefined &&
@@ -140,37 +146,29 @@ async function answerFromChain(
     base.sha256 === opts.base.sha256 &&
     base.storedBytes < latest.storedBytes &&
     base.bytes <= latest.bytes &&
-    (sendGzip ? latest.storedBytes - base.storedBytes : latest.bytes - base.bytes) <= limit
+    (sendGzip ? wrapped(latest.storedBytes - base.storedBytes) : latest.bytes - base.bytes) <= limit
   ) {
     const tail = await readChainRange(ctx, pk, chainId, { start: base.storedBytes, end: latest.storedBytes }, latest.extents, opts.signal);
     if (tail === GONE) return 'gone';
-    const body = sendGzip ? tail : await decode(tail, latest.bytes - base.bytes, latest.runId);
+    // The tail decodes on its own (fragments are independent); its gzip trailer needs its own CRC-32.
+    const tailBytes = latest.bytes - base.bytes;
+    const plain = await inflateFragments(tail, tailBytes, `run ${latest.runId} after run ${base.runId}`);
+    const body = sendGzip ? wrapGzip(tail, await crc32Of(plain), tailBytes) : plain;
     return { kind: 'delta', meta, generation, baseSha256: base.sha256, body, encoding: sendGzip ? 'gzip' : 'identity' };
   }
 
-  if ((sendGzip ? latest.storedBytes : meta.bytes) > limit) {
+  if ((sendGzip ? wrapped(latest.storedBytes) : meta.bytes) > limit) {
     if (accept === 'identity') return { kind: 'not-acceptable', meta, generation };
-    const key = await materialize(ctx, pk, { chainId, generation, end: latest.storedBytes, extents: latest.extents }, opts.signal);
+    const key = await materialize(ctx, pk, { chainId, generation, end: latest.storedBytes, extents: latest.extents, crc32, bytes: meta.bytes }, opts.signal);
     if (key === GONE) return 'gone';
     const url = await getSignedUrl(ctx.presigner, new GetObjectCommand({ Bucket: ctx.bucket, Key: key }), { expiresIn: ctx.limits.presignTtlSeconds });
     return { kind: 'redirect', meta, generation, url, encoding: 'gzip' };
   }
   const stored = await readChainRange(ctx, pk, chainId, { start: 0, end: latest.storedBytes }, latest.extents, opts.signal);
   if (stored === GONE) return 'gone';
-  if (sendGzip) return { kind: 'body', meta, generation, body: stored, encoding: 'gzip' };
-  return { kind: 'body', meta, generation, body: await decode(stored, meta.bytes, meta.runId), encoding: 'identity' };
-}
-
-/** Gunzips verified stored members (all of them: RFC 1952 §2.2), bounded by and checked against the recorded length. */
-async function decode(stored: Buffer, bytes: number, runId: number): Promise<Buffer> {
-  let plain: Buffer;
-  try {
-    plain = await gunzip(stored, { maxOutputLength: bytes + 1 });
-  } catch (err) {
-    throw new StoreError('INTEGRITY', `stored bytes for run ${runId} are not valid gzip`, { cause: err });
-  }
-  if (plain.length !== bytes) throw new StoreError('INTEGRITY', `stored bytes for run ${runId} decode to ${plain.length} bytes, not ${bytes}`);
-  return plain;
+  // Verified object by object (sha256 of the stored bytes); a gzip client's decoder checks the CRC-32 too.
+  if (sendGzip) return { kind: 'body', meta, generation, body: wrapGzip(stored, crc32, meta.bytes), encoding: 'gzip' };
+  return { kind: 'body', meta, generation, body: await inflateFragments(stored, meta.bytes, `run ${meta.runId}`), encoding: 'identity' };
 }
 
 async function answer(ctx: StoreContext, latest: LatestRecord, generation: number, opts: HydrateOptions): Promise<HydrateResult | 'gone'> {

@@ -2,6 +2,7 @@ import { DeleteItemCommand, GetItemCommand, PutItemCommand } from '@aws-sdk/clie
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { StoreContext } from './context.js';
 import { batchGet } from './batch.js';
+import { materializedExpiryMs } from './chain.js';
 import { deleteObjects, listObjectPages } from './objects.js';
 import {
   CHAIN_SK_PREFIX,
@@ -92,11 +93,12 @@ export async function reconcile(ctx: StoreContext, opts: ReconcileOptions): Prom
   // A budget that ran out exactly at the end of the listing is still reported incomplete; the next
   // pass then finds nothing past the cursor and completes.
 
-  // Materialized copies (chain.ts) are caches for presigned URLs: past the grace, which outlives any
-  // URL handed out, nothing needs them (a later read makes a new one).
+  // Materialized copies (chain.ts) are caches for presigned URLs: a copy is handed out only while it is
+  // younger than one presign TTL, so past twice that (and the grace) no valid URL names it.
   if (done) {
+    const expiry = ctx.now() - materializedExpiryMs(ctx, opts.graceSeconds);
     for await (const objects of listObjectPages(ctx, { prefix: MATERIALIZED_PREFIX }, abortSignal)) {
-      const expired = objects.filter((o) => o.Key && o.LastModified && o.LastModified.getTime() < cutoff).map((o) => o.Key!);
+      const expired = objects.filter((o) => o.Key && o.LastModified && o.LastModified.getTime() < expiry).map((o) => o.Key!);
       await deleteObjects(ctx, expired, abortSignal);
       result.deleted += expired.length;
       if (Date.now() >= opts.deadlineAt) break;

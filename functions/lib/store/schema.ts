@@ -11,11 +11,11 @@ import { INITIAL_GENERATION, type ResetState } from './fence.js';
  *   HEAD   sk = "HEAD"          the latest completed run (what hydrate serves), the reset generation and
  *                               the time of the last clear (fence.ts)
  *   RUN    sk = "RUN#<run16>"   one immutable record per stored run, tagged with its generation
- *   CHAIN  sk = "CHAIN#<id>"    an append-only stream of gzip members shared by the completed runs that
- *                               extend one another (chain.ts): its objects, in order, and its length
+ *   CHAIN  sk = "CHAIN#<id>"    an append-only stream of deflate fragments shared by the completed runs
+ *                               that extend one another (chain.ts): its objects, in order, and its length
  * S3:
  *   snapshots/<conversationKey>/<run16>/g<generation>-<uuid>.jsonl[.gz]  a fresh key per write: never overwritten
- *   snapshots/<conversationKey>/<run16>/g<generation>-<uuid>~<chain>.jsonl.gz  one object of chain <chain>
+ *   snapshots/<conversationKey>/<run16>/g<generation>-<uuid>~<chain>.deflate  one object of chain <chain>
  *   materialized/<conversationKey>/g<generation>-<chain>-<end>.jsonl.gz  a chain prefix as one object, made
  *                                                      for a presigned redirect; a cache, deleted by age
  *   uploads/<conversationKey>/<run16>/<tag>-<uuid>     presigned uploads awaiting their commit; <tag> is
@@ -62,12 +62,16 @@ export interface RunRecord extends SnapshotMeta {
   readonly storedSha256: string | undefined;
   /**
    * Set for a run stored in a chain (chain.ts): its bytes are the chain's first `storedBytes` stored
-   * bytes, and `s3Key` is only the object this run's request wrote (its identity; compaction may have
+   * bytes (raw deflate fragments), and `s3Key` is only the object this run's request wrote (its identity; compaction may have
    * merged it into another object since). Absent: the run's bytes are the object `s3Key`.
    */
   readonly chainId?: string | undefined;
   /** SHA-256 running state after the run's bytes (hash-wasm `save()`, 116 B): an append resumes it. */
   readonly hashState?: Uint8Array | undefined;
+  /** CRC-32 running state after the run's bytes (hash-wasm `save()`, 8 B): an append resumes it. */
+  readonly crcState?: Uint8Array | undefined;
+  /** CRC-32 of the run's bytes: the trailer of the gzip member a chain run is served as (chain.ts). */
+  readonly crc32?: number | undefined;
 }
 
 /** The HEAD item, as far as the write and clear paths need it. */
@@ -92,6 +96,8 @@ export interface LatestRecord extends SnapshotMeta {
    */
   readonly extents: readonly Extent[] | undefined;
   readonly hashState: Uint8Array | undefined;
+  readonly crcState: Uint8Array | undefined;
+  readonly crc32: number | undefined;
 }
 
 /**
@@ -127,6 +133,8 @@ const LATEST_FIELDS = {
   latestStoredSha256: 'storedSha256',
   latestChainId: 'chainId',
   latestHashState: 'hashState',
+  latestCrcState: 'crcState',
+  latestCrc32: 'crc32',
 } as const satisfies Record<string, keyof RunRecord>;
 const LATEST_ATTRIBUTES = Object.keys(LATEST_FIELDS) as (keyof typeof LATEST_FIELDS)[];
 
@@ -185,6 +193,8 @@ export function runItem(pk: string, r: RunRecord): Item {
     ...(r.storedSha256 !== undefined && { storedSha256: r.storedSha256 }),
     ...(r.chainId !== undefined && { chainId: r.chainId }),
     ...(r.hashState !== undefined && { hashState: r.hashState }),
+    ...(r.crcState !== undefined && { crcState: r.crcState }),
+    ...(r.crc32 !== undefined && { crc32: r.crc32 }),
   });
 }
 
@@ -205,6 +215,8 @@ export function fromRunItem(item: Item): RunRecord {
     storedSha256: typeof v['storedSha256'] === 'string' ? v['storedSha256'] : undefined,
     chainId: typeof v['chainId'] === 'string' ? v['chainId'] : undefined,
     hashState: v['hashState'] instanceof Uint8Array ? v['hashState'] : undefined,
+    crcState: v['crcState'] instanceof Uint8Array ? v['crcState'] : undefined,
+    crc32: typeof v['crc32'] === 'number' ? v['crc32'] : undefined,
   };
 }
 
@@ -234,6 +246,8 @@ export function latestFromHeadItem(item: Item | undefined): LatestRecord | undef
     chainId: typeof v['latestChainId'] === 'string' ? v['latestChainId'] : undefined,
     extents: Array.isArray(v['latestExtents']) ? (v['latestExtents'] as unknown[]).map(fromExtentAttribute) : undefined,
     hashState: v['latestHashState'] instanceof Uint8Array ? v['latestHashState'] : undefined,
+    crcState: v['latestCrcState'] instanceof Uint8Array ? v['latestCrcState'] : undefined,
+    crc32: typeof v['latestCrc32'] === 'number' ? v['latestCrc32'] : undefined,
   };
 }
 
@@ -290,12 +304,12 @@ export function snapshotObjectKey(pk: string, runId: number, generation: number,
   return `${SNAPSHOT_PREFIX}${pk}/${padRunId(runId)}/g${generation}-${id}.jsonl${encoding === 'gzip' ? '.gz' : ''}`;
 }
 
-/** `snapshots/<conversationKey>/<run16>/g<generation>-<id>~<chainId>.jsonl.gz`: an object of a chain. */
+/** `snapshots/<conversationKey>/<run16>/g<generation>-<id>~<chainId>.deflate`: an object of a chain (raw deflate fragments). */
 export function chainObjectKey(pk: string, runId: number, generation: number, id: string, chainId: string): string {
-  return `${SNAPSHOT_PREFIX}${pk}/${padRunId(runId)}/g${generation}-${id}~${chainId}.jsonl.gz`;
+  return `${SNAPSHOT_PREFIX}${pk}/${padRunId(runId)}/g${generation}-${id}~${chainId}.deflate`;
 }
 
-const CHAIN_OF_KEY = /~([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl\.gz$/;
+const CHAIN_OF_KEY = /~([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.deflate$/;
 
 /** The chain an object key belongs to, or undefined for an object of no chain. */
 export function chainOfKey(s3Key: string): string | undefined {

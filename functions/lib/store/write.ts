@@ -9,12 +9,12 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { DeleteObjectCommand, GetObjectCommand, NoSuchKey, PutObjectCommand } from '@aws-sdk/client-s3';
 import { batchGet } from './batch.js';
-import { createChain, GONE, planCompaction, putChainObject, readChain, readChainRange, readStoredRange, updateChain } from './chain.js';
+import { createChain, fragmentOf, GONE, planCompaction, putChainObject, readChain, readChainRange, readStoredRange, updateChain, wrapGzip } from './chain.js';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { NDJSON_CONTENT_TYPE, type TerminalStatus } from '../contract.js';
 import { conversationKey, type ConversationScope } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
-import { resumeSha256, sha256Hex, type ResumedDigest } from './digest.js';
+import { resumeDigests, sha256Hex, type DigestState, type ResumedDigest } from './digest.js';
 import { StoreError } from './errors.js';
 import { deleteObjects } from './objects.js';
 import { currentGenerationCondition, isCurrent, legacyGeneration, staleGenerationCondition } from './fence.js';
@@ -119,16 +119,20 @@ export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input
   const body = input.body;
 
   if (input.status === 'completed') {
-    if (latest?.chainId !== undefined && latest.hashState !== undefined && body.length >= latest.bytes && sha256Hex(body.subarray(0, latest.bytes)) === latest.sha256) {
+    const latestState = latest ? digestStateOf(latest) : undefined;
+    if (latest?.chainId !== undefined && latestState && body.length >= latest.bytes && sha256Hex(body.subarray(0, latest.bytes)) === latest.sha256) {
       const appended = body.subarray(latest.bytes);
-      const digest = await resumeSha256(latest.hashState, appended);
+      const digest = await resumeDigests(latestState, appended);
       if (digest) {
         const base: ChainBase = { chainId: latest.chainId, storedEnd: latest.storedBytes, bytes: latest.bytes, extents: latest.extents };
-        return extendRun(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, base, appended, digest, opts);
+        const extended = await extendRun(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, base, appended, digest, opts);
+        // A whole-file write never answers 412 (existing workers do not know it): when its base went
+        // away without a reset, it is stored whole below.
+        if (extended.kind !== 'base-mismatch') return extended;
       }
     }
-    const digest = (await resumeSha256(undefined, body))!;
-    return newChain(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, await gzip(body), { bytes: body.length, ...digest }, opts);
+    const digest = (await resumeDigests(undefined, body))!;
+    return newChain(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, await fragmentOf(body), { bytes: body.length, ...digest }, opts);
   }
 
   const meta: SnapshotMeta = { runId: input.runId, sha256: sha256Hex(body), bytes: body.length };
@@ -151,7 +155,7 @@ export interface AppendInput {
 /**
  * Stores a run as the base run's bytes plus `input.append` (incremental sync). Work and storage are
  * proportional to the appended bytes: the whole file's sha256 comes from the base's saved SHA-256
- * state, and only the gzip of the appended bytes is written — as the next member of the base's chain,
+ * state, and only the deflate of the appended bytes is written — as the next fragment of the base's chain,
  * or, when another run extended that chain first, of a new chain that starts with a copy of the base.
  *
  * The base must be a completed run of the current generation with the length and sha256 the client
@@ -170,8 +174,9 @@ export async function appendSnapshot(ctx: StoreContext, scope: WriterScope, inpu
   }
   if (base.bytes + input.append.length > ctx.limits.maxUploadBytes) return { kind: 'upload-too-large' };
   const run: Admitted = { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head };
-  if (base.chainId === undefined || base.hashState === undefined) return promote(ctx, pk, run, base, input, opts);
-  const digest = await resumeSha256(base.hashState, input.append);
+  const baseState = digestStateOf(base);
+  if (base.chainId === undefined || baseState === undefined) return promote(ctx, pk, run, base, input, opts);
+  const digest = await resumeDigests(baseState, input.append);
   if (!digest) return { kind: 'base-mismatch' };
   if (digest.sha256 !== input.sha256) return { kind: 'digest-mismatch' };
   const chainBase: ChainBase = { chainId: base.chainId, storedEnd: base.storedBytes, bytes: base.bytes, extents: undefined };
@@ -183,8 +188,8 @@ export const PROMOTE_MAX_BYTES = 256 * 1024 * 1024;
 
 /**
  * An append on a run stored as one object (a presigned upload, or a run stored before chains existed):
- * reads and verifies the base once, and starts a chain with it re-encoded as one gzip member plus the
- * appended member. From then on, appends on this chain cost only what they append.
+ * reads and verifies the base once, and starts a chain with it re-encoded as one deflate fragment plus the
+ * appended one. From then on, appends on this chain cost only what they append.
  */
 async function promote(ctx: StoreContext, pk: string, run: Admitted, base: RunRecord, input: AppendInput, opts: CallOptions): Promise<WriteResult> {
   if (base.bytes > PROMOTE_MAX_BYTES) return { kind: 'base-mismatch' };
@@ -193,7 +198,7 @@ async function promote(ctx: StoreContext, pk: string, run: Admitted, base: RunRe
     const obj = await ctx.s3.send(new GetObjectCommand({ Bucket: ctx.bucket, Key: base.s3Key }), { abortSignal: opts.signal });
     stored = Buffer.from(await obj.Body!.transformToByteArray());
   } catch (err) {
-    if (err instanceof NoSuchKey) return { kind: 'base-mismatch' }; // cleared in between
+    if (err instanceof NoSuchKey) return fencedOrMismatch(ctx, pk, run, opts.signal); // cleared in between
     throw err;
   }
   if (base.storedSha256 !== undefined && (stored.length !== base.storedBytes || sha256Hex(stored) !== base.storedSha256)) {
@@ -205,14 +210,14 @@ async function promote(ctx: StoreContext, pk: string, run: Admitted, base: RunRe
   } catch (err) {
     throw new StoreError('INTEGRITY', `stored object for run ${base.runId} is not valid gzip`, { cause: err });
   }
-  const prefix = await resumeSha256(undefined, plain);
+  const prefix = await resumeDigests(undefined, plain);
   if (plain.length !== base.bytes || prefix?.sha256 !== base.sha256) throw new StoreError('INTEGRITY', `stored object for run ${base.runId} does not match its record`);
-  const digest = (await resumeSha256(prefix.state, input.append))!;
+  const digest = (await resumeDigests(prefix.state, input.append))!;
   if (digest.sha256 !== input.sha256) return { kind: 'digest-mismatch' };
-  const members = Buffer.concat([await gzip(plain), await gzip(input.append)]);
+  const fragments = Buffer.concat([await fragmentOf(plain), await fragmentOf(input.append)]);
   const bytes = base.bytes + input.append.length;
-  if (run.status === 'completed') return newChain(ctx, pk, run, members, { bytes, ...digest }, opts);
-  return putSingleObject(ctx, pk, run, members, { runId: run.runId, sha256: digest.sha256, bytes }, opts);
+  if (run.status === 'completed') return newChain(ctx, pk, run, fragments, { bytes, ...digest }, opts);
+  return putSingleObject(ctx, pk, run, wrapGzip(fragments, digest.crc32, bytes), { runId: run.runId, sha256: digest.sha256, bytes }, opts);
 }
 
 /** The run being written, once admitted. */
@@ -235,7 +240,7 @@ interface ChainBase {
 /**
  * Stores `appended` after `base`. Completed runs extend the base's chain when the base is its end
  * (compacting when the chain has too many objects), else fork a new chain from a copy of the base;
- * other runs are kept as one object of their own (base + new member), never served.
+ * other runs are kept as one gzip object of their own (base + appended bytes), never served.
  */
 async function extendRun(
   ctx: StoreContext,
@@ -247,7 +252,7 @@ async function extendRun(
   opts: CallOptions,
 ): Promise<WriteResult> {
   const signal = opts.signal;
-  const member = await gzip(appended);
+  const member = await fragmentOf(appended);
   const bytes = base.bytes + appended.length;
 
   let chain = await readChain(ctx, pk, base.chainId, signal);
@@ -276,15 +281,22 @@ async function extendRun(
     }
     chain = await readChain(ctx, pk, base.chainId, signal);
   }
-  if (!chain || chain.generation !== run.generation || chain.end < base.storedEnd) return { kind: 'base-mismatch' };
+  // The base's chain is gone: only a clear deletes chains, so this run is fenced — unless HEAD says otherwise.
+  if (!chain || chain.generation !== run.generation || chain.end < base.storedEnd) return fencedOrMismatch(ctx, pk, run, signal);
   const prefix = await readChainRange(ctx, pk, chain.chainId, { start: 0, end: base.storedEnd }, chain.extents, signal);
   if (prefix === GONE) throw new StoreError('CONTENDED', 'the base chain changed under every read; retry');
   const stored = Buffer.concat([prefix, member]);
   if (run.status === 'completed') return newChain(ctx, pk, run, stored, { bytes, ...digest }, opts);
-  return putSingleObject(ctx, pk, run, stored, { runId: run.runId, sha256: digest.sha256, bytes }, opts);
+  return putSingleObject(ctx, pk, run, wrapGzip(stored, digest.crc32, bytes), { runId: run.runId, sha256: digest.sha256, bytes }, opts);
 }
 
-/** A new chain of one object holding `stored` (gzip members), and the run that is all of it. */
+/** `fenced` when HEAD has moved past the run's generation (a clear since its admission), else `base-mismatch`. */
+async function fencedOrMismatch(ctx: StoreContext, pk: string, run: Admitted, abortSignal?: AbortSignal): Promise<WriteResult> {
+  const head = await readHead(ctx, pk, abortSignal);
+  return isCurrent(run.generation, head.generation) ? { kind: 'base-mismatch' } : { kind: 'fenced' };
+}
+
+/** A new chain of one object holding `stored` (deflate fragments), and the run that is all of it. */
 async function newChain(
   ctx: StoreContext,
   pk: string,
@@ -313,8 +325,15 @@ function chainRun(run: Admitted, key: string, end: number, digest: ResumedDigest
     bytes,
     iat: run.iat,
     generation: run.generation,
-    hashState: digest.state,
+    hashState: digest.state.sha256,
+    crcState: digest.state.crc32,
+    crc32: digest.crc32,
   };
+}
+
+/** The saved digest states of a run (both needed to extend it), or undefined. */
+function digestStateOf(r: { hashState?: Uint8Array | undefined; crcState?: Uint8Array | undefined; crc32?: number | undefined }): DigestState | undefined {
+  return r.hashState && r.crcState && r.crc32 !== undefined ? { sha256: r.hashState, crc32: r.crcState } : undefined;
 }
 
 /** A run stored as one gzip object of its own (runs that did not complete). */
