@@ -138,6 +138,38 @@ describe('append racing a clear at every step', () => {
   }
 });
 
+describe('legacy whole-file POST (a prefix-extension of latest, stored as an append) racing a clear', () => {
+  // Existing workers only ever send whole files; one that extends HEAD's run takes the append path
+  // inside writeSnapshot (6 calls, as an append). Their contract has no 412: a clear must fence them.
+  for (const n of [2, 3, 4]) {
+    it(`a clear landing before call ${n} of a whole-file POST answers 409 reset_fenced, never 412 base_mismatch`, async () => {
+      const { api } = ctx;
+      const scope = freshScope(`adv-lclr${n}`);
+      await seed(api, scope);
+      const reached = gate();
+      const release = gate();
+      const plan = new FaultPlan().onCall(async (_name, k) => {
+        if (k === n) {
+          reached.open();
+          await release.wait;
+        }
+      });
+      const pending = withFaultyService(plan, async (a) => {
+        const token = await a.token(scope, { runId: 3 });
+        const res = await a.post(token, { runId: 3, terminalStatus: 'completed', snapshotJsonl: A + B + C }, { 'x-snapshot-generation': '0' });
+        return { status: res.status, body: await res.text(), calls: [...plan.calls] };
+      });
+      await reached.wait;
+      await api.clear(scope);
+      release.open();
+      const r = await pending;
+      expect(r.status, `${r.body} calls=${r.calls.join(',')}`).toBe(409);
+      expect(JSON.parse(r.body)).toEqual(errorBody(ERRORS.resetFenced));
+      expect(await api.hydrate(scope)).toBeUndefined();
+    });
+  }
+});
+
 describe('append vs append, append vs hydrate', () => {
   it('two appends on the same base (one compacts, one forks): both 200; hydrate and deltas from each side byte-exact', async () => {
     const { api } = ctx;
