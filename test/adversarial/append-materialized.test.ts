@@ -127,25 +127,36 @@ describe('chains past the inline limit', () => {
     expect(await api.hydrate(scope)).toBeUndefined();
   });
 
-  it('a presigned URL to a REUSED materialized copy stays valid for its TTL (the reconciler deletes copies by creation age only)', async () => {
+  it('a materialized copy is reused only while younger than one presign TTL, and the reconciler keeps copies past twice that', async () => {
     const { api, svc } = ctx;
     const scope = freshScope('adv-307r');
     const content = await seedChain(api, scope, 3); // 3 objects: the 307 names a materialized copy
-    const token = await api.token(scope);
-    // First 307 makes the copy at time T.
-    const first = await rawGet(api.url, { authorization: `Bearer ${token}` });
-    expect(first.status).toBe(307);
-    expect(String(first.headers['location'])).toContain('materialized/');
-    // A later hydrate (modelled at T + grace - 10 s: materialize's reuse does not look at the time)
-    // reuses the copy and hands out a URL valid for PRESIGN_TTL_SECONDS (300 s).
-    const second = await rawGet(api.url, { authorization: `Bearer ${token}` });
-    expect(second.status).toBe(307);
+    const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv };
+    const ttl = svc.config.presignTtlSeconds;
+    // First redirect makes the copy.
+    const first = await faultyStore(svc, new FaultPlan()).hydrate(ids, { accept: 'gzip' });
+    expect(first.kind).toBe('redirect');
+    // Within one TTL it is reused: no PutObject.
+    const soon = new FaultPlan();
+    expect((await faultyStore(svc, soon).hydrate(ids, { accept: 'gzip' })).kind).toBe('redirect');
+    expect(soon.calls).not.toContain('PutObjectCommand');
+    // Older than one TTL, it is written again (its date renewed) before a URL is handed out for it: a URL
+    // never names a copy older than one TTL at hand-out.
+    const late = new FaultPlan();
+    const again = await faultyStore(svc, late, { now: () => Date.now() + (ttl + 1) * 1000 }).hydrate(ids, { accept: 'gzip' });
+    expect(again.kind).toBe('redirect');
+    expect(late.calls).toContain('PutObjectCommand');
+    // The reconciler deletes copies only past max(grace, 2 × TTL + 60 s): at 2 × TTL it keeps them.
     const grace = 900;
-    // The reconciler runs at T + grace + 1 s — well inside that URL's lifetime.
-    const store = faultyStore(svc, new FaultPlan(), { now: () => Date.now() + (grace + 1) * 1000 });
-    for (let i = 0; i < 5; i++) if ((await store.reconcile({ graceSeconds: grace, deadlineAt: Date.now() + 30_000 })).complete) break;
-    const s3 = await rawGet(String(second.headers['location']), {});
-    expect(s3.status, 'URL handed out 11 s before the reconcile pass must still work').toBe(200);
+    const keeps = faultyStore(svc, new FaultPlan(), { now: () => Date.now() + 2 * ttl * 1000 });
+    for (let i = 0; i < 5; i++) if ((await keeps.reconcile({ graceSeconds: grace, deadlineAt: Date.now() + 30_000 })).complete) break;
+    const url = (again as { url: string }).url;
+    const s3 = await rawGet(url, {});
+    expect(s3.status).toBe(200);
     expect(gunzipSync(s3.body).toString('utf8')).toBe(content);
+    // Past the grace (> 2 × TTL + 60 s here) the copy goes.
+    const sweeps = faultyStore(svc, new FaultPlan(), { now: () => Date.now() + (grace + 1) * 1000 });
+    for (let i = 0; i < 5; i++) if ((await sweeps.reconcile({ graceSeconds: grace, deadlineAt: Date.now() + 30_000 })).complete) break;
+    expect((await rawGet(url, {})).status).toBe(404);
   });
 });

@@ -82,8 +82,9 @@ export function faultyStore(svc: LocalService, plan: FaultPlan, opts: { now?: ()
     ddb,
     bucket: svc.config.bucketName,
     table: svc.config.tableName,
-    // Same upload-id key as the service: tickets from one commit through the other.
+    // Same upload-id key and limits as the service: tickets from one commit through the other.
     uploadIds: svc.store.uploadIds,
+    limits: svc.store.limits,
     ...(opts.now && { now: opts.now }),
   });
 }
