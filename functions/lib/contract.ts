@@ -62,7 +62,7 @@ export const ERRORS = Object.freeze({
   noSnapshot: spec(404, 'no_snapshot', 'No snapshot found'),
   // Incremental sync (extensions; existing workers never send appends).
   /** An append (`appendJsonl`) without a well-formed `base` {runId, bytes, sha256} and `sha256`. */
-  invalidAppend: spec(400, 'invalid_append', 'Invalid append: base and sha256 required'),
+  invalidAppend: spec(400, 'invalid_append', 'Invalid append: base {runId, bytes, sha256} and sha256 must be well-formed'),
   /**
    * The append's base is not a stored completed run of the current generation with that length and
    * sha256 (RFC 9110 §15.5.13: a precondition of the request is false). The client sends the whole file.
