@@ -297,7 +297,8 @@ describe('promotion of a base stored as one object', () => {
       const key = item.Item!['s3Key']!.S!;
       // same length, one byte flipped (for gzip: a byte in the deflate stream)
       const stored = encoding === 'gzip' ? gzipSync(data) : Buffer.from(data);
-      stored[Math.floor(stored.length / 2)] ^= 0x01;
+      const mid = Math.floor(stored.length / 2);
+      stored[mid] = stored[mid]! ^ 0x01;
       await svc.s3.send(new PutObjectCommand({ Bucket: svc.config.bucketName, Key: key, Body: stored, ...(encoding === 'gzip' && { ContentEncoding: 'gzip' }) }));
       const before = await storeState(scope);
       const res = await append(api, scope, 2, 1, A + B, C);

@@ -6,8 +6,8 @@
  * seeded choices, so how much is exercised does not depend on the machine's speed. Every assertion is
  * on counts and correctness; throughput is `npm run bench`'s business.
  */
-import { DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { ScanCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
+import { CopyObjectCommand, DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { GetItemCommand, PutItemCommand, ScanCommand, UpdateItemCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { HEAD_SK, SNAPSHOT_PREFIX } from '../../functions/lib/store/index.js';
 import type { LocalService } from '../../local/service.js';
@@ -34,26 +34,56 @@ describe('load: workers loop hydrate → append → write with resets and shared
 
 /** Copies one conversation's published HEAD onto another's and deletes some objects: what a broken store would do. */
 async function sabotage(svc: LocalService): Promise<void> {
-  const heads = (await svc.ddb.send(new ScanCommand({ TableName: svc.config.tableName }))).Items?.filter(
+  const table = svc.config.tableName;
+  const bucket = svc.config.bucketName;
+  const heads = (await svc.ddb.send(new ScanCommand({ TableName: table }))).Items?.filter(
     (i) => i['sk']?.S === HEAD_SK && i['latestKey'] !== undefined,
   ) ?? [];
   expect(heads.length).toBeGreaterThan(1);
   // The highest published run onto the lowest: the victim's own later runs cannot out-publish it.
   heads.sort((a, b) => Number(a['latestRunId']!.N) - Number(b['latestRunId']!.N));
   const [from, to] = [heads.at(-1)!, heads[0]!];
-  const names = ['latestRunId', 'latestKey', 'latestSha256', 'latestBytes', 'latestStoredBytes', 'latestEncoding', 'latestStoredSha256', 'latestChainId', 'latestExtents', 'latestHashState'].filter((n) => from[n] !== undefined);
+  const latest = { ...from };
+  // A chain run: copy its objects to keys of their own (the other conversation keeps appending and
+  // compacting, deleting what its chain no longer lists) and give the victim a CHAIN record naming them.
+  const chainId = from['latestChainId']?.S;
+  const keep = new Set<string | undefined>([from['latestKey']!.S]);
+  // The other conversation's workers are still running: a compaction may delete an object between the
+  // read of its chain and the copy; read again then.
+  for (let attempt = 1; chainId !== undefined; attempt++) {
+    const chain = (await svc.ddb.send(new GetItemCommand({ TableName: table, Key: { pk: from['pk']!, sk: { S: `CHAIN#${chainId}` } }, ConsistentRead: true }))).Item!;
+    const extents = [];
+    try {
+      for (const e of chain['extents']!.L!) {
+        const key = e.M!['k']!.S!;
+        await svc.s3.send(new CopyObjectCommand({ Bucket: bucket, Key: `${key}.cross`, CopySource: `${bucket}/${encodeURIComponent(key).replaceAll('%2F', '/')}` }));
+        keep.add(`${key}.cross`);
+        extents.push({ M: { ...e.M!, k: { S: `${key}.cross` } } });
+      }
+    } catch (err) {
+      if ((err as Error).name !== 'NoSuchKey' || attempt >= 5) throw err;
+      continue;
+    }
+    await svc.ddb.send(new PutItemCommand({ TableName: table, Item: { ...chain, pk: to['pk']!, extents: { L: extents } } }));
+    latest['latestExtents'] = { L: extents };
+    break;
+  }
+  // Every attribute that describes the published run: the victim's HEAD becomes exactly the other's.
+  const all = Object.keys(latest).filter((n) => n.startsWith('latest'));
+  const stale = Object.keys(to).filter((n) => n.startsWith('latest') && latest[n] === undefined);
   const values: Record<string, AttributeValue> = {};
-  names.forEach((n, i) => (values[`:v${i}`] = from[n]!));
+  all.forEach((n, i) => (values[`:v${i}`] = latest[n]!));
   await svc.ddb.send(
     new UpdateItemCommand({
-      TableName: svc.config.tableName,
+      TableName: table,
       Key: { pk: to['pk']!, sk: to['sk']! },
-      UpdateExpression: 'SET ' + names.map((n, i) => `${n} = :v${i}`).join(', '),
+      UpdateExpression: 'SET ' + all.map((n, i) => `${n} = :v${i}`).join(', ') + (stale.length ? ` REMOVE ${stale.join(', ')}` : ''),
       ExpressionAttributeValues: values,
     }),
   );
-  const objects = (await svc.s3.send(new ListObjectsV2Command({ Bucket: svc.config.bucketName, Prefix: SNAPSHOT_PREFIX }))).Contents ?? [];
-  for (const o of objects.filter((x) => x.Key !== from['latestKey']!.S).slice(0, 20)) await svc.s3.send(new DeleteObjectCommand({ Bucket: svc.config.bucketName, Key: o.Key! }));
+  // Delete objects the victim does not now name, so acknowledged writes go missing.
+  const objects = (await svc.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: SNAPSHOT_PREFIX }))).Contents ?? [];
+  for (const o of objects.filter((x) => !keep.has(x.Key)).slice(0, 20)) await svc.s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: o.Key! }));
 }
 
 describe('load checker', () => {
