@@ -6,10 +6,10 @@ import { NDJSON_CONTENT_TYPE } from '../contract.js';
 import type { StoreContext } from './context.js';
 import { sha256Hex } from './digest.js';
 import { StoreError } from './errors.js';
+import { chainItem, chainKey, chainLayoutValues, fromChainItem, materializedObjectKey, type ChainRecord, type Extent, type RunRecord } from './schema.js';
+
 const deflateRaw = promisify(deflateRawCb);
 const inflateRaw = promisify(inflateRawCb);
-
-import { chainItem, chainKey, chainLayoutValues, fromChainItem, materializedObjectKey, type ChainRecord, type Extent, type RunRecord } from './schema.js';
 
 /**
  * Chains: how completed runs that extend one another share their bytes (incremental sync).
@@ -66,13 +66,13 @@ export async function inflateFragments(fragments: Buffer, bytes: number, what: s
   return plain;
 }
 
-/** Objects of a chain read in parallel by one read. */
+/** Most objects of a chain one read touches (in parallel); compaction merges past it (`CHAIN_MAX_EXTENTS`). */
 export const DEFAULT_CHAIN_MAX_EXTENTS = 3;
 /** Compaction keeps each object at least this many times the size of everything after it. */
 export const DEFAULT_CHAIN_MERGE_RATIO = 4;
 
 /**
- * Which objects an append merges: given the lengths of the chain's objects with the new member last,
+ * Which objects an append merges: given the lengths of the chain's objects with the new fragment last,
  * the index from which all objects are concatenated into one, or -1 to merge nothing.
  *
  * Nothing is merged while there are at most `maxExtents` objects. Past that, the shortest tail whose
@@ -286,7 +286,12 @@ export async function readRunBytes(ctx: StoreContext, pk: string, run: RunRecord
       throw err;
     }
   }
-  const plain = run.encoding === 'gzip' ? gunzipSync(stored, { maxOutputLength: run.bytes + 1 }) : stored;
+  let plain: Buffer;
+  try {
+    plain = run.encoding === 'gzip' ? gunzipSync(stored, { maxOutputLength: run.bytes + 1 }) : stored;
+  } catch (err) {
+    throw new StoreError('INTEGRITY', `stored object of run ${run.runId} is not valid gzip`, { cause: err });
+  }
   if (plain.length !== run.bytes || sha256Hex(plain) !== run.sha256) throw new StoreError('INTEGRITY', `stored bytes of run ${run.runId} do not match its record`);
   return plain;
 }

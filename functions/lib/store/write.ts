@@ -43,13 +43,17 @@ import { padRunId } from '../ids.js';
  * The write protocol (1 S3 write + 2 conditional DynamoDB writes; every commit step is ONE conditional
  * write, so it is atomic on dynalite, which has no transactions):
  *
- *   0. Admission: one consistent GetItem of HEAD. The run's generation is the one its writer echoes
- *      (it must be HEAD's: older means a reset happened since its hydrate, newer was never announced),
- *      or, for a writer that echoes none, HEAD's if the legacy rule in fence.ts places the run after the
- *      last reset. A fenced run stops here (409) before anything is written. The read also tells
- *      whether a higher run is already published (then step 3 is skipped: it could only fail).
+ *   0. Admission: one consistent BatchGetItem of HEAD and the run's own record (and an append's base).
+ *      The run's generation is the one its writer echoes (it must be HEAD's: older means a reset
+ *      happened since its hydrate, newer was never announced), or, for a writer that echoes none, HEAD's
+ *      if the legacy rule in fence.ts places the run after the last reset. A fenced run stops here (409)
+ *      before anything is written, and so does a run that is already stored (409, rolled forward first).
+ *      The read also tells whether a higher run is already published (then step 3 is skipped: it could
+ *      only fail), and what HEAD serves (a whole-file write that extends it becomes an append).
  *   1. PutObject to a fresh key.   crash here → orphan object, nothing visible; a retry succeeds
- *                                  (the reconciler deletes the orphan later).
+ *                                  (the reconciler deletes the orphan later). A completed run's object
+ *                                  belongs to a chain (chain.ts): then PutItem CHAIN (a new chain) or a
+ *                                  conditional UpdateItem of it (an append) comes before the claim.
  *   2. Claim:   PutItem RUN if attribute_not_exists — exactly one writer per (conversation, run) (I5).
  *                                  crash here → RUN claimed, HEAD not moved; a retry gets "exists" and
  *                                  rolls the claim forward (step 3 with the RUN's data), and so does the
