@@ -9,7 +9,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { DeleteObjectCommand, GetObjectCommand, NoSuchKey, PutObjectCommand } from '@aws-sdk/client-s3';
 import { batchGet } from './batch.js';
-import { createChain, fragmentOf, GONE, planCompaction, putChainObject, readChain, readChainRange, readStoredRange, updateChain, wrapGzip } from './chain.js';
+import { createChain, fragmentOf, GONE, planCompaction, putChainObject, readChain, readStoredRange, updateChain, wrapGzip } from './chain.js';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { NDJSON_CONTENT_TYPE, type TerminalStatus } from '../contract.js';
 import { conversationKey, type ConversationScope } from '../ids.js';
@@ -285,14 +285,24 @@ async function extendRun(
     }
     chain = await readChain(ctx, pk, base.chainId, signal);
   }
-  // The base's chain is gone: only a clear deletes chains, so this run is fenced — unless HEAD says otherwise.
-  if (!chain || chain.generation !== run.generation || chain.end < base.storedEnd) return fencedOrMismatch(ctx, pk, run, signal);
-  const prefix = await readChainRange(ctx, pk, chain.chainId, { start: 0, end: base.storedEnd }, chain.extents, signal);
-  if (prefix === GONE) throw new StoreError('CONTENDED', 'the base chain changed under every read; retry');
+  // Fork: copy the base's prefix. Busy chains compact under the read (each compaction deletes what it
+  // merged): read the layout again and retry, a few times, before answering 503.
+  let prefix: Buffer | typeof GONE = GONE;
+  for (let attempt = 1; prefix === GONE; attempt++) {
+    // The base's chain is gone: only a clear deletes chains, so this run is fenced — unless HEAD says otherwise.
+    if (!chain || chain.generation !== run.generation || chain.end < base.storedEnd) return fencedOrMismatch(ctx, pk, run, signal);
+    prefix = await readStoredRange(ctx, chain.extents, 0, base.storedEnd, signal);
+    if (prefix !== GONE) break;
+    if (attempt >= FORK_READ_ATTEMPTS) throw new StoreError('CONTENDED', 'the base chain changed under every read; retry');
+    chain = await readChain(ctx, pk, base.chainId, signal);
+  }
   const stored = Buffer.concat([prefix, member]);
   if (run.status === 'completed') return newChain(ctx, pk, run, stored, { bytes, ...digest }, opts);
   return putSingleObject(ctx, pk, run, wrapGzip(stored, digest.crc32, bytes), { runId: run.runId, sha256: digest.sha256, bytes }, opts);
 }
+
+/** Reads of a busy chain's prefix before a fork gives up with 503 (each follows a fresh read of the chain). */
+const FORK_READ_ATTEMPTS = 5;
 
 /** `fenced` when HEAD has moved past the run's generation (a clear since its admission), else `base-mismatch`. */
 async function fencedOrMismatch(ctx: StoreContext, pk: string, run: Admitted, abortSignal?: AbortSignal): Promise<WriteResult> {
