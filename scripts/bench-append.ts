@@ -186,10 +186,42 @@ try {
     singleMs.push(await single.hydrate(singleToken));
   }
 
+  // The appends above ran on the layout a 3 MiB-step build left; a conversation that reached 50 MB by
+  // small appends has the layout compaction converges to. What compaction copies per append there, from the
+  // policy itself (planCompaction, the configured bound and ratio) over a whole conversation of such appends:
+  const member = (await import('node:zlib')).deflateRawSync(kb, { finishFlush: (await import('node:zlib')).constants.Z_SYNC_FLUSH }).length;
+  const { planCompaction } = await import('../functions/lib/store/chain.js');
+  const steady = (storedTarget: number) => {
+    let lengths: number[] = [];
+    let total = 0;
+    let copied = 0;
+    let counted = 0;
+    const appends = Math.ceil(storedTarget / member);
+    for (let n = 0; n < appends; n++) {
+      const next = [...lengths, member];
+      const from = planCompaction(next, svc.config.chainMaxExtents, svc.config.chainMergeRatio);
+      const bytes = from < 0 ? 0 : next.slice(from, -1).reduce((a, b) => a + b, 0);
+      lengths = from < 0 ? next : [...next.slice(0, from), next.slice(from).reduce((a, b) => a + b, 0)];
+      total += member;
+      if (n >= appends * 0.75) ((copied += bytes), (counted += 1)); // the last quarter: at about full size
+    }
+    return { copiedPerAppend: copied / counted, stored: total };
+  };
+  const storedOf = async (conv: string) => {
+    const head = await svc.ddb.send(
+      new GetItemCommand({ TableName: svc.config.tableName, Key: { pk: { S: `bench/append/${conv}` }, sk: { S: 'HEAD' } }, ConsistentRead: true }),
+    );
+    return Number(head.Item?.['latestStoredBytes']?.N ?? 0);
+  };
+  const smallSteady = steady(await storedOf('small'));
+  const largeSteady = steady(await storedOf('large'));
   const f = (x: number) => x.toFixed(2);
   process.stdout.write(
     `append 1 KB to ${small.bytes} B: p50 ${f(p50(smallMs))} ms, mean ${f(mean(smallMs))} ms (${rounds} appends)\n` +
       `append 1 KB to ${large.bytes} B: p50 ${f(p50(largeMs))} ms, mean ${f(mean(largeMs))} ms (${rounds} appends)\n` +
+      `compaction at steady state (policy simulated, ${kb.length} B appends = ${member} B fragments): ` +
+      `${Math.round(smallSteady.copiedPerAppend)} B copied per append at ${smallSteady.stored} B stored, ` +
+      `${Math.round(largeSteady.copiedPerAppend)} B at ${largeSteady.stored} B stored\n` +
       `hydrate ${fixture.length} B as a chain of ${extents} objects (${turns.length} turns): p50 ${f(p50(chainMs))} ms;` +
       ` as a chain of ${widestExtents} objects: p50 ${f(p50(widestMs))} ms; as one object: p50 ${f(p50(singleMs))} ms (${rounds * 5} each)\n`,
   );

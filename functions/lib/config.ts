@@ -41,7 +41,7 @@ export interface Config extends StorageConfig {
   readonly multipartPartBytes: number;
   /** A chain read touches at most this many objects; compaction merges past it (CHAIN_MAX_EXTENTS, default 3). */
   readonly chainMaxExtents: number;
-  /** Compaction keeps each chain object ≥ this many times everything after it (CHAIN_MERGE_RATIO, default 4). */
+  /** Compaction keeps each chain object ≥ this many times everything after it (CHAIN_MERGE_RATIO, default 16). */
   readonly chainMergeRatio: number;
   /** Every request gives up on storage after this long and answers 503 (API Gateway cuts at 30 s). */
   readonly requestDeadlineMs: number;

@@ -69,7 +69,7 @@ export async function inflateFragments(fragments: Buffer, bytes: number, what: s
 /** Most objects of a chain one read touches (in parallel); compaction merges past it (`CHAIN_MAX_EXTENTS`). */
 export const DEFAULT_CHAIN_MAX_EXTENTS = 3;
 /** Compaction keeps each object at least this many times the size of everything after it. */
-export const DEFAULT_CHAIN_MERGE_RATIO = 4;
+export const DEFAULT_CHAIN_MERGE_RATIO = 16;
 
 /**
  * Which objects an append merges: given the lengths of the chain's objects with the new fragment last,
