@@ -188,7 +188,10 @@ async function main(): Promise<void> {
       const wScope = { org: 'bench', agent: 'bench', conv: `write-${round}-${convSeq++}` };
       const total = warmup + requests;
       const tokens = await Promise.all(Array.from({ length: total }, (_, i) => svc.mintToken({ ...wScope, runId: i + 1 })));
-      const bodies = tokens.map((_, i) => JSON.stringify({ terminalStatus: 'completed', snapshotJsonl: snapshot, runId: i + 1 }));
+      // Each run's snapshot differs in its first line, so none extends another: every write stores its whole
+      // body (a new chain), the most a whole-file write costs. (A body that repeats or extends the latest run
+      // is cheaper: bench:append measures appends.)
+      const bodies = tokens.map((_, i) => JSON.stringify({ terminalStatus: 'completed', snapshotJsonl: `{"type":"bench","run":${i + 1}}\n${snapshot}`, runId: i + 1 }));
       let wNext = 0;
       const svcWrite = async () => {
         const i = wNext++;

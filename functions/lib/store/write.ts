@@ -256,8 +256,15 @@ async function extendRun(
   opts: CallOptions,
 ): Promise<WriteResult> {
   const signal = opts.signal;
-  const member = await fragmentOf(appended);
   const bytes = base.bytes + appended.length;
+  if (appended.length === 0 && run.status === 'completed') {
+    // Nothing new (a worker that writes the file it hydrated): the run is the base's prefix of the same
+    // chain, whatever came after it — no object, no chain update. Its key names no object: it is only the
+    // claim's identity (a retry of this request is a duplicate, and finishes the publish).
+    const key = chainObjectKey(pk, run.runId, run.generation, ctx.newId(), base.chainId);
+    return commitRun(ctx, pk, { ...chainRun(run, key, base.storedEnd, digest, bytes), chainId: base.chainId }, { ...opts, head: run.head, extents: base.extents });
+  }
+  const member = await fragmentOf(appended);
 
   let chain = await readChain(ctx, pk, base.chainId, signal);
   if (chain && chain.generation === run.generation && chain.end === base.storedEnd && run.status === 'completed') {
