@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 
@@ -24,13 +24,19 @@ export async function loadOrCreateDevSecret(
   }
   await mkdir(dataDir, { recursive: true });
   const secret = randomBytes(32).toString('base64url');
+  // Written whole to a private temp file, then linked into place: link(2) creates the name only if it
+  // does not exist, and the name never shows a partly written file. If two processes race (`npm start`
+  // and `npm run token` on a fresh DATA_DIR), the loser reads the winner's complete secret.
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(tmp, secret + '\n', { mode: 0o600, flag: 'wx' });
   try {
-    // 'wx': if two processes race to create it, the loser reads the winner's secret.
-    await writeFile(file, secret + '\n', { mode: 0o600, flag: 'wx' });
+    await link(tmp, file);
     return secret;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     return (await readFile(file, 'utf8')).trim();
+  } finally {
+    await unlink(tmp).catch(() => {});
   }
 }
 

@@ -6,12 +6,14 @@
 import { QueryCommand } from '@aws-sdk/client-dynamodb';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
-import { request } from 'node:http';
 import { brotliCompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { ERRORS, errorBody, type ErrorSpec } from '../../functions/lib/contract.js';
 import { conversationKey } from '../../functions/lib/ids.js';
 import { freshScope, useLocalService, type Api, type Scope } from '../helpers/service.js';
+import { rawGet as rawRequest } from '../helpers/raw-http.js';
+
+const rawGet = (api: Api, token: string, headers: Record<string, string>) => rawRequest(api.url, { authorization: `Bearer ${token}`, ...headers });
 
 const ctx = useLocalService();
 
@@ -66,18 +68,6 @@ async function state(scope: Scope): Promise<string> {
   return JSON.stringify({ items: res.Items ?? [], objects: (objs.Contents ?? []).map((o) => [o.Key, o.Size]) });
 }
 
-function rawGet(api: Api, token: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = request(api.url, { method: 'GET', headers: { authorization: `Bearer ${token}`, ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 async function expectHydrate(api: Api, scope: Scope, runId: number, content: string): Promise<void> {
   const h = await api.hydrate(scope);

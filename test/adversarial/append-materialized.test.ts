@@ -6,13 +6,13 @@
 import { QueryCommand } from '@aws-sdk/client-dynamodb';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
-import { request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { ERRORS, errorBody } from '../../functions/lib/contract.js';
 import { conversationKey } from '../../functions/lib/ids.js';
 import { FaultPlan, faultyStore } from '../helpers/faults.js';
 import { freshScope, useLocalService, type Api, type Scope } from '../helpers/service.js';
+import { rawGet } from '../helpers/raw-http.js';
 
 const INLINE = 150;
 const ctx = useLocalService({ env: { ...process.env, INLINE_RESPONSE_MAX_BYTES: String(INLINE) } });
@@ -22,18 +22,6 @@ const len = (s: string) => Buffer.byteLength(s, 'utf8');
 const pkOf = (s: Scope) => conversationKey({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
 const turn = (run: number) => JSON.stringify({ run, text: `turn ${run} — ü 🚀 `.repeat(4) }) + '\n';
 
-function rawGet(url: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'GET', headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 async function ok(res: Response | Promise<Response>): Promise<void> {
   const r = await res;

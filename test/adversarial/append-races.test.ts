@@ -3,22 +3,19 @@
  * (forced with FaultPlan.onCall gates), the generation fence on appends, forks, and promotion of a
  * base stored as one object (including a corrupted one).
  */
-import { Logger } from '@aws-lambda-powertools/logger';
 import { GetItemCommand, QueryCommand } from '@aws-sdk/client-dynamodb';
 import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
-import { request } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { createRoutes } from '../../functions/lib/app.js';
-import { createVerifier } from '../../functions/lib/auth.js';
 import { ERRORS, errorBody, type ErrorSpec } from '../../functions/lib/contract.js';
 import { conversationKey } from '../../functions/lib/ids.js';
-import { startAdapter } from '../../local/adapter.js';
-import { routeTable } from '../../local/service.js';
-import { FaultPlan, faultyStore, gate } from '../helpers/faults.js';
+import { FaultPlan, gate, withFaultyService } from '../helpers/faults.js';
 import { Api, freshScope, useLocalService, type Scope } from '../helpers/service.js';
+import { rawGet as rawRequest } from '../helpers/raw-http.js';
 import { uploadSnapshot } from '../helpers/uploads.js';
+
+const rawGet = (api: Api, token: string, headers: Record<string, string>) => rawRequest(api.url, { authorization: `Bearer ${token}`, ...headers });
 
 const ctx = useLocalService();
 
@@ -27,21 +24,6 @@ const len = (s: string) => Buffer.byteLength(s, 'utf8');
 const pkOf = (s: Scope) => conversationKey({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
 const line = (o: unknown) => JSON.stringify(o) + '\n';
 
-async function withFaultyService<T>(plan: FaultPlan, fn: (api: Api) => Promise<T>): Promise<T> {
-  const { svc } = ctx;
-  const routes = createRoutes({
-    store: faultyStore(svc, plan),
-    verify: createVerifier(svc.config),
-    logger: new Logger({ logLevel: 'SILENT' }),
-    maxSnapshotBytes: svc.config.maxSnapshotBytes,
-  });
-  const http = await startAdapter(routeTable(routes));
-  try {
-    return await fn(new Api(http.url, (c) => svc.mintToken(c)));
-  } finally {
-    await http.close();
-  }
-}
 
 async function append(api: Api, scope: Scope, runId: number, baseRunId: number, base: string, added: string, headers: Record<string, string> = {}, status = 'completed'): Promise<Response> {
   const token = await api.token(scope, { runId });
@@ -66,18 +48,6 @@ async function ok(res: Response | Promise<Response>): Promise<Record<string, unk
   return JSON.parse(text) as Record<string, unknown>;
 }
 
-function rawGet(api: Api, token: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = request(api.url, { method: 'GET', headers: { authorization: `Bearer ${token}`, ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 async function expectHydrate(api: Api, scope: Scope, runId: number, content: string): Promise<void> {
   const h = await api.hydrate(scope);
@@ -120,7 +90,7 @@ describe('append racing a clear at every step', () => {
           await release.wait;
         }
       });
-      const pending = withFaultyService(plan, async (a) => {
+      const pending = withFaultyService(ctx.svc, plan, async (a) => {
         const res = await append(a, scope, 3, 2, A + B, C, { 'x-snapshot-generation': '0' });
         return { status: res.status, body: await res.text(), calls: [...plan.calls] };
       });
@@ -154,7 +124,7 @@ describe('legacy whole-file POST (a prefix-extension of latest, stored as an app
           await release.wait;
         }
       });
-      const pending = withFaultyService(plan, async (a) => {
+      const pending = withFaultyService(ctx.svc, plan, async (a) => {
         const token = await a.token(scope, { runId: 3 });
         const res = await a.post(token, { runId: 3, terminalStatus: 'completed', snapshotJsonl: A + B + C }, { 'x-snapshot-generation': '0' });
         return { status: res.status, body: await res.text(), calls: [...plan.calls] };
@@ -214,7 +184,7 @@ describe('append vs append, append vs hydrate', () => {
       if (k === 1) headRead.open();
       if (k >= 2) await g.wait;
     });
-    const pending = withFaultyService(plan, async (a) => {
+    const pending = withFaultyService(ctx.svc, plan, async (a) => {
       const res = await a.get(token, { 'a-im': 'append', 'if-none-match': `"${sha(baseContent)}"`, 'x-snapshot-base-run-id': '2', 'accept-encoding': 'identity' });
       return { status: res.status, body: Buffer.from(await res.arrayBuffer()).toString('utf8'), bytes: res.headers.get('x-snapshot-bytes') };
     });

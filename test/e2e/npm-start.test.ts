@@ -60,9 +60,11 @@ async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<number
 async function token(args: string[]): Promise<string> {
   const child = spawn(tsx, ['scripts/token.ts', ...args], { cwd: root, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
+  let err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  expect(code).toBe(0);
+  expect(code, `npm run token failed: ${err.slice(-2000)}`).toBe(0);
   return out.trim().split('\n').at(-1)!;
 }
 

@@ -2,7 +2,12 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { createClients } from '../../functions/lib/aws.js';
 import { SnapshotStore } from '../../functions/lib/store/index.js';
-import type { LocalService } from '../../local/service.js';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { createRoutes } from '../../functions/lib/app.js';
+import { createVerifier } from '../../functions/lib/auth.js';
+import { startAdapter } from '../../local/adapter.js';
+import { routeTable, type LocalService } from '../../local/service.js';
+import { Api } from './service.js';
 
 export class InjectedFault extends Error {
   override name = 'InjectedFault';
@@ -96,4 +101,23 @@ export function gate(): { wait: Promise<void>; open: () => void } {
     open = resolve;
   });
   return { wait, open };
+}
+
+/**
+ * Runs `fn` against the real routes (HTTP adapter) over a store whose AWS calls go through `plan`:
+ * a second service on the same emulators, for fault injection at every AWS call of a request.
+ */
+export async function withFaultyService<T>(svc: LocalService, plan: FaultPlan, fn: (api: Api) => Promise<T>): Promise<T> {
+  const routes = createRoutes({
+    store: faultyStore(svc, plan),
+    verify: createVerifier(svc.config),
+    logger: new Logger({ logLevel: 'SILENT' }),
+    maxSnapshotBytes: svc.config.maxSnapshotBytes,
+  });
+  const http = await startAdapter(routeTable(routes));
+  try {
+    return await fn(new Api(http.url, (c) => svc.mintToken(c)));
+  } finally {
+    await http.close();
+  }
 }

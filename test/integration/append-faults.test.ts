@@ -6,14 +6,9 @@
  * accepting appends afterwards.
  */
 import { DEFAULT_CHAIN_MAX_EXTENTS } from '../../functions/lib/store/chain.js';
-import { Logger } from '@aws-lambda-powertools/logger';
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { createRoutes } from '../../functions/lib/app.js';
-import { createVerifier } from '../../functions/lib/auth.js';
-import { startAdapter } from '../../local/adapter.js';
-import { routeTable } from '../../local/service.js';
-import { FaultPlan, faultyStore } from '../helpers/faults.js';
+import { FaultPlan, withFaultyService } from '../helpers/faults.js';
 import { Api, freshScope, useLocalService, type Scope } from '../helpers/service.js';
 
 const ctx = useLocalService();
@@ -21,21 +16,6 @@ const ctx = useLocalService();
 const sha = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
 const len = (s: string) => Buffer.byteLength(s, 'utf8');
 
-async function withFaultyService<T>(plan: FaultPlan, fn: (api: Api) => Promise<T>): Promise<T> {
-  const { svc } = ctx;
-  const routes = createRoutes({
-    store: faultyStore(svc, plan),
-    verify: createVerifier(svc.config),
-    logger: new Logger({ logLevel: 'SILENT' }),
-    maxSnapshotBytes: svc.config.maxSnapshotBytes,
-  });
-  const http = await startAdapter(routeTable(routes));
-  try {
-    return await fn(new Api(http.url, (c) => svc.mintToken(c)));
-  } finally {
-    await http.close();
-  }
-}
 
 /** POST an append of `added` on top of run `baseRunId` whose content is `base`. */
 async function append(api: Api, scope: Scope, runId: number, baseRunId: number, base: string, added: string): Promise<Response> {
@@ -89,7 +69,7 @@ describe('append survives a crash at every AWS call (I3)', () => {
       const scope = freshScope('af-probe');
       const { runId, content } = await seed(api, scope, c.appends, 0);
       const plan = new FaultPlan();
-      const res = await withFaultyService(plan, (a) => append(a, scope, runId + 1, runId, content, 'x\n'));
+      const res = await withFaultyService(ctx.svc, plan, (a) => append(a, scope, runId + 1, runId, content, 'x\n'));
       expect(res.status).toBe(200);
       // Admission (HEAD + own RUN + base RUN), the CHAIN record, [compaction: read the merged objects],
       // the new object, the chain's new layout, [delete the merged objects], claim, publish.
@@ -108,7 +88,7 @@ describe('append survives a crash at every AWS call (I3)', () => {
         const probe = freshScope('af-count');
         const seeded = await seed(api, probe, c.appends, 0);
         const counter = new FaultPlan();
-        const clean = await withFaultyService(counter, (a) => append(a, probe, seeded.runId + 1, seeded.runId, seeded.content, 'probe\n'));
+        const clean = await withFaultyService(ctx.svc, counter, (a) => append(a, probe, seeded.runId + 1, seeded.runId, seeded.content, 'probe\n'));
         expect(clean.status).toBe(200);
         const total = counter.calls.length;
         expect(total).toBeGreaterThanOrEqual(5);
@@ -123,7 +103,7 @@ describe('append survives a crash at every AWS call (I3)', () => {
 
           const plan = new FaultPlan();
           mode === 'before' ? plan.failBeforeCall(n) : plan.failAfterCall(n);
-          const crashed = await withFaultyService(plan, (a) => append(a, scope, run, baseRun, oldContent, added));
+          const crashed = await withFaultyService(ctx.svc, plan, (a) => append(a, scope, run, baseRun, oldContent, added));
           // A failure in best-effort cleanup (deleting compacted objects) is swallowed: then it is a 200.
           expect([200, 500], label).toContain(crashed.status);
           await crashed.body?.cancel();
@@ -195,7 +175,7 @@ describe('interleavings with compaction and concurrent appends', () => {
       if (n === 1) headRead.open();
       if (n >= 2) await g.wait;
     });
-    const pending = withFaultyService(plan, async (a) => {
+    const pending = withFaultyService(ctx.svc, plan, async (a) => {
       const res = await a.get(token, { 'accept-encoding': 'identity' });
       return { status: res.status, text: Buffer.from(await res.arrayBuffer()).toString('utf8'), runId: res.headers.get('x-snapshot-run-id') };
     });

@@ -5,12 +5,14 @@
 import { QueryCommand } from '@aws-sdk/client-dynamodb';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createHash, randomBytes } from 'node:crypto';
-import { request } from 'node:http';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { ERRORS, errorBody, type ErrorSpec } from '../../functions/lib/contract.js';
 import { conversationKey } from '../../functions/lib/ids.js';
 import { Api, freshScope, useLocalService, type Scope } from '../helpers/service.js';
+import { rawGet as rawRequest } from '../helpers/raw-http.js';
+
+const rawGet = (api: Api, token: string, headers: Record<string, string>) => rawRequest(api.url, { authorization: `Bearer ${token}`, ...headers });
 
 const ctx = useLocalService();
 
@@ -77,19 +79,6 @@ async function expectHydrate(api: Api, scope: Scope, runId: number, content: str
   expect(h?.body.equals(Buffer.from(content, 'utf8')), 'hydrate byte-exact').toBe(true);
 }
 
-/** A raw GET (no automatic decoding), so gzip bodies can be checked as sent. */
-function rawGet(api: Api, token: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = request(api.url, { method: 'GET', headers: { authorization: `Bearer ${token}`, ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 function deltaHeaders(base: Meta, acceptEncoding?: string): Record<string, string> {
   return {

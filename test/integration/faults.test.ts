@@ -1,15 +1,10 @@
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { QueryCommand } from '@aws-sdk/client-dynamodb';
 import { describe, expect, it } from 'vitest';
-import { createRoutes } from '../../functions/lib/app.js';
-import { createVerifier } from '../../functions/lib/auth.js';
 import { ERRORS, errorBody } from '../../functions/lib/contract.js';
 import { conversationKey } from '../../functions/lib/ids.js';
-import { startAdapter } from '../../local/adapter.js';
-import { routeTable } from '../../local/service.js';
-import { FaultPlan, faultyStore } from '../helpers/faults.js';
+import { FaultPlan, withFaultyService } from '../helpers/faults.js';
 import { Api, freshScope, useLocalService, type Scope } from '../helpers/service.js';
-import { Logger } from '@aws-lambda-powertools/logger';
 import { gzipSync } from 'node:zlib';
 
 /**
@@ -19,21 +14,6 @@ import { gzipSync } from 'node:zlib';
  */
 const ctx = useLocalService();
 
-async function withFaultyService<T>(plan: FaultPlan, fn: (api: Api) => Promise<T>): Promise<T> {
-  const { svc } = ctx;
-  const routes = createRoutes({
-    store: faultyStore(svc, plan),
-    verify: createVerifier(svc.config),
-    logger: new Logger({ logLevel: 'SILENT' }),
-    maxSnapshotBytes: svc.config.maxSnapshotBytes,
-  });
-  const http = await startAdapter(routeTable(routes));
-  try {
-    return await fn(new Api(http.url, (c) => svc.mintToken(c)));
-  } finally {
-    await http.close();
-  }
-}
 
 function prefixOf(scope: Scope): string {
   return `snapshots/${conversationKey({ organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv })}/`;
@@ -64,7 +44,7 @@ const issuedAt = () => Math.floor(Date.now() / 1000) - 3;
 
 async function countCalls(fn: (api: Api) => Promise<Response>): Promise<{ calls: string[] }> {
   const plan = new FaultPlan();
-  const res = await withFaultyService(plan, fn);
+  const res = await withFaultyService(ctx.svc, plan, fn);
   expect(res.status).toBe(200);
   return { calls: plan.calls };
 }
@@ -97,7 +77,7 @@ describe('POST survives a crash at every AWS call (I3)', () => {
 
         const plan = new FaultPlan();
         mode === 'before' ? plan.failBeforeCall(n) : plan.failAfterCall(n);
-        const crashed = await withFaultyService(plan, (a) => a.write(scope, 2, newBody, 'completed', { issuedAt: issuedAt() }));
+        const crashed = await withFaultyService(ctx.svc, plan, (a) => a.write(scope, 2, newBody, 'completed', { issuedAt: issuedAt() }));
         expect(crashed.status, `call ${n} (${calls[n - 1]})`).toBe(500);
         expect(await crashed.json()).toEqual(errorBody(ERRORS.internal));
 
@@ -150,7 +130,7 @@ describe('DELETE survives a crash at every AWS call (I3, I4)', () => {
         await seed(api, scope);
         const plan = new FaultPlan();
         mode === 'before' ? plan.failBeforeCall(n) : plan.failAfterCall(n);
-        const crashed = await withFaultyService(plan, async (a) => a.del(await a.token(scope)));
+        const crashed = await withFaultyService(ctx.svc, plan, async (a) => a.del(await a.token(scope)));
         expect(crashed.status, `call ${n} (${calls[n - 1]})`).toBe(500);
 
         const mid = await api.hydrate(scope); // never a 500, never a partial body
@@ -200,7 +180,7 @@ describe('committing a presigned upload survives a crash at every AWS call (I3)'
 
         const plan = new FaultPlan();
         mode === 'before' ? plan.failBeforeCall(n) : plan.failAfterCall(n);
-        const crashed = await withFaultyService(plan, async (a) => a.post(await a.token(scope, { runId: 2, issuedAt: issuedAt() }), commit));
+        const crashed = await withFaultyService(ctx.svc, plan, async (a) => a.post(await a.token(scope, { runId: 2, issuedAt: issuedAt() }), commit));
         // Call 6 removes the committed upload; that cleanup is best effort (the clear sweep and the
         // uploads/ lifecycle rule catch leftovers), so its failure must not fail the commit.
         expect(crashed.status, `call ${n} ${mode}`).toBe(n === 6 ? 200 : 500);

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ERRORS, errorBody } from '../../functions/lib/contract.js';
 import { freshScope, useLocalService, type Api } from '../helpers/service.js';
+import { rawGet } from '../helpers/raw-http.js';
 import { FaultPlan, faultyStore } from '../helpers/faults.js';
 import { createUpload, putUpload, uploadSnapshot, type Ticket } from '../helpers/uploads.js';
 
@@ -25,19 +26,6 @@ const ctx = useLocalService({
 const fixture = readFileSync(new URL('../fixtures/pi-large-session.jsonl', import.meta.url));
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-/** Raw GET (node:http does not decode), to see exactly what the service put on the wire. */
-function rawGet(url: string, headers: Record<string, string>): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 async function tokenFor(api: Api, scope: ReturnType<typeof freshScope>) {
   return api.token(scope);

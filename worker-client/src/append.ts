@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { promisify } from 'node:util';
 import { brotliCompress, constants as zlibConstants } from 'node:zlib';
+import { readUpTo } from './http.js';
 
 /** Request header naming the instance-manipulation the client accepts (RFC 3229 §10.5.3). */
 export const HEADER_A_IM = 'a-im';
@@ -199,20 +200,6 @@ export function prefixThenTail(path: string, prefixBytes: number, tail: Uint8Arr
 
 /** Reads a whole response body, failing (undefined) past `limit` bytes; network errors propagate. */
 export async function readBodyUpTo(res: Response, limit: number): Promise<Buffer | undefined> {
-  if (!res.body) return Buffer.alloc(0);
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > limit) return undefined;
-      chunks.push(value);
-    }
-  } finally {
-    reader.cancel().catch(() => {});
-  }
-  return Buffer.concat(chunks);
+  const { bytes, truncated } = await readUpTo(res, limit);
+  return truncated ? undefined : bytes;
 }

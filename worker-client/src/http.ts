@@ -122,9 +122,12 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   return Math.max(0, date - now);
 }
 
-/** Reads at most `limit` bytes of a body (error bodies are small JSON; never trust their size). */
-export async function readSmallBody(res: Response, limit = 16_384): Promise<string> {
-  if (!res.body) return '';
+/**
+ * Reads a body up to `limit` bytes, then cancels the rest: the bytes read (at most `limit`) and whether
+ * the body went on past them. Network errors propagate.
+ */
+export async function readUpTo(res: Response, limit: number): Promise<{ bytes: Buffer; truncated: boolean }> {
+  if (!res.body) return { bytes: Buffer.alloc(0), truncated: false };
   const reader = res.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -134,12 +137,17 @@ export async function readSmallBody(res: Response, limit = 16_384): Promise<stri
       if (done) break;
       chunks.push(value);
       size += value.byteLength;
-      if (size >= limit) break;
+      if (size > limit) break;
     }
   } finally {
     reader.cancel().catch(() => {});
   }
-  return Buffer.concat(chunks).subarray(0, limit).toString('utf8');
+  return { bytes: Buffer.concat(chunks).subarray(0, limit), truncated: size > limit };
+}
+
+/** Reads at most `limit` bytes of a body as text (error bodies are small JSON; never trust their size). */
+export async function readSmallBody(res: Response, limit = 16_384): Promise<string> {
+  return (await readUpTo(res, limit)).bytes.toString('utf8');
 }
 
 /** Releases a response body we do not read, so the connection returns to the pool. */
