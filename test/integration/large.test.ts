@@ -1,4 +1,3 @@
-import { request } from 'node:http';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
