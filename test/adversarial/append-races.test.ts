@@ -75,9 +75,9 @@ async function seed(api: Api, scope: Scope): Promise<void> {
 }
 
 describe('append racing a clear at every step', () => {
-  // An append with no compaction makes 6 AWS calls: BatchGetItem, GetItem CHAIN, PutObject,
-  // UpdateItem CHAIN, PutItem RUN, UpdateItem HEAD. The clear lands just before call n.
-  for (const n of [1, 2, 3, 4, 5, 6]) {
+  // An append with no compaction makes 5 AWS calls: BatchGetItem, PutObject, UpdateItem CHAIN,
+  // PutItem RUN, UpdateItem HEAD (HEAD caches the chain's layout). The clear lands just before call n.
+  for (const n of [1, 2, 3, 4, 5]) {
     it(`a clear landing before append call ${n} answers 409 reset_fenced (DESIGN § Chains failure table) and leaves nothing served`, async () => {
       const { api } = ctx;
       const scope = freshScope(`adv-clr${n}`);
@@ -110,7 +110,7 @@ describe('append racing a clear at every step', () => {
 
 describe('legacy whole-file POST (a prefix-extension of latest, stored as an append) racing a clear', () => {
   // Existing workers only ever send whole files; one that extends HEAD's run takes the append path
-  // inside writeSnapshot (6 calls, as an append). Their contract has no 412: a clear must fence them.
+  // inside writeSnapshot (5 calls, as an append). Their contract has no 412: a clear must fence them.
   for (const n of [2, 3, 4]) {
     it(`a clear landing before call ${n} of a whole-file POST answers 409 reset_fenced, never 412 base_mismatch`, async () => {
       const { api } = ctx;

@@ -54,9 +54,9 @@ describe('orphan reconciler and chains', () => {
     await api.write(scope, 1, one.toString());
     await api.write(scope, 2, two.toString()); // extends run 1: stored as its chain's second member
     expect(await keysOf(scope)).toHaveLength(2);
-    // BatchGetItem, GetItem CHAIN, PutObject, ✗ UpdateItem CHAIN.
+    // BatchGetItem, PutObject, ✗ UpdateItem CHAIN (HEAD caches the chain's layout: no read of it).
     const append = { runId: 3, status: 'completed' as const, base: { runId: 2, bytes: two.length, sha256: sha(two) }, append: Buffer.from('three\n'), sha256: sha(Buffer.concat([two, Buffer.from('three\n')])) };
-    await expect(faultyStore(svc, new FaultPlan().failBeforeCall(4)).append({ ...ids(scope), generation: 0 }, append)).rejects.toThrow('injected');
+    await expect(faultyStore(svc, new FaultPlan().failBeforeCall(3)).append({ ...ids(scope), generation: 0 }, append)).rejects.toThrow('injected');
     expect(await keysOf(scope)).toHaveLength(3);
     await reconcileFully(Date.now); // within the grace: untouched
     expect(await keysOf(scope)).toHaveLength(3);

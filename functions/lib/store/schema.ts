@@ -95,6 +95,8 @@ export interface LatestRecord extends SnapshotMeta {
    * replaced them since; the CHAIN record is the truth (hydrate falls back to it when one is gone).
    */
   readonly extents: readonly Extent[] | undefined;
+  /** The CHAIN record's `version` when `extents` was cached: an append on this run can skip reading the chain. */
+  readonly chainVersion: number | undefined;
   readonly hashState: Uint8Array | undefined;
   readonly crcState: Uint8Array | undefined;
   readonly crc32: number | undefined;
@@ -108,6 +110,12 @@ export interface Extent {
   readonly key: string;
   readonly length: number;
   readonly sha256: string;
+}
+
+/** A chain's objects and the CHAIN record's `version` they were read at. */
+export interface ChainLayout {
+  readonly extents: readonly Extent[];
+  readonly version: number;
 }
 
 /** The CHAIN item. */
@@ -140,29 +148,32 @@ const LATEST_ATTRIBUTES = Object.keys(LATEST_FIELDS) as (keyof typeof LATEST_FIE
 
 /**
  * `SET latest… = :latest…` for publishing `r` on HEAD; placeholders are named after the attributes.
- * `extents`: the layout of `r`'s chain to cache on HEAD (chain runs only).
+ * `layout`: the layout of `r`'s chain to cache on HEAD (chain runs only).
  */
-export function setLatest(r: RunRecord, extents?: readonly Extent[]): { expression: string; values: Item } {
+export function setLatest(r: RunRecord, layout?: ChainLayout): { expression: string; values: Item } {
   const value = (a: (typeof LATEST_ATTRIBUTES)[number]) => r[LATEST_FIELDS[a]];
   const present = LATEST_ATTRIBUTES.filter((a) => value(a) !== undefined);
   const absent: string[] = LATEST_ATTRIBUTES.filter((a) => value(a) === undefined);
-  const withExtents = r.chainId !== undefined && extents !== undefined;
-  if (!withExtents) absent.push('latestExtents');
-  const set = [...present.map((a) => `${a} = :${a}`), ...(withExtents ? ['latestExtents = :latestExtents'] : [])];
+  const withLayout = r.chainId !== undefined && layout !== undefined;
+  if (!withLayout) absent.push(...LAYOUT_ATTRIBUTES);
+  const set = [...present.map((a) => `${a} = :${a}`), ...(withLayout ? LAYOUT_ATTRIBUTES.map((a) => `${a} = :${a}`) : [])];
   return {
     expression: `SET ${set.join(', ')}${absent.length ? ` REMOVE ${absent.join(', ')}` : ''}`,
     values: marshall({
       ...Object.fromEntries(present.map((a) => [`:${a}`, value(a)])),
-      ...(withExtents && { ':latestExtents': extents.map(extentAttribute) }),
+      ...(withLayout && { ':latestExtents': layout.extents.map(extentAttribute), ':latestChainVersion': layout.version }),
     }),
   };
 }
 
+/** HEAD attributes that cache the published run's chain layout. */
+const LAYOUT_ATTRIBUTES = ['latestExtents', 'latestChainVersion'];
+
 /** `REMOVE latest…`: un-publishes whatever HEAD names. */
-export const REMOVE_LATEST = `REMOVE ${[...LATEST_ATTRIBUTES, 'latestExtents'].join(', ')}`;
+export const REMOVE_LATEST = `REMOVE ${[...LATEST_ATTRIBUTES, ...LAYOUT_ATTRIBUTES].join(', ')}`;
 
 /** ProjectionExpression for everything hydrate needs from HEAD (the published run and the generation). */
-export const LATEST_PROJECTION = [...LATEST_ATTRIBUTES, 'latestExtents', 'generation'].join(', ');
+export const LATEST_PROJECTION = [...LATEST_ATTRIBUTES, ...LAYOUT_ATTRIBUTES, 'generation'].join(', ');
 
 export function itemKey(pk: string, sk: string): Item {
   return marshall({ pk, sk });
@@ -245,6 +256,7 @@ export function latestFromHeadItem(item: Item | undefined): LatestRecord | undef
     storedSha256: typeof v['latestStoredSha256'] === 'string' ? v['latestStoredSha256'] : undefined,
     chainId: typeof v['latestChainId'] === 'string' ? v['latestChainId'] : undefined,
     extents: Array.isArray(v['latestExtents']) ? (v['latestExtents'] as unknown[]).map(fromExtentAttribute) : undefined,
+    chainVersion: typeof v['latestChainVersion'] === 'number' ? v['latestChainVersion'] : undefined,
     hashState: v['latestHashState'] instanceof Uint8Array ? v['latestHashState'] : undefined,
     crcState: v['latestCrcState'] instanceof Uint8Array ? v['latestCrcState'] : undefined,
     crc32: typeof v['latestCrc32'] === 'number' ? v['latestCrc32'] : undefined,

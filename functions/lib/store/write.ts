@@ -30,6 +30,8 @@ import {
   RUN_SK_PREFIX,
   setLatest,
   snapshotObjectKey,
+  type ChainLayout,
+  type ChainRecord,
   type Extent,
   type HeadRecord,
   type Item,
@@ -128,7 +130,7 @@ export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input
       const appended = body.subarray(latest.bytes);
       const digest = await resumeDigests(latestState, appended);
       if (digest) {
-        const base: ChainBase = { chainId: latest.chainId, storedEnd: latest.storedBytes, bytes: latest.bytes, extents: latest.extents };
+        const base: ChainBase = { chainId: latest.chainId, storedEnd: latest.storedBytes, bytes: latest.bytes, layout: layoutOf(latest) };
         const extended = await extendRun(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, base, appended, digest, opts);
         // A whole-file write never answers 412 (existing workers do not know it): when its base went
         // away without a reset, it is stored whole below.
@@ -183,7 +185,9 @@ export async function appendSnapshot(ctx: StoreContext, scope: WriterScope, inpu
   const digest = await resumeDigests(baseState, input.append);
   if (!digest) return { kind: 'base-mismatch' };
   if (digest.sha256 !== input.sha256) return { kind: 'digest-mismatch' };
-  const chainBase: ChainBase = { chainId: base.chainId, storedEnd: base.storedBytes, bytes: base.bytes, extents: undefined };
+  // The common case: the client extends the run HEAD serves, whose chain layout HEAD caches.
+  const cached = admission.latest?.runId === base.runId && admission.latest.chainId === base.chainId ? layoutOf(admission.latest) : undefined;
+  const chainBase: ChainBase = { chainId: base.chainId, storedEnd: base.storedBytes, bytes: base.bytes, layout: cached };
   return extendRun(ctx, pk, run, chainBase, input.append, digest, opts);
 }
 
@@ -233,12 +237,17 @@ interface Admitted {
   readonly head: HeadRecord;
 }
 
-/** What an append extends: a prefix of a chain. `extents`: a cached layout of the chain, if any. */
+/** What an append extends: a prefix of a chain. `layout`: the chain's layout as HEAD cached it, if known. */
 interface ChainBase {
   readonly chainId: string;
   readonly storedEnd: number;
   readonly bytes: number;
-  readonly extents: readonly Extent[] | undefined;
+  readonly layout: ChainLayout | undefined;
+}
+
+/** The chain layout HEAD cached with its published run, when it has one. */
+function layoutOf(latest: LatestRecord): ChainLayout | undefined {
+  return latest.extents && latest.chainVersion !== undefined ? { extents: latest.extents, version: latest.chainVersion } : undefined;
 }
 
 /**
@@ -262,11 +271,16 @@ async function extendRun(
     // chain, whatever came after it — no object, no chain update. Its key names no object: it is only the
     // claim's identity (a retry of this request is a duplicate, and finishes the publish).
     const key = chainObjectKey(pk, run.runId, run.generation, ctx.newId(), base.chainId);
-    return commitRun(ctx, pk, { ...chainRun(run, key, base.storedEnd, digest, bytes), chainId: base.chainId }, { ...opts, head: run.head, extents: base.extents });
+    return commitRun(ctx, pk, { ...chainRun(run, key, base.storedEnd, digest, bytes), chainId: base.chainId }, { ...opts, head: run.head, layout: base.layout });
   }
   const member = await fragmentOf(appended);
 
-  let chain = await readChain(ctx, pk, base.chainId, signal);
+  // HEAD's cached layout, when it says the base is the chain's end, stands in for a read of the chain:
+  // the chain update below is conditional on its version and end, so a stale cache only costs a retry.
+  let chain: ChainRecord | undefined =
+    base.layout && sum(base.layout.extents) === base.storedEnd
+      ? { chainId: base.chainId, generation: run.generation, extents: base.layout.extents, end: base.storedEnd, version: base.layout.version }
+      : await readChain(ctx, pk, base.chainId, signal);
   if (chain && chain.generation === run.generation && chain.end === base.storedEnd && run.status === 'completed') {
     const from = planCompaction([...chain.extents.map((e) => e.length), member.length], ctx.limits.chainMaxExtents, ctx.limits.chainMergeRatio);
     const kept = from < 0 ? chain.extents : chain.extents.slice(0, from);
@@ -285,7 +299,7 @@ async function extendRun(
           ctx,
           pk,
           { ...chainRun(run, key, end, digest, bytes), chainId: chain.chainId },
-          { ...opts, head: run.head, extents },
+          { ...opts, head: run.head, layout: { extents, version: chain.version + 1 } },
         );
       }
       await deleteObjectQuietly(ctx, key, signal);
@@ -331,7 +345,7 @@ async function newChain(
   // 1. The object, then the chain that names it: nothing refers to either until the claim.
   const extent = await putChainObject(ctx, key, stored, opts.signal);
   await createChain(ctx, pk, { chainId, generation: run.generation, extents: [extent], end: stored.length, version: 1 }, opts.signal);
-  return commitRun(ctx, pk, { ...chainRun(run, key, stored.length, digest, digest.bytes), chainId }, { ...opts, head: run.head, extents: [extent] });
+  return commitRun(ctx, pk, { ...chainRun(run, key, stored.length, digest, digest.bytes), chainId }, { ...opts, head: run.head, layout: { extents: [extent], version: 1 } });
 }
 
 function chainRun(run: Admitted, key: string, end: number, digest: ResumedDigest, bytes: number): Omit<RunRecord, 'createdAtMs'> {
@@ -473,7 +487,7 @@ export async function commitRun(
   ctx: StoreContext,
   pk: string,
   fields: Omit<RunRecord, 'createdAtMs'>,
-  opts: CallOptions & { head?: HeadRecord | undefined; extents?: readonly Extent[] | undefined },
+  opts: CallOptions & { head?: HeadRecord | undefined; layout?: ChainLayout | undefined },
 ): Promise<WriteResult> {
   let record: RunRecord = { ...fields, createdAtMs: ctx.now() };
   // A chain run's object belongs to its chain: it is never deleted on its own.
@@ -513,7 +527,7 @@ export async function commitRun(
   if (known !== undefined && known >= record.runId && opts.head?.latestKey !== record.s3Key) return { kind: 'stored', meta, latest: false };
 
   // 3. Publish.
-  const published = await publish(ctx, pk, record, opts.signal, opts.extents);
+  const published = await publish(ctx, pk, record, opts.signal, opts.layout);
   if (published === true) return { kind: 'stored', meta, latest: true };
 
   // Not published: a higher run is already latest (fine: stored, 200), or a clear fenced this run, or
@@ -586,16 +600,16 @@ export async function publish(
   pk: string,
   r: RunRecord,
   abortSignal?: AbortSignal,
-  extents?: readonly Extent[],
+  layout?: ChainLayout,
 ): Promise<true | { head: Item | undefined }> {
-  if (r.chainId !== undefined && extents === undefined) {
+  if (r.chainId !== undefined && layout === undefined) {
     // Roll-forward of a chain run: cache the chain's current layout (the chain is gone after a clear).
     const chain = await readChain(ctx, pk, r.chainId, abortSignal);
     if (!chain || chain.end < r.storedBytes) return { head: undefined };
-    extents = chain.extents;
+    layout = { extents: chain.extents, version: chain.version };
   }
   const fence = currentGenerationCondition(r.generation);
-  const set = setLatest(r, extents);
+  const set = setLatest(r, layout);
   return updateHeadIf(
     ctx,
     pk,
