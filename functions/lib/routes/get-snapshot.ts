@@ -1,7 +1,7 @@
 import { ERRORS, HEADER_BASE_RUN_ID, HEADER_BYTES, HEADER_GENERATION, HEADER_RUN_ID, HEADER_SHA256, IM_APPEND, NDJSON_CONTENT_TYPE } from '../contract.js';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { HttpError } from '../errors.js';
-import { header, httpHandler, type LambdaHttpHandler } from '../http.js';
+import { header, httpHandler, type HttpResult, type LambdaHttpHandler } from '../http.js';
 import { acceptable, acceptsInstanceManipulation, etagMatches, heldSha256 } from '../negotiation.js';
 import { hydrate } from '../store/hydrate.js';
 import type { SnapshotMeta } from '../store/schema.js';
@@ -16,6 +16,25 @@ export function snapshotHeaders(meta: SnapshotMeta, generation: number): Record<
     etag: `"${meta.sha256}"`,
     'cache-control': 'private, no-cache',
     vary: 'accept-encoding',
+  };
+}
+
+/** A 200 or 226 carrying bytes: base64 so they pass through API Gateway exactly, whatever they are. */
+function bytesAnswer(
+  statusCode: 200 | 226,
+  result: { meta: SnapshotMeta; generation: number; body: Buffer; encoding: 'gzip' | 'identity' },
+  extraHeaders: Record<string, string> = {},
+): HttpResult {
+  return {
+    statusCode,
+    headers: {
+      'content-type': NDJSON_CONTENT_TYPE,
+      ...snapshotHeaders(result.meta, result.generation),
+      ...extraHeaders,
+      ...(result.encoding === 'gzip' && { 'content-encoding': 'gzip' }),
+    },
+    isBase64Encoded: true,
+    body: result.body.toString('base64'),
   };
 }
 
@@ -68,33 +87,11 @@ export function getSnapshotRoute(deps: RouteDeps): LambdaHttpHandler {
         ctx.fields['snapshotRunId'] = result.meta.runId;
         ctx.fields['baseRunId'] = base?.runId;
         ctx.fields['deltaBytes'] = result.body.length;
-        return {
-          statusCode: 226,
-          headers: {
-            'content-type': NDJSON_CONTENT_TYPE,
-            ...snapshotHeaders(result.meta, result.generation),
-            // RFC 3229 §10.5.2 IM, §10.5.1 Delta-Base; the whole length lets the client check before hashing.
-            im: IM_APPEND,
-            'delta-base': `"${result.baseSha256}"`,
-            [HEADER_BYTES]: String(result.meta.bytes),
-            ...(result.encoding === 'gzip' && { 'content-encoding': 'gzip' }),
-          },
-          isBase64Encoded: true,
-          body: result.body.toString('base64'),
-        };
+        // RFC 3229 §10.5.2 IM, §10.5.1 Delta-Base; the whole length lets the client check before hashing.
+        return bytesAnswer(226, result, { im: IM_APPEND, 'delta-base': `"${result.baseSha256}"`, [HEADER_BYTES]: String(result.meta.bytes) });
       case 'body':
         ctx.fields['snapshotRunId'] = result.meta.runId;
-        return {
-          statusCode: 200,
-          headers: {
-            'content-type': NDJSON_CONTENT_TYPE,
-            ...snapshotHeaders(result.meta, result.generation),
-            ...(result.encoding === 'gzip' && { 'content-encoding': 'gzip' }),
-          },
-          // Base64 so the bytes pass through API Gateway exactly, whatever they are.
-          isBase64Encoded: true,
-          body: result.body.toString('base64'),
-        };
+        return bytesAnswer(200, result);
     }
   }, handlerOptions(deps));
 }
