@@ -5,22 +5,16 @@
  */
 import { QueryCommand } from '@aws-sdk/client-dynamodb';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { createHash } from 'node:crypto';
 import { brotliCompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ERRORS, errorBody, type ErrorSpec } from '../../functions/lib/contract.js';
-import { conversationKey } from '../../functions/lib/ids.js';
+import { ERRORS, errorBody } from '../../functions/lib/contract.js';
 import { freshScope, useLocalService, type Api, type Scope } from '../helpers/service.js';
+import { sha, len, pkOf, line, ok, expectError, expectHydrate } from '../helpers/append.js';
 import { rawGet as rawRequest } from '../helpers/raw-http.js';
 
 const rawGet = (api: Api, token: string, headers: Record<string, string>) => rawRequest(api.url, { authorization: `Bearer ${token}`, ...headers });
 
 const ctx = useLocalService();
-
-const sha = (s: string | Buffer) => createHash('sha256').update(s).digest('hex');
-const len = (s: string) => Buffer.byteLength(s, 'utf8');
-const pkOf = (s: Scope) => conversationKey({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
-const line = (o: unknown) => JSON.stringify(o) + '\n';
 
 interface Meta {
   runId: number;
@@ -45,20 +39,6 @@ async function postRaw(api: Api, scope: Scope, runId: number, body: string | Uin
   return api.post(token, body, headers);
 }
 
-async function expectError(res: Response | Promise<Response>, e: ErrorSpec): Promise<void> {
-  const r = await res;
-  const text = await r.text();
-  expect(r.status, text).toBe(e.status);
-  expect(JSON.parse(text)).toEqual(errorBody(e));
-}
-
-async function ok(res: Response | Promise<Response>): Promise<Record<string, unknown>> {
-  const r = await res;
-  const text = await r.text();
-  expect(r.status, text).toBe(200);
-  return JSON.parse(text) as Record<string, unknown>;
-}
-
 async function state(scope: Scope): Promise<string> {
   const { svc } = ctx;
   const res = await svc.ddb.send(
@@ -66,13 +46,6 @@ async function state(scope: Scope): Promise<string> {
   );
   const objs = await svc.s3.send(new ListObjectsV2Command({ Bucket: svc.config.bucketName, Prefix: `snapshots/${pkOf(scope)}/` }));
   return JSON.stringify({ items: res.Items ?? [], objects: (objs.Contents ?? []).map((o) => [o.Key, o.Size]) });
-}
-
-
-async function expectHydrate(api: Api, scope: Scope, runId: number, content: string): Promise<void> {
-  const h = await api.hydrate(scope);
-  expect(h?.runId).toBe(runId);
-  expect(h?.body.equals(Buffer.from(content, 'utf8')), 'hydrate byte-exact').toBe(true);
 }
 
 const A = line({ role: 'user', text: 'héllo 🚀' }) + line({ role: 'assistant', text: 'hi' });

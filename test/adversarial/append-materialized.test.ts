@@ -5,29 +5,18 @@
  */
 import { QueryCommand } from '@aws-sdk/client-dynamodb';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { ERRORS, errorBody } from '../../functions/lib/contract.js';
-import { conversationKey } from '../../functions/lib/ids.js';
 import { FaultPlan, faultyStore } from '../helpers/faults.js';
 import { freshScope, useLocalService, type Api, type Scope } from '../helpers/service.js';
+import { sha, len, pkOf, ok } from '../helpers/append.js';
 import { rawGet } from '../helpers/raw-http.js';
 
 const INLINE = 150;
 const ctx = useLocalService({ env: { ...process.env, INLINE_RESPONSE_MAX_BYTES: String(INLINE) } });
 
-const sha = (s: string | Buffer) => createHash('sha256').update(s).digest('hex');
-const len = (s: string) => Buffer.byteLength(s, 'utf8');
-const pkOf = (s: Scope) => conversationKey({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
 const turn = (run: number) => JSON.stringify({ run, text: `turn ${run} — ü 🚀 `.repeat(4) }) + '\n';
-
-
-async function ok(res: Response | Promise<Response>): Promise<void> {
-  const r = await res;
-  const text = await r.text();
-  expect(r.status, text).toBe(200);
-}
 
 async function append(api: Api, scope: Scope, runId: number, baseRunId: number, base: string, added: string): Promise<Response> {
   const token = await api.token(scope, { runId });

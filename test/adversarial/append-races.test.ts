@@ -5,25 +5,18 @@
  */
 import { GetItemCommand, QueryCommand } from '@aws-sdk/client-dynamodb';
 import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
-import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ERRORS, errorBody, type ErrorSpec } from '../../functions/lib/contract.js';
-import { conversationKey } from '../../functions/lib/ids.js';
+import { ERRORS, errorBody } from '../../functions/lib/contract.js';
 import { FaultPlan, gate, withFaultyService } from '../helpers/faults.js';
 import { Api, freshScope, useLocalService, type Scope } from '../helpers/service.js';
+import { sha, len, pkOf, line, ok, expectError, expectHydrate } from '../helpers/append.js';
 import { rawGet as rawRequest } from '../helpers/raw-http.js';
 import { uploadSnapshot } from '../helpers/uploads.js';
 
 const rawGet = (api: Api, token: string, headers: Record<string, string>) => rawRequest(api.url, { authorization: `Bearer ${token}`, ...headers });
 
 const ctx = useLocalService();
-
-const sha = (s: string | Buffer) => createHash('sha256').update(s).digest('hex');
-const len = (s: string) => Buffer.byteLength(s, 'utf8');
-const pkOf = (s: Scope) => conversationKey({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
-const line = (o: unknown) => JSON.stringify(o) + '\n';
-
 
 async function append(api: Api, scope: Scope, runId: number, baseRunId: number, base: string, added: string, headers: Record<string, string> = {}, status = 'completed'): Promise<Response> {
   const token = await api.token(scope, { runId });
@@ -32,27 +25,6 @@ async function append(api: Api, scope: Scope, runId: number, baseRunId: number, 
     { runId, terminalStatus: status, appendJsonl: added, base: { runId: baseRunId, bytes: len(base), sha256: sha(base) }, sha256: sha(base + added) },
     headers,
   );
-}
-
-async function expectError(res: Response | Promise<Response>, e: ErrorSpec): Promise<void> {
-  const r = await res;
-  const text = await r.text();
-  expect(r.status, text).toBe(e.status);
-  expect(JSON.parse(text)).toEqual(errorBody(e));
-}
-
-async function ok(res: Response | Promise<Response>): Promise<Record<string, unknown>> {
-  const r = await res;
-  const text = await r.text();
-  expect(r.status, text).toBe(200);
-  return JSON.parse(text) as Record<string, unknown>;
-}
-
-
-async function expectHydrate(api: Api, scope: Scope, runId: number, content: string): Promise<void> {
-  const h = await api.hydrate(scope);
-  expect(h?.runId).toBe(runId);
-  expect(h?.body.equals(Buffer.from(content, 'utf8')), 'hydrate byte-exact').toBe(true);
 }
 
 async function storeState(scope: Scope): Promise<string> {

@@ -4,21 +4,17 @@
  */
 import { QueryCommand } from '@aws-sdk/client-dynamodb';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ERRORS, errorBody, type ErrorSpec } from '../../functions/lib/contract.js';
-import { conversationKey } from '../../functions/lib/ids.js';
+import { ERRORS, errorBody } from '../../functions/lib/contract.js';
 import { Api, freshScope, useLocalService, type Scope } from '../helpers/service.js';
+import { sha, len, pkOf, line, ok, expectError, expectHydrate } from '../helpers/append.js';
 import { rawGet as rawRequest } from '../helpers/raw-http.js';
 
 const rawGet = (api: Api, token: string, headers: Record<string, string>) => rawRequest(api.url, { authorization: `Bearer ${token}`, ...headers });
 
 const ctx = useLocalService();
-
-const sha = (s: string | Buffer) => createHash('sha256').update(s).digest('hex');
-const len = (s: string) => Buffer.byteLength(s, 'utf8');
-const pkOf = (s: Scope) => conversationKey({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
 
 interface Meta {
   runId: number;
@@ -60,26 +56,6 @@ async function write(api: Api, scope: Scope, runId: number, content: string, sta
   return api.post(token, { terminalStatus: status, snapshotJsonl: content, runId }, headers);
 }
 
-async function ok(res: Response | Promise<Response>): Promise<Record<string, unknown>> {
-  const r = await res;
-  const text = await r.text();
-  expect(r.status, text).toBe(200);
-  return JSON.parse(text) as Record<string, unknown>;
-}
-
-async function expectError(res: Response | Promise<Response>, e: ErrorSpec): Promise<void> {
-  const r = await res;
-  expect(r.status).toBe(e.status);
-  expect(await r.json()).toEqual(errorBody(e));
-}
-
-async function expectHydrate(api: Api, scope: Scope, runId: number, content: string): Promise<void> {
-  const h = await api.hydrate(scope);
-  expect(h?.runId).toBe(runId);
-  expect(h?.body.equals(Buffer.from(content, 'utf8')), 'hydrate byte-exact').toBe(true);
-}
-
-
 function deltaHeaders(base: Meta, acceptEncoding?: string): Record<string, string> {
   return {
     'a-im': 'append',
@@ -108,7 +84,6 @@ async function items(scope: Scope): Promise<{ sk: string; status?: string }[]> {
   return (res.Items ?? []).map((i) => ({ sk: i['sk']!.S!, ...(i['runStatus']?.S !== undefined && { status: i['runStatus'].S }) }));
 }
 
-const line = (o: unknown) => JSON.stringify(o) + '\n';
 const A = remember(line({ role: 'user', text: 'héllo 🚀' }) + line({ role: 'assistant', text: 'hi' }));
 const B = line({ role: 'user', text: 'second turn — ü' }) + '\r\n' + line({ t: 2 });
 const C = line({ role: 'user', text: 'a fork' });
