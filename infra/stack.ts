@@ -1,3 +1,4 @@
+import { INDEX, INDEX_PROJECTION } from '../functions/lib/store/registry.js';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
@@ -142,6 +143,17 @@ export class TranscriptStoreStack extends Stack {
       deletionProtection: settings.removalPolicy === 'retain',
       removalPolicy,
     });
+    // Sparse GSIs over registered HEAD items (docs/DESIGN.md § Retention, erasure and the operator API):
+    // listing by organization and by agent, newest activity first, and the retention pass's work queue.
+    for (const index of Object.values(INDEX)) {
+      this.table.addGlobalSecondaryIndex({
+        indexName: index.name,
+        partitionKey: { name: index.partitionKey, type: dynamodb.AttributeType.STRING },
+        sortKey: { name: index.sortKey, type: dynamodb.AttributeType.NUMBER },
+        projectionType: dynamodb.ProjectionType.INCLUDE,
+        nonKeyAttributes: [...INDEX_PROJECTION],
+      });
+    }
 
     // ---------------------------------------------------------------- JWT key source
     const jwtEnv: Record<string, string> = {};

@@ -1,9 +1,19 @@
 import {
+  BatchWriteItemCommand,
+  type BatchWriteItemCommandOutput,
   CreateTableCommand,
+  DeleteTableCommand,
   DescribeTableCommand,
+  paginateScan,
   ResourceNotFoundException,
+  type AttributeDefinition,
   type DynamoDBClient,
+  type GlobalSecondaryIndex,
+  type WriteRequest,
 } from '@aws-sdk/client-dynamodb';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { INDEX, INDEX_PROJECTION } from '../functions/lib/store/registry.js';
 import { CreateBucketCommand, HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 
 /** The HTTP status and error name of an SDK error (either may be undefined). */
@@ -46,29 +56,59 @@ export async function ensureBucket(s3: S3Client, bucket: string): Promise<void> 
   }
 }
 
+/** The table's key attributes and GSIs, as the CDK stack declares them (infra/stack.ts). */
+export const TABLE_ATTRIBUTES: AttributeDefinition[] = [
+  { AttributeName: 'pk', AttributeType: 'S' },
+  { AttributeName: 'sk', AttributeType: 'S' },
+  { AttributeName: INDEX.byOrganization.partitionKey, AttributeType: 'S' },
+  { AttributeName: INDEX.byAgent.partitionKey, AttributeType: 'S' },
+  { AttributeName: INDEX.byOrganization.sortKey, AttributeType: 'N' },
+  { AttributeName: INDEX.byRetentionDue.partitionKey, AttributeType: 'S' },
+  { AttributeName: INDEX.byRetentionDue.sortKey, AttributeType: 'N' },
+];
+
+export const TABLE_INDEXES: GlobalSecondaryIndex[] = Object.values(INDEX).map((index) => ({
+  IndexName: index.name,
+  KeySchema: [
+    { AttributeName: index.partitionKey, KeyType: 'HASH' },
+    { AttributeName: index.sortKey, KeyType: 'RANGE' },
+  ],
+  Projection: { ProjectionType: 'INCLUDE', NonKeyAttributes: [...INDEX_PROJECTION] },
+}));
+
 /**
- * Creates the table (pk/sk strings, on-demand) if DescribeTable says it does not exist, and waits up
- * to ~10 s for it to be ACTIVE. Other DescribeTable errors are rethrown; throws if it never activates.
+ * Creates the table (pk/sk strings, on-demand, the GSIs of docs/DESIGN.md § Retention, erasure and the operator
+ * API) if DescribeTable says it does not exist, and waits up to ~10 s for it to be ACTIVE. A table made before
+ * the GSIs existed is migrated when `migrationDir` is given (see {@link migrateTable}); without it, throws an Error
+ * naming the missing indexes. Other DescribeTable errors are rethrown; throws if the table never activates.
  */
-export async function ensureTable(ddb: DynamoDBClient, table: string): Promise<void> {
+export async function ensureTable(ddb: DynamoDBClient, table: string, migrationDir?: string): Promise<void> {
+  if (migrationDir) await resumeMigration(ddb, table, migrationDir);
   try {
-    await ddb.send(new DescribeTableCommand({ TableName: table }));
+    const res = await ddb.send(new DescribeTableCommand({ TableName: table }));
+    const present = new Set((res.Table?.GlobalSecondaryIndexes ?? []).map((i) => i.IndexName));
+    const missing = TABLE_INDEXES.map((i) => i.IndexName!).filter((n) => !present.has(n));
+    if (missing.length === 0) return;
+    if (!migrationDir) throw new Error(`table ${table} lacks the indexes ${missing.join(', ')} (create it with local/provision.ts or deploy the stack)`);
+    await migrateTable(ddb, table, migrationDir);
     return;
   } catch (err) {
     if (!(err instanceof ResourceNotFoundException)) throw err;
   }
+  await createTable(ddb, table);
+}
+
+async function createTable(ddb: DynamoDBClient, table: string): Promise<void> {
   await ddb.send(
     new CreateTableCommand({
       TableName: table,
       BillingMode: 'PAY_PER_REQUEST',
-      AttributeDefinitions: [
-        { AttributeName: 'pk', AttributeType: 'S' },
-        { AttributeName: 'sk', AttributeType: 'S' },
-      ],
+      AttributeDefinitions: TABLE_ATTRIBUTES,
       KeySchema: [
         { AttributeName: 'pk', KeyType: 'HASH' },
         { AttributeName: 'sk', KeyType: 'RANGE' },
       ],
+      GlobalSecondaryIndexes: TABLE_INDEXES,
     }),
   );
   for (let i = 0; i < 100; i++) {
@@ -77,4 +117,54 @@ export async function ensureTable(ddb: DynamoDBClient, table: string): Promise<v
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`table ${table} did not become ACTIVE`);
+}
+
+const MIGRATION_FILE = 'table-migration.json';
+
+/**
+ * Rebuilds a local table that predates the GSIs (dynalite cannot add a GSI to an existing table): every item
+ * is saved to `<dir>/table-migration.json` (written to a temp file, then renamed) before the table is
+ * deleted, re-created with the GSIs and refilled; the file is removed only after the last item is back. A
+ * crash at any point is resumed by the next `ensureTable` ({@link resumeMigration}): nothing is lost.
+ */
+export async function migrateTable(ddb: DynamoDBClient, table: string, dir: string): Promise<void> {
+  const items: Record<string, unknown>[] = [];
+  for await (const page of paginateScan({ client: ddb }, { TableName: table, ConsistentRead: true })) items.push(...(page.Items ?? []));
+  await mkdir(dir, { recursive: true });
+  const file = join(dir, MIGRATION_FILE);
+  await writeFile(`${file}.tmp`, JSON.stringify({ table, items }));
+  await rename(`${file}.tmp`, file);
+  await resumeMigration(ddb, table, dir);
+}
+
+/** Finishes a migration whose saved items exist (see {@link migrateTable}); does nothing otherwise. */
+async function resumeMigration(ddb: DynamoDBClient, table: string, dir: string): Promise<void> {
+  const file = join(dir, MIGRATION_FILE);
+  let saved: { table: string; items: Record<string, never>[] };
+  try {
+    saved = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (saved.table !== table) return;
+  try {
+    const res = await ddb.send(new DescribeTableCommand({ TableName: table }));
+    const present = new Set((res.Table?.GlobalSecondaryIndexes ?? []).map((i) => i.IndexName));
+    if (!TABLE_INDEXES.every((i) => present.has(i.IndexName))) {
+      await ddb.send(new DeleteTableCommand({ TableName: table }));
+      await createTable(ddb, table);
+    }
+  } catch (err) {
+    if (!(err instanceof ResourceNotFoundException)) throw err;
+    await createTable(ddb, table);
+  }
+  for (let i = 0; i < saved.items.length; i += 25) {
+    let pending: WriteRequest[] | undefined = saved.items.slice(i, i + 25).map((Item) => ({ PutRequest: { Item } }));
+    while (pending?.length) {
+      const res: BatchWriteItemCommandOutput = await ddb.send(new BatchWriteItemCommand({ RequestItems: { [table]: pending } }));
+      pending = res.UnprocessedItems?.[table];
+    }
+  }
+  await rm(file);
 }

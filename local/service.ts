@@ -157,7 +157,9 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
         await ddb.send(new DeleteTableCommand({ TableName: config.tableName }));
       });
     }
-    await ensureTable(ddb, config.tableName);
+    // Only the embedded emulator's table (a dev DATA_DIR) is ever rebuilt to add indexes; an external one
+    // (DynamoDB Local, LocalStack, AWS) that lacks them is an error naming them.
+    await ensureTable(ddb, config.tableName, where.dynamodb === 'embedded' ? dataDir : undefined);
 
     const logger = opts.logger ?? new Logger({ serviceName: 'transcript-store' });
     const { store, routes } = createApp(config, { s3, ddb, presigner }, logger);
