@@ -4,12 +4,12 @@
  * check that nothing of an erased conversation remains but its HEAD tombstone.
  */
 import { createHash } from 'node:crypto';
-import { QueryCommand, type AttributeValue } from '@aws-sdk/client-dynamodb';
-import { GetObjectCommand, paginateListObjectsV2 } from '@aws-sdk/client-s3';
-import { unmarshall } from '@aws-sdk/util-dynamodb';
+import { BatchWriteItemCommand, QueryCommand, type AttributeValue, type BatchWriteItemCommandOutput, type WriteRequest } from '@aws-sdk/client-dynamodb';
+import { CopyObjectCommand, GetObjectCommand, ListObjectsV2Command, paginateListObjectsV2 } from '@aws-sdk/client-s3';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { expect } from 'vitest';
 import { UPLOADS_PATH } from '../../functions/lib/contract.js';
-import { conversationKey } from '../../functions/lib/ids.js';
+import { conversationKey, encodeId } from '../../functions/lib/ids.js';
 import type { LocalService } from '../../local/service.js';
 import type { Api, Scope } from './service.js';
 import { putUpload, type Ticket } from './uploads.js';
@@ -137,7 +137,74 @@ export async function expectErased(svc: LocalService, scope: Scope): Promise<voi
   expect(Object.keys(items[0]!).sort(), 'HEAD is a tombstone').toEqual(['clearedAtMs', 'generation', 'pk', 'sk']);
 }
 
+/** {@link expectErased} for conversations of one agent, with one listing per prefix for all of them. */
+export async function expectAgentErased(svc: LocalService, scopes: readonly Scope[]): Promise<void> {
+  const [{ org, agent }] = scopes as [Scope];
+  for (const prefix of PREFIXES) {
+    const res = await svc.s3.send(new ListObjectsV2Command({ Bucket: svc.config.bucketName, Prefix: `${prefix}${encodeId(org)}/${encodeId(agent)}/` }));
+    expect(res.Contents ?? [], `objects under ${prefix}`).toEqual([]);
+  }
+  for (const s of scopes) {
+    const items = await itemsOf(svc, pkOf(s));
+    expect(items.map((i) => i['sk']), `items of ${s.conv}`).toEqual(['HEAD']);
+    expect(Object.keys(items[0]!).sort(), 'HEAD is a tombstone').toEqual(['clearedAtMs', 'generation', 'pk', 'sk']);
+  }
+}
+
 /** The organization partition's items whose sort key starts with `prefix`. */
 export async function orgItems(svc: LocalService, orgSegment: string, prefix: string): Promise<Record<string, unknown>[]> {
   return (await itemsOf(svc, `~org#${orgSegment}`)).filter((i) => String(i['sk']).startsWith(prefix));
+}
+
+/** Every item and object key of `scopes` (all of one organization) and of the organization's partition. */
+export interface OrganizationCopy {
+  readonly org: string;
+  readonly scopes: readonly Scope[];
+  readonly items: readonly Record<string, AttributeValue>[];
+  readonly keys: readonly string[];
+}
+
+export async function copyOf(svc: LocalService, scopes: readonly Scope[]): Promise<OrganizationCopy> {
+  const org = scopes[0]!.org;
+  if (scopes.some((s) => s.org !== org)) throw new Error('copyOf: one organization at a time');
+  const items: Record<string, AttributeValue>[] = [];
+  for (const pk of [...scopes.map(pkOf), `~org#${encodeId(org)}`]) for (const item of await itemsOf(svc, pk)) items.push(marshall(item));
+  const keys = (await Promise.all(scopes.map((s) => objectsOf(svc, s)))).flat().map((o) => o.key);
+  return { org, scopes, items, keys };
+}
+
+/** `value` with every string (and object key) that names organization `from` naming `to` instead. */
+export function renameOrg<T>(value: T, from: string, to: string): T {
+  const [f, t] = [encodeId(from), encodeId(to)];
+  const walk = (v: unknown): unknown => {
+    if (typeof v === 'string') return v.split(f).join(t);
+    if (Array.isArray(v)) return v.map(walk);
+    if (v && typeof v === 'object' && !(v instanceof Uint8Array) && !(v instanceof Set)) {
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [walk(k) as string, walk(x)]));
+    }
+    return v;
+  };
+  return walk(value) as T;
+}
+
+/**
+ * Writes a copy of `copy` to organization `toOrg`: the same items and object bytes under keys (and
+ * key-valued attributes) that name `toOrg`, without writing them through the service again (the fault
+ * sweeps need one fresh world per injected fault). Returns the copied scopes.
+ */
+export async function cloneOrganization(svc: LocalService, copy: OrganizationCopy, toOrg: string): Promise<Scope[]> {
+  const items = copy.items.map((i) => renameOrg(i, copy.org, toOrg));
+  for (let i = 0; i < items.length; i += 25) {
+    let requests: WriteRequest[] | undefined = items.slice(i, i + 25).map((Item) => ({ PutRequest: { Item } }));
+    while (requests?.length) {
+      const res: BatchWriteItemCommandOutput = await svc.ddb.send(new BatchWriteItemCommand({ RequestItems: { [svc.config.tableName]: requests } }));
+      requests = res.UnprocessedItems?.[svc.config.tableName];
+    }
+  }
+  await Promise.all(
+    copy.keys.map((key) =>
+      svc.s3.send(new CopyObjectCommand({ Bucket: svc.config.bucketName, CopySource: `${svc.config.bucketName}/${encodeURI(key)}`, Key: renameOrg(key, copy.org, toOrg) })),
+    ),
+  );
+  return copy.scopes.map((s) => ({ ...s, org: toOrg }));
 }

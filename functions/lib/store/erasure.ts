@@ -15,8 +15,7 @@ import { batchPut } from './batch.js';
 import { beforeFence, deleteStaleChain } from './clear.js';
 import type { CallOptions, StoreContext } from './context.js';
 import { StoreError } from './errors.js';
-import { currentGenerationCondition } from './fence.js';
-import { deleteObjects, listObjectPages } from './objects.js';
+import { DELETE_OBJECTS_MAX_KEYS, deleteObjects, listObjectPages } from './objects.js';
 import {
   agentFenceKey,
   ERASING_PK,
@@ -33,7 +32,6 @@ import {
   CHAIN_SK_PREFIX,
   fromChainItem,
   fromRunItem,
-  generationOfHeadItem,
   headKey,
   itemKey,
   MATERIALIZED_PREFIX,
@@ -46,7 +44,7 @@ import {
   type Item,
   type RunRecord,
 } from './schema.js';
-import { deleteStaleRun, updateHeadIf } from './write.js';
+import { deleteStaleRun } from './write.js';
 
 /**
  * Erasure with receipts (docs/DESIGN.md § Erasure): removes every record and object of one conversation,
@@ -61,12 +59,13 @@ import { deleteStaleRun, updateHeadIf } from './write.js';
  * the receipt's are the sums over its progress items.
  *
  * Order (each arrow: a crash in between is resumed by the next call):
- *   pointer `~erasing/<scope>` → receipt → [org/agent: fence the scope, `erasing` set] → for each
- *   conversation (progress items of unfinished conversations, then the registry (consistent Query),
- *   then unregistered conversations found by listing the S3 prefixes): progress item → delete registry
- *   item → fence HEAD (generation + 1, REMOVE latest… and the listing attributes: HEAD stays a tombstone)
- *   → marks + delete RUN/CHAIN records → marks + delete objects → progress done → [org/agent: receipt
- *   phase `lifting` → REMOVE erasing] → receipt completed → delete the pointer.
+ *   pointer `~erasing/<scope>` → receipt → [org/agent: fence the scope, `erasing` set] → each
+ *   conversation (`eraseConversation`: fence its HEAD, marks + delete its records, marks + delete its
+ *   objects, progress item done, registry item) → [org/agent: receipt phase `lifting` → REMOVE erasing]
+ *   → receipt completed → delete the pointer.
+ * A conversation is erased statelessly: running it again fences it once more and removes what is left.
+ * So a write that overlaps a running erasure of its own conversation may be erased with it (a write
+ * admitted after the erasure completed never is); org and agent scopes admit no write while they run.
  */
 
 /** An erasure's scope: a whole organization, one agent (`agentId`), or one conversation (both ids). Raw ids. */
@@ -156,8 +155,8 @@ export function isReceiptId(s: unknown): s is string {
  *
  * @throws TypeError for an invalid scope (an id that is not a valid id, `conversationId` without
  *   `agentId`) or an invalid `actor`/`reason`; SDK errors and AbortError (the `signal`): the erasure is
- *   then running and resumable; StoreError `CONTENDED` when its conversation's HEAD or the running pointer
- *   moved under every attempt.
+ *   then running and resumable; StoreError `CONTENDED` when the scope's running pointer changed under
+ *   every attempt (transient).
  */
 export async function eraseScope(ctx: StoreContext, scope: ErasureScope, opts: EraseOptions = {}): Promise<ErasureReceipt> {
   const target = targetOf(scope);
@@ -554,27 +553,28 @@ async function runErasure(ctx: StoreContext, rec: ReceiptRecord, opts: Pick<Eras
   }
 }
 
-/** Every conversation of the scope. */
+/**
+ * Every conversation of the scope. A conversation scope is its one conversation, erased again by every
+ * call until the receipt completes. Org and agent scopes: fence the scope (e1), then the conversations an
+ * earlier call began that no registry item names, the registry (e2: consistent Query; a registered
+ * conversation keeps its registry item until it is done), and conversations found by their objects.
+ */
 async function eraseConversations(run: Run): Promise<void> {
   const { ctx, rec } = run;
   if (rec.conv !== undefined) {
-    const ref = { agent: rec.agent!, conv: rec.conv, agentId: rec.agentId, conversationId: rec.conversationId };
-    const progress = await readProgress(run, ref);
-    if (progress?.state !== 'done') await eraseConversation(run, ref, progress, 'lookup');
+    await eraseConversation(run, { agent: rec.agent!, conv: rec.conv, agentId: rec.agentId, conversationId: rec.conversationId }, 'target');
     return;
   }
 
   // e1: from here on no write in the scope is admitted, and a first write that registers after this
   // sees the bump when it re-reads the fences (docs/DESIGN.md § Registration).
   await fenceScope(run);
-  const known = await queryProgress(run);
   const seen = new Set<string>();
-  // Conversations an earlier call began: their registry items may be gone already.
-  for (const p of known.values()) {
-    if (p.state === 'done') continue;
+  for await (const p of progressItems(ctx, rec, run.signal)) {
+    if (p.state === 'done' || seen.has(refKey(p))) continue;
     seen.add(refKey(p));
     checkTime(run);
-    await eraseConversation(run, p, p, undefined);
+    await eraseConversation(run, p, 'begun');
   }
   // e2: the registry, read consistently after the fence.
   const pages = paginateQuery(
@@ -593,10 +593,8 @@ async function eraseConversations(run: Run): Promise<void> {
       const [agent, conv] = String(v['sk']).slice(REGISTRY_SK_PREFIX.length).split('/');
       if (!agent || !conv || seen.has(`${agent}/${conv}`)) continue;
       seen.add(`${agent}/${conv}`);
-      const { pk: _pk, sk: _sk, ...registry } = v;
-      const ref = { agent, conv, agentId: stringOr(v['agentId']), conversationId: stringOr(v['conversationId']) };
       checkTime(run);
-      await eraseConversation(run, ref, known.get(`${agent}/${conv}`), registry);
+      await eraseConversation(run, { agent, conv, agentId: stringOr(v['agentId']), conversationId: stringOr(v['conversationId']) }, 'registered');
     }
   }
   // Conversations stored before the registry existed (never written since): found by their objects.
@@ -610,7 +608,7 @@ async function eraseConversations(run: Run): Promise<void> {
         if (!agent || !conv || !SEGMENT.test(agent) || !SEGMENT.test(conv) || seen.has(`${agent}/${conv}`)) continue;
         seen.add(`${agent}/${conv}`);
         checkTime(run);
-        await eraseConversation(run, { agent, conv, agentId: decodeId(agent), conversationId: decodeId(conv) }, known.get(`${agent}/${conv}`), undefined);
+        await eraseConversation(run, { agent, conv, agentId: decodeId(agent), conversationId: decodeId(conv) }, 'discovered');
       }
     }
   }
@@ -724,17 +722,9 @@ interface ConversationRef {
   readonly conversationId?: string | undefined;
 }
 
+/** A conversation's progress item: its counts once it is done (sums over its marks). */
 interface Progress extends ConversationRef {
   readonly state: 'erasing' | 'done';
-  /** The conversation had a registry item when the erasure reached it. */
-  readonly registered: boolean;
-  /** That registry item's attributes (put back if an expiry finds the conversation active after all). */
-  readonly registry?: Record<string, unknown> | undefined;
-  /** The HEAD generation this erasure fenced the conversation at: records of older ones are erased. */
-  readonly generation?: number | undefined;
-  readonly fencedAtMs?: number | undefined;
-  /** An expiry that found the conversation written since: nothing erased. */
-  readonly kept?: boolean | undefined;
   readonly runs?: number | undefined;
   readonly objects?: number | undefined;
   readonly bytes?: number | undefined;
@@ -744,8 +734,11 @@ function refKey(r: ConversationRef): string {
   return `${r.agent}/${r.conv}`;
 }
 
-function progressKey(run: Run, r: ConversationRef): Item {
-  return itemKey(orgPk(run.rec.org), `${ERASURE_PROGRESS_SK_PREFIX}${run.rec.receiptId}#${refKey(r)}`);
+function progressItem(run: Run, r: ConversationRef, fields: Omit<Progress, keyof ConversationRef>): Item {
+  return {
+    ...itemKey(orgPk(run.rec.org), `${ERASURE_PROGRESS_SK_PREFIX}${run.rec.receiptId}#${refKey(r)}`),
+    ...marshall({ agentId: r.agentId, conversationId: r.conversationId, ...fields }, { removeUndefinedValues: true }),
+  };
 }
 
 function fromProgressItem(item: Item): Progress {
@@ -758,20 +751,10 @@ function fromProgressItem(item: Item): Progress {
     agentId: stringOr(v['agentId']),
     conversationId: stringOr(v['conversationId']),
     state: v['state'] === 'done' ? 'done' : 'erasing',
-    registered: v['registered'] === true,
-    registry: typeof v['registry'] === 'object' && v['registry'] !== null ? (v['registry'] as Record<string, unknown>) : undefined,
-    generation: num('generation'),
-    fencedAtMs: num('fencedAtMs'),
-    kept: v['kept'] === true,
     runs: num('runs'),
     objects: num('objects'),
     bytes: num('bytes'),
   };
-}
-
-async function readProgress(run: Run, r: ConversationRef): Promise<Progress | undefined> {
-  const res = await run.ctx.ddb.send(new GetItemCommand({ TableName: run.ctx.table, Key: progressKey(run, r), ConsistentRead: true }), { abortSignal: run.signal });
-  return res.Item ? fromProgressItem(res.Item) : undefined;
 }
 
 async function* progressItems(ctx: StoreContext, rec: ReceiptRecord, abortSignal?: AbortSignal): AsyncGenerator<Progress> {
@@ -784,20 +767,14 @@ async function* progressItems(ctx: StoreContext, rec: ReceiptRecord, abortSignal
   for await (const page of paginateQuery({ client: ctx.ddb }, input, { abortSignal })) for (const item of page.Items ?? []) yield fromProgressItem(item);
 }
 
-async function queryProgress(run: Run): Promise<Map<string, Progress>> {
-  const out = new Map<string, Progress>();
-  for await (const p of progressItems(run.ctx, run.rec, run.signal)) out.set(refKey(p), p);
-  return out;
-}
-
 /** The receipt's counts: sums over its finished conversations (one Query). */
 async function sumProgress(ctx: StoreContext, rec: ReceiptRecord, abortSignal?: AbortSignal): Promise<Counts> {
   const sum = { conversations: 0, runs: 0, objects: 0, bytes: 0 };
   for await (const p of progressItems(ctx, rec, abortSignal)) {
-    if (p.state !== 'done' || p.kept) continue;
+    if (p.state !== 'done') continue;
     const runs = p.runs ?? 0;
     const objects = p.objects ?? 0;
-    if (p.registered || runs > 0 || objects > 0) sum.conversations += 1;
+    if (runs > 0 || objects > 0) sum.conversations += 1;
     sum.runs += runs;
     sum.objects += objects;
     sum.bytes += p.bytes ?? 0;
@@ -806,116 +783,89 @@ async function sumProgress(ctx: StoreContext, rec: ReceiptRecord, abortSignal?: 
 }
 
 /**
- * Erases one conversation (resuming from `progress` when an earlier call began it). `registry`: the
- * registry item's attributes when the caller read it, `'lookup'` to read it here (conversation scope).
+ * How a conversation came to be erased: `target` (the conversation scope itself), `registered` (its
+ * registry item), `discovered` (objects under the scope's prefixes, no registry item), `begun` (a
+ * discovered one an earlier call began: its progress item exists).
  */
-async function eraseConversation(
-  run: Run,
-  ref: ConversationRef,
-  progress: Progress | undefined,
-  registry: Record<string, unknown> | 'lookup' | undefined,
-): Promise<void> {
+type Found = 'target' | 'registered' | 'discovered' | 'begun';
+
+/**
+ * Erases one conversation. Stateless and idempotent: a crash anywhere is repaired by running it again,
+ * which fences once more and removes whatever is left (marks make the counts come out the same).
+ *   1. A discovered conversation gets its progress item first: nothing else would find it again once its
+ *      objects are gone. A conversation scope deletes the registry item now, before the HEAD fence: a
+ *      write admitted after the fence finds HEAD unlisted and registers the conversation anew (new data).
+ *   2. Fence HEAD: `ADD generation 1`, `clearedAtMs`, REMOVE the published run and the listing attributes
+ *      (HEAD stays as a tombstone). Unconditional (a repeat only bumps again) except for an expiry, which
+ *      is conditional on no write since its bound: otherwise the conversation is kept.
+ *   3. Its records of older generations and its objects, each after its mark (`eraseContents`).
+ *   4. The progress item, done, with the sums over the conversation's marks; then (org and agent scope)
+ *      the registry item, last, so that a crash before it leaves the conversation findable.
+ */
+async function eraseConversation(run: Run, ref: ConversationRef, found: Found): Promise<void> {
   const { ctx, rec } = run;
   const pk = `${rec.org}/${ref.agent}/${ref.conv}`;
-  const segments = { org: rec.org, agent: ref.agent, conv: ref.conv };
-  let p = progress;
-  if (!p) {
-    let attrs = registry === 'lookup' ? undefined : registry;
-    if (registry === 'lookup') {
-      const res = await ctx.ddb.send(new GetItemCommand({ TableName: ctx.table, Key: registryKey(segments), ConsistentRead: true }), { abortSignal: run.signal });
-      if (res.Item) {
-        const { pk: _pk, sk: _sk, ...rest } = unmarshall(res.Item);
-        attrs = rest;
-      }
-    }
-    p = { ...ref, state: 'erasing', registered: attrs !== undefined, registry: attrs };
-    const item = { ...progressKey(run, ref), ...marshall({ ...p, agent: undefined, conv: undefined }, { removeUndefinedValues: true }) };
-    // Written before the registry item goes, so an erasure resumed after that still finds the conversation.
-    if (!(await putIfAbsent(ctx, item, run.signal))) p = (await readProgress(run, ref)) ?? p;
-  }
+  const registry = registryKey({ org: rec.org, agent: ref.agent, conv: ref.conv });
+  if (found === 'discovered') await putIfAbsent(ctx, progressItem(run, ref, { state: 'erasing' }), run.signal);
+  if (found === 'target') await ctx.ddb.send(new DeleteItemCommand({ TableName: ctx.table, Key: registry }), { abortSignal: run.signal });
 
-  // Before the HEAD fence: a write admitted after the fence finds HEAD unlisted and registers anew (kept).
-  await ctx.ddb.send(new DeleteItemCommand({ TableName: ctx.table, Key: registryKey(segments) }), { abortSignal: run.signal });
-
-  let fence = p.generation !== undefined ? { generation: p.generation, fencedAtMs: p.fencedAtMs } : undefined;
-  if (!fence) {
-    const fenced = await fenceConversation(run, pk);
-    if (fenced === 'kept') {
-      // An expiry that lost the race with a write: the conversation stays, listed as it was.
-      if (p.registry) await putIfAbsent(ctx, { ...registryKey(segments), ...marshall(p.registry, { removeUndefinedValues: true }) }, run.signal);
-      await updateProgress(run, ref, 'SET #state = :done, kept = :true', { ':done': 'done', ':true': true });
-      run.progressed = true;
-      return;
-    }
-    fence = fenced;
-    await ifStill(() =>
-      updateProgress(run, ref, 'SET generation = :g, fencedAtMs = :at', { ':g': fenced.generation, ':at': fenced.fencedAtMs }, 'attribute_not_exists(generation) OR generation < :g'),
-    );
+  const fence = await fenceConversation(run, pk);
+  if (fence === 'kept') {
+    await relist(run, ref, pk);
+  } else {
+    await eraseContents(run, ref, pk, { generation: fence.generation, clearedAtMs: fence.fencedAtMs });
   }
-  checkTime(run);
-  await eraseRecords(run, ref, pk, fence.generation);
-  await eraseObjects(run, ref, pk, { generation: fence.generation, clearedAtMs: fence.fencedAtMs });
   await finishConversation(run, ref);
+  if (found === 'registered') await ctx.ddb.send(new DeleteItemCommand({ TableName: ctx.table, Key: registry }), { abortSignal: run.signal });
   run.progressed = true;
 }
 
-async function updateProgress(run: Run, ref: ConversationRef, update: string, values: Record<string, unknown>, condition?: string): Promise<void> {
-  const names = Object.fromEntries(Object.entries(NAMES).filter(([n]) => update.includes(n) || condition?.includes(n)));
-  await run.ctx.ddb.send(
-    new UpdateItemCommand({
-      TableName: run.ctx.table,
-      Key: progressKey(run, ref),
-      UpdateExpression: update,
-      ...(condition !== undefined && { ConditionExpression: condition }),
-      ...(Object.keys(names).length > 0 && { ExpressionAttributeNames: names }),
-      ExpressionAttributeValues: marshall(values),
-    }),
-    { abortSignal: run.signal },
-  );
-}
-
 /**
- * The conversation's reset fence, as a clear sets it: HEAD `generation + 1`, `clearedAtMs`, and REMOVE
- * the published run and the listing attributes (HEAD stays as a tombstone). Conditional on the
- * generation read, retried when it moved: the erasure must bump past every write acknowledged before
- * it. For an expiry also conditional on no write since `activeBeforeMs` (else `'kept'`).
+ * The conversation's reset fence, as a clear sets it, in one UpdateItem that answers the generation it set
+ * (`ReturnValues: UPDATED_NEW`). For an expiry, conditional on no write since `activeBeforeMs`; `'kept'`
+ * when there was one.
  */
 async function fenceConversation(run: Run, pk: string): Promise<{ generation: number; fencedAtMs: number } | 'kept'> {
   const { ctx, rec } = run;
-  const readHead = async () =>
-    (
-      await ctx.ddb.send(
-        new GetItemCommand({ TableName: ctx.table, Key: headKey(pk), ConsistentRead: true, ProjectionExpression: 'generation, activityAtMs' }),
-        { abortSignal: run.signal },
-      )
-    ).Item;
-  let head = await readHead();
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const activity = head?.['activityAtMs']?.N;
-    if (rec.activeBeforeMs !== undefined && activity !== undefined && Number(activity) >= rec.activeBeforeMs) return 'kept';
-    const seen = generationOfHeadItem(head);
-    const current = currentGenerationCondition(seen);
-    const guard = rec.activeBeforeMs !== undefined ? ' AND (attribute_not_exists(activityAtMs) OR activityAtMs < :cutoff)' : '';
-    const fencedAtMs = ctx.now();
-    const res = await updateHeadIf(
-      ctx,
-      pk,
-      {
-        update: `SET generation = :next, clearedAtMs = :now ${REMOVE_HEAD}`,
-        condition: current.expression + guard,
-        values: {
-          ...marshall({ ':next': seen + 1, ':now': fencedAtMs, ...(rec.activeBeforeMs !== undefined && { ':cutoff': rec.activeBeforeMs }) }),
-          ...current.values,
-        },
-      },
-      run.signal,
+  const fencedAtMs = ctx.now();
+  try {
+    const res = await ctx.ddb.send(
+      new UpdateItemCommand({
+        TableName: ctx.table,
+        Key: headKey(pk),
+        UpdateExpression: `SET clearedAtMs = :now ${REMOVE_HEAD} ADD generation :one`,
+        ...(rec.activeBeforeMs !== undefined && { ConditionExpression: 'attribute_not_exists(activityAtMs) OR activityAtMs < :cutoff' }),
+        ExpressionAttributeValues: marshall({ ':now': fencedAtMs, ':one': 1, ...(rec.activeBeforeMs !== undefined && { ':cutoff': rec.activeBeforeMs }) }),
+        ReturnValues: 'UPDATED_NEW',
+      }),
+      { abortSignal: run.signal },
     );
-    if (res === true) return { generation: seen + 1, fencedAtMs };
-    // Moved (a clear, a write, or the SDK retrying our own update after a lost answer: bumping once
-    // more is harmless). DynamoDB hands back the HEAD that failed the condition; dynalite does not.
-    head = res.head ?? (await readHead());
+    const generation = Number(res.Attributes?.['generation']?.N);
+    if (!Number.isSafeInteger(generation)) throw new Error('the HEAD fence did not answer its generation');
+    return { generation, fencedAtMs };
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) return 'kept';
+    throw err;
   }
-  throw new StoreError('CONTENDED', 'conversation HEAD moved under every attempt to fence it');
+}
+
+/**
+ * An expiry that lost the race with a write: the conversation stays. Its registry item (deleted before
+ * the fence) is put back when HEAD is listed — a write that registered the conversation itself already did.
+ */
+async function relist(run: Run, ref: ConversationRef, pk: string): Promise<void> {
+  const { ctx, rec } = run;
+  const head = await ctx.ddb.send(
+    new GetItemCommand({ TableName: ctx.table, Key: headKey(pk), ConsistentRead: true, ProjectionExpression: 'orgKey, agentId, conversationId, activityAtMs' }),
+    { abortSignal: run.signal },
+  );
+  const v = head.Item ? unmarshall(head.Item) : {};
+  if (typeof v['orgKey'] !== 'string') return;
+  const item = {
+    ...registryKey({ org: rec.org, agent: ref.agent, conv: ref.conv }),
+    ...marshall({ agentId: v['agentId'] ?? ref.agentId, conversationId: v['conversationId'] ?? ref.conversationId, registeredAtMs: ctx.now() }, { removeUndefinedValues: true }),
+  };
+  await putIfAbsent(ctx, item, run.signal);
 }
 
 /** A mark: the deterministic record of one removed RUN record (`r`) or object (`o`, with its stored size). */
@@ -938,12 +888,23 @@ function markPrefix(run: Run, ref: ConversationRef): string {
 }
 
 /**
- * RUN and CHAIN records of generations before the fence: marks, then conditional deletes (a record is
- * deleted only while it is still the one read and still of an older generation, so a run re-claimed
- * since is never removed). Chains go after every run, so a run never names a missing chain.
+ * Everything the conversation stores from before the fence: its RUN and CHAIN records of older
+ * generations (consistent Query of its partition) and the objects under its `snapshots/`, `uploads/` and
+ * `materialized/` prefixes (listed after the fence, so they include what writers it fenced put until
+ * then). Marks first (one BatchWriteItem per 25), then the deletes: RUN records (each conditional on being
+ * the record read and still of an older generation: a run re-claimed since is never removed), CHAIN
+ * records after every run (a run never names a missing chain), objects (DeleteObjects). Objects are
+ * handled in chunks of 1,000 while listing; records with the last chunk.
+ *
+ * A conversation-scope erasure keeps objects whose key proves them newer than its fence (a write
+ * admitted after it: new data); org and agent scopes admit no write while they run, so they remove every
+ * object. An upload tagged with its writer's iat (a writer that echoes no generation) counts as newer
+ * only from the second after the fence: unlike a clear, an erasure does not give the same second to the
+ * writer.
  */
-async function eraseRecords(run: Run, ref: ConversationRef, pk: string, generation: number): Promise<void> {
-  const { ctx } = run;
+async function eraseContents(run: Run, ref: ConversationRef, pk: string, fence: { generation: number; clearedAtMs: number }): Promise<void> {
+  const { ctx, rec } = run;
+  const runs: RunRecord[] = [];
   const chains: ChainRecord[] = [];
   const pages = paginateQuery(
     { client: ctx.ddb },
@@ -951,47 +912,44 @@ async function eraseRecords(run: Run, ref: ConversationRef, pk: string, generati
     { abortSignal: run.signal },
   );
   for await (const page of pages) {
-    const runs: RunRecord[] = [];
     for (const item of page.Items ?? []) {
       const sk = item['sk']?.S ?? '';
       if (sk.startsWith(RUN_SK_PREFIX)) runs.push(fromRunItem(item));
       else if (sk.startsWith(CHAIN_SK_PREFIX)) chains.push(fromChainItem(item));
     }
-    const doomed = runs.filter((r) => r.generation < generation);
-    if (doomed.length === 0) continue;
-    const nowMs = ctx.now();
-    await batchPut(ctx, doomed.map((r) => markItem(run, ref, 'r', `${r.runId}:${r.s3Key}`, undefined, nowMs)), run.signal);
-    await Promise.all(doomed.map((r) => deleteStaleRun(ctx, pk, r, generation, run.signal)));
-    run.progressed = true;
-    checkTime(run);
   }
-  await Promise.all(chains.filter((c) => c.generation < generation).map((c) => deleteStaleChain(ctx, pk, c, generation, run.signal)));
-}
-
-/**
- * Every object under the conversation's `snapshots/`, `uploads/` and `materialized/` prefixes, page by
- * page: marks (with the listed size), then DeleteObjects. This listing comes after the records are gone,
- * so it also finds objects that writers fenced by this erasure put meanwhile. A conversation-scope
- * erasure keeps objects whose key proves them newer than its fence (a write admitted after it: new
- * data); org and agent scopes admit no write while they run, so they remove everything.
- */
-async function eraseObjects(run: Run, ref: ConversationRef, pk: string, fence: { generation: number; clearedAtMs: number | undefined }): Promise<void> {
-  const { ctx, rec } = run;
-  // An upload tagged with its writer's iat (no generation echoed) counts as newer only from the second
-  // after the fence: unlike a clear, an erasure does not give the same second to the writer.
   const window = Math.max(1, ctx.legacyFenceWindowSeconds);
   const keep = (key: string) => !scopeFenced(rec) && tagOfKey(key) !== undefined && !beforeFence(key, fence, window);
+  let objects: { key: string; size: number }[] = [];
+
+  const erase = async (last: boolean) => {
+    const doomedRuns = last ? runs.filter((r) => r.generation < fence.generation) : [];
+    const nowMs = ctx.now();
+    const marks = [
+      ...doomedRuns.map((r) => markItem(run, ref, 'r', `${r.runId}:${r.s3Key}`, undefined, nowMs)),
+      ...objects.map((o) => markItem(run, ref, 'o', o.key, o.size, nowMs)),
+    ];
+    if (marks.length === 0 && !last) return;
+    await batchPut(ctx, marks, run.signal);
+    if (last) {
+      await Promise.all(doomedRuns.map((r) => deleteStaleRun(ctx, pk, r, fence.generation, run.signal)));
+      await Promise.all(chains.filter((c) => c.generation < fence.generation).map((c) => deleteStaleChain(ctx, pk, c, fence.generation, run.signal)));
+    }
+    await deleteObjects(ctx, objects.map((o) => o.key), run.signal);
+    objects = [];
+    if (marks.length > 0) run.progressed = true;
+  };
+
   for (const prefix of PREFIXES) {
-    for await (const objects of listObjectPages(ctx, { prefix: `${prefix}${pk}/` }, run.signal)) {
-      const doomed = objects.filter((o): o is typeof o & { Key: string } => o.Key !== undefined && !keep(o.Key));
-      if (doomed.length === 0) continue;
-      const nowMs = ctx.now();
-      await batchPut(ctx, doomed.map((o) => markItem(run, ref, 'o', o.Key, o.Size ?? 0, nowMs)), run.signal);
-      await deleteObjects(ctx, doomed.map((o) => o.Key), run.signal);
-      run.progressed = true;
-      checkTime(run);
+    for await (const page of listObjectPages(ctx, { prefix: `${prefix}${pk}/` }, run.signal)) {
+      for (const o of page) if (o.Key !== undefined && !keep(o.Key)) objects.push({ key: o.Key, size: o.Size ?? 0 });
+      if (objects.length >= DELETE_OBJECTS_MAX_KEYS) {
+        await erase(false);
+        checkTime(run);
+      }
     }
   }
+  await erase(true);
 }
 
 /** The conversation's counts (sums over its marks) on its progress item, `state = done`. Idempotent. */
@@ -1021,10 +979,5 @@ async function finishConversation(run: Run, ref: ConversationRef): Promise<void>
       }
     }
   }
-  await updateProgress(run, ref, 'SET #state = :done, #runs = :r, #objects = :o, #bytes = :b', {
-    ':done': 'done',
-    ':r': sum.runs,
-    ':o': sum.objects,
-    ':b': sum.bytes,
-  });
+  await ctx.ddb.send(new PutItemCommand({ TableName: ctx.table, Item: progressItem(run, ref, { state: 'done', ...sum }) }), { abortSignal: run.signal });
 }
