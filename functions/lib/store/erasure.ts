@@ -952,7 +952,7 @@ async function eraseContents(run: Run, ref: ConversationRef, pk: string, fence: 
   await erase(true);
 }
 
-/** The conversation's counts (sums over its marks) on its progress item, `state = done`. Idempotent. */
+/** The conversation's counts (sums over its marks) on its progress item, `state = done`. Idempotent and monotonic. */
 async function finishConversation(run: Run, ref: ConversationRef): Promise<void> {
   const { ctx } = run;
   const sum = { runs: 0, objects: 0, bytes: 0 };
@@ -979,5 +979,18 @@ async function finishConversation(run: Run, ref: ConversationRef): Promise<void>
       }
     }
   }
-  await ctx.ddb.send(new PutItemCommand({ TableName: ctx.table, Item: progressItem(run, ref, { state: 'done', ...sum }) }), { abortSignal: run.signal });
+  // Marks only ever grow, so sums only grow: never replace larger sums (a concurrent call for the same
+  // scope that counted a mark this one has not seen yet).
+  await ifStill(() =>
+    ctx.ddb.send(
+      new PutItemCommand({
+        TableName: ctx.table,
+        Item: progressItem(run, ref, { state: 'done', ...sum }),
+        ConditionExpression: 'attribute_not_exists(#runs) OR (#runs <= :r AND #objects <= :o)',
+        ExpressionAttributeNames: { '#runs': 'runs', '#objects': 'objects' },
+        ExpressionAttributeValues: marshall({ ':r': sum.runs, ':o': sum.objects }),
+      }),
+      { abortSignal: run.signal },
+    ),
+  );
 }
