@@ -3,12 +3,15 @@
  * counts them once, leaves every other organization, agent and conversation byte-exact, keeps its
  * receipts retrievable, and lets the scope be written again once it completes.
  */
+import { DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { marshall } from '@aws-sdk/util-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { encodeId } from '../../functions/lib/ids.js';
 import { eraseScope, expireConversation, getReceipt, isReceiptId, listReceipts, resumeErasures, type ErasureReceipt } from '../../functions/lib/store/erasure.js';
 import { isStoreError } from '../../functions/lib/store/errors.js';
+import { LISTING_ATTRIBUTES } from '../../functions/lib/store/registry.js';
 import { FaultPlan, faultyStore, InjectedFault } from '../helpers/faults.js';
-import { expectErased, inventoryOf, isolatedScope, orgItems, pictureOf, pkOf, seedConversation } from '../helpers/erasure.js';
+import { expectErased, inventoryOf, isolatedScope, objectsOf, orgItems, pictureOf, pkOf, seedConversation } from '../helpers/erasure.js';
 import { useLocalService, type Scope } from '../helpers/service.js';
 
 // A small inline limit: hydrating a chain of several objects makes a materialized copy.
@@ -297,5 +300,41 @@ describe('resuming', () => {
     const final = await getReceipt(svc.store, s.org, a.receiptId);
     expectCounts(final!, inv, 2);
     for (const c of scopes) await expectErased(svc, c);
+  });
+});
+
+describe('conversations stored before the registry existed', () => {
+  /** Makes `s` look like data written before registration: no registry item, no listing attributes on HEAD. */
+  async function unregister(s: Scope): Promise<void> {
+    const { svc } = ctx;
+    const org = encodeId(s.org);
+    await svc.ddb.send(new DeleteItemCommand({ TableName: svc.config.tableName, Key: marshall({ pk: `~org#${org}`, sk: `CONV#${encodeId(s.agent)}/${encodeId(s.conv)}` }) }));
+    await svc.ddb.send(
+      new UpdateItemCommand({ TableName: svc.config.tableName, Key: marshall({ pk: pkOf(s), sk: 'HEAD' }), UpdateExpression: `REMOVE ${LISTING_ATTRIBUTES.join(', ')}` }),
+    );
+  }
+
+  it('are found by their objects, erased and counted, also when the erasure dies after deleting their objects', async () => {
+    const { svc } = ctx;
+    const s = isolatedScope('legacy');
+    const registered = { ...s, conv: `${s.conv}-2` };
+    await seedConversation(ctx.api, s);
+    await seedConversation(ctx.api, registered, { full: false });
+    await unregister(s);
+    expect(await orgItems(svc, encodeId(s.org), 'CONV#')).toHaveLength(1);
+    const inv = await inventoryOf(svc, [s, registered]);
+
+    // Dies just after the legacy conversation's objects are gone: only its progress item still names it.
+    const plan = new FaultPlan();
+    let deletes = 0;
+    plan.onCall((name, n) => {
+      if (name === 'DeleteObjectsCommand' && ++deletes === 2) plan.failAfterCall(n);
+    });
+    await expect(eraseScope(faultyStore(svc, plan), { organizationId: s.org, agentId: s.agent })).rejects.toThrow(InjectedFault);
+    expect(await objectsOf(svc, s)).toEqual([]);
+
+    const r = await eraseScope(svc.store, { organizationId: s.org, agentId: s.agent });
+    expectCounts(r, inv, 2);
+    for (const c of [s, registered]) await expectErased(svc, c);
   });
 });

@@ -816,7 +816,9 @@ async function eraseConversation(run: Run, ref: ConversationRef, found: Found): 
     await eraseContents(run, ref, pk, { generation: fence.generation, clearedAtMs: fence.fencedAtMs });
   }
   await finishConversation(run, ref);
-  if (found === 'registered') await ctx.ddb.send(new DeleteItemCommand({ TableName: ctx.table, Key: registry }), { abortSignal: run.signal });
+  // Org and agent scopes: the registry item goes last (for a discovered conversation: one a write fenced
+  // by this erasure may have registered meanwhile).
+  if (found !== 'target') await ctx.ddb.send(new DeleteItemCommand({ TableName: ctx.table, Key: registry }), { abortSignal: run.signal });
   run.progressed = true;
 }
 
