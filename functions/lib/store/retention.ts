@@ -109,6 +109,11 @@ export interface RetentionOptions {
   readonly expireConversation?: (pk: string, conversation: ExpiringConversation) => Promise<Partial<Omit<RetentionCounts, 'conversations'>> | void>;
   /** Where the counts and failures are logged (default: nowhere). */
   readonly log?: RetentionLog;
+  /**
+   * Walk only these shards (0–15) of the work queue, in this order (default: all 16, from a starting shard
+   * that rotates with the clock). For a pass spread over several invocations, or a look at one conversation's shard.
+   */
+  readonly shards?: readonly number[];
 }
 
 /**
@@ -126,8 +131,11 @@ export async function runRetention(ctx: StoreContext, opts: RetentionOptions = {
     opts.log?.warn('retention: CONVERSATION_TTL_DAYS is set but no erasure is wired; no conversation expires', { conversationTtlDays: ctx.retention.conversationTtlDays });
   }
   const first = Math.floor(now / 60_000) % RETENTION_SHARDS;
-  shards: for (let i = 0; i < RETENTION_SHARDS; i++) {
-    const shard = `r${(first + i) % RETENTION_SHARDS}`;
+  const order = opts.shards ?? Array.from({ length: RETENTION_SHARDS }, (_, i) => (first + i) % RETENTION_SHARDS);
+  const bad = order.find((n) => !Number.isInteger(n) || n < 0 || n >= RETENTION_SHARDS);
+  if (bad !== undefined) throw new RangeError(`retention: no shard ${bad} (0–${RETENTION_SHARDS - 1})`);
+  shards: for (const n of order) {
+    const shard = `r${n}`;
     try {
       const pages = paginateQuery(
         { client: ctx.ddb },
