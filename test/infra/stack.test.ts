@@ -1,3 +1,4 @@
+import { TABLE_ATTRIBUTES, TABLE_INDEXES } from '../../local/provision.js';
 import { readFileSync } from 'node:fs';
 import { App, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
@@ -466,16 +467,33 @@ describe('DynamoDB table', () => {
           { AttributeName: 'pk', KeyType: 'HASH' },
           { AttributeName: 'sk', KeyType: 'RANGE' },
         ],
-        AttributeDefinitions: [
+        AttributeDefinitions: Match.arrayWith([
           { AttributeName: 'pk', AttributeType: 'S' },
           { AttributeName: 'sk', AttributeType: 'S' },
-        ],
+        ]),
         BillingMode: 'PAY_PER_REQUEST',
         PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
         TimeToLiveSpecification: { AttributeName: 'expiresAt', Enabled: true },
         DeletionProtectionEnabled: true,
       },
     });
+  });
+
+  it('has the sparse listing and retention GSIs the local tables have (the same definitions as local/provision.ts)', () => {
+    const { template } = synth();
+    const table = Object.values(template.findResources('AWS::DynamoDB::Table'))[0] as { Properties: Record<string, unknown> };
+    const indexes = table.Properties['GlobalSecondaryIndexes'] as { IndexName: string; KeySchema: unknown; Projection: { ProjectionType: string; NonKeyAttributes: string[] } }[];
+    expect(indexes.map((i) => i.IndexName).sort()).toEqual(TABLE_INDEXES.map((i) => i.IndexName).sort());
+    for (const local of TABLE_INDEXES) {
+      const deployed = indexes.find((i) => i.IndexName === local.IndexName)!;
+      expect(deployed.KeySchema).toEqual(local.KeySchema);
+      expect(deployed.Projection.ProjectionType).toBe('INCLUDE');
+      expect([...deployed.Projection.NonKeyAttributes].sort()).toEqual([...local.Projection!.NonKeyAttributes!].sort());
+    }
+    const attributes = table.Properties['AttributeDefinitions'] as { AttributeName: string; AttributeType: string }[];
+    expect([...attributes].sort((a, b) => a.AttributeName.localeCompare(b.AttributeName))).toEqual(
+      [...TABLE_ATTRIBUTES].sort((a, b) => a.AttributeName!.localeCompare(b.AttributeName!)),
+    );
   });
 
   it('can be destroyed with the stack for throwaway (e.g. LocalStack) deployments', () => {
