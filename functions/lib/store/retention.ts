@@ -162,13 +162,13 @@ export async function runRetention(ctx: StoreContext, opts: RetentionOptions = {
             if (done.expired) result.expired += 1;
           } catch (err) {
             result.failed += 1;
-            opts.log?.error('retention: conversation failed (it stays due; the next pass retries it)', { pk, error: describe(err) });
+            opts.log?.error('retention: conversation failed (it stays due; the next pass retries it)', { pk, error: errorFields(err) });
           }
         }
       }
     } catch (err) {
       result.failed += 1;
-      opts.log?.error('retention: shard query failed (the next pass retries it)', { shard, error: describe(err) });
+      opts.log?.error('retention: shard query failed (the next pass retries it)', { shard, error: errorFields(err) });
     }
   }
   opts.log?.info('retention', { ...result });
@@ -468,6 +468,6 @@ async function writeBack(
   }
 }
 
-function describe(err: unknown): Record<string, unknown> {
+function errorFields(err: unknown): Record<string, unknown> {
   return err instanceof Error ? { name: err.name, message: err.message } : { message: String(err) };
 }
