@@ -8,6 +8,7 @@ import { clearConversation } from './clear.js';
 import { createStoreContext, type CallOptions, type StoreContext, type StoreOptions } from './context.js';
 import { hydrate, type HydrateOptions, type HydrateResult } from './hydrate.js';
 import { reconcile, type ReconcileOptions, type ReconcileResult } from './reconcile.js';
+import { retainConversation, runRetention, type ConversationRetention, type RetentionOptions, type RetentionResult } from './retention.js';
 import { commitUpload, createUpload, type UploadCommit, type UploadRequest, type UploadTicket } from './uploads.js';
 import { appendSnapshot, writeSnapshot, type AppendInput, type WriteInput, type WriteResult, type WriterScope } from './write.js';
 
@@ -15,6 +16,8 @@ export { createStoreContext, DEFAULT_LIMITS, type CallOptions, type StoreContext
 export { StoreError, isStoreError, type StoreErrorCode } from './errors.js';
 export type { Acceptable, HydrateOptions, HydrateResult } from './hydrate.js';
 export type { ReconcileOptions, ReconcileResult } from './reconcile.js';
+export { DEFAULT_RETENTION, type RetentionSettings } from './retention-settings.js';
+export type { ConversationRetention, ExpiringConversation, RetentionCounts, RetentionLog, RetentionOptions, RetentionResult } from './retention.js';
 export { HEAD_SK, RECONCILER_PK, RUN_SK_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX, type Encoding, type SnapshotMeta } from './schema.js';
 export type { UploadCommit, UploadRequest, UploadTicket } from './uploads.js';
 export type { AppendInput, WriteInput, WriteResult, WriterScope } from './write.js';
@@ -59,5 +62,15 @@ export class SnapshotStore {
   /** See {@link reconcile}. */
   reconcile(opts: ReconcileOptions): Promise<ReconcileResult> {
     return reconcile(this, opts);
+  }
+
+  /** See {@link runRetention}. */
+  runRetention(opts?: RetentionOptions): Promise<RetentionResult> {
+    return runRetention(this, opts);
+  }
+
+  /** See {@link retainConversation}. `pk`: the conversation key (`conversationKey` in ids.ts). */
+  retainConversation(pk: string, opts?: RetentionOptions): Promise<ConversationRetention> {
+    return retainConversation(this, pk, opts);
   }
 }
