@@ -7,11 +7,12 @@ import { DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { encodeId } from '../../functions/lib/ids.js';
-import { eraseScope, expireConversation, getReceipt, isReceiptId, listReceipts, resumeErasures, type ErasureReceipt } from '../../functions/lib/store/erasure.js';
+import { eraseScope, expireConversation, getReceipt, isReceiptId, listReceipts, resumeErasures, retentionExpiry, type ErasureReceipt } from '../../functions/lib/store/erasure.js';
 import { isStoreError } from '../../functions/lib/store/errors.js';
 import { LISTING_ATTRIBUTES } from '../../functions/lib/store/registry.js';
 import { FaultPlan, faultyStore, InjectedFault } from '../helpers/faults.js';
-import { expectErased, inventoryOf, isolatedScope, objectsOf, orgItems, pictureOf, pkOf, seedConversation } from '../helpers/erasure.js';
+import { clockedStore, DAY } from '../helpers/retention.js';
+import { expectErased, inventoryOf, isolatedScope, itemsOf, objectsOf, orgItems, pictureOf, pkOf, seedConversation } from '../helpers/erasure.js';
 import { useLocalService, type Scope } from '../helpers/service.js';
 
 // A small inline limit: hydrating a chain of several objects makes a materialized copy.
@@ -336,5 +337,21 @@ describe('conversations stored before the registry existed', () => {
     const r = await eraseScope(svc.store, { organizationId: s.org, agentId: s.agent });
     expectCounts(r, inv, 2);
     for (const c of [s, registered]) await expectErased(svc, c);
+  });
+});
+
+describe('retention expiry', () => {
+  it('retentionExpiry is the erasure the retention pass injects: an idle conversation is erased with an "expired" receipt', async () => {
+    const { svc } = ctx;
+    const s = isolatedScope('ttl');
+    await seedConversation(ctx.api, s);
+    const inv = await inventoryOf(svc, [s]);
+    const activity = (await itemsOf(svc, pkOf(s))).find((i) => i['sk'] === 'HEAD')!['activityAtMs'] as number;
+    const later = clockedStore(svc, () => activity + 31 * DAY, { retention: { conversationTtlDays: 30 } });
+    const r = await later.retainConversation(pkOf(s), { expireConversation: retentionExpiry(later) });
+    expect(r).toMatchObject({ expired: true, runs: inv.runs, objects: inv.objects, bytes: inv.bytes });
+    await expectErased(svc, s);
+    const [receipt] = (await listReceipts(svc.store, s.org)).receipts;
+    expect(receipt).toMatchObject({ reason: 'expired', state: 'completed', conversations: 1, runs: inv.runs, objects: inv.objects, bytes: inv.bytes });
   });
 });

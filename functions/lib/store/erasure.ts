@@ -206,6 +206,22 @@ export async function expireConversation(
 }
 
 /**
+ * `expireConversation` in the shape the retention pass injects it (retention.ts
+ * `RetentionOptions.expireConversation`): erases the conversation `pk` unless it was written after the pass
+ * read it (`activeBeforeMs` = the `activityAtMs` the pass read + 1), and answers what it removed (nothing
+ * when it was written since). An expiry the budget interrupts is finished by {@link resumeErasures}.
+ */
+export function retentionExpiry(
+  ctx: StoreContext,
+  opts: Pick<EraseOptions, 'signal' | 'deadlineAt' | 'budgetMs'> = {},
+): (pk: string, conversation: { readonly activityAtMs: number }) => Promise<{ runs: number; objects: number; bytes: number }> {
+  return async (pk, conversation) => {
+    const r = await expireConversation(ctx, pk, { ...opts, activeBeforeMs: conversation.activityAtMs + 1 });
+    return { runs: r?.runs ?? 0, objects: r?.objects ?? 0, bytes: r?.bytes ?? 0 };
+  };
+}
+
+/**
  * Resumes every running erasure (all organizations), oldest pointer first, until the budget runs out:
  * for a scheduled job (the retention pass), so that an erasure whose caller died — an expiry, or an
  * operator who never repeated the POST — still finishes. Returns the receipts it touched.
