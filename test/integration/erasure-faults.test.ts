@@ -203,11 +203,9 @@ describe('erasure and writers', () => {
     expect(await pausedWrite(s, 2, 'PutObjectCommand', 'failed')).toMatchObject({ conversations: 1, runs: 1, objects: 1 });
   });
 
-  // KNOWN GAP (write.ts, not erasure): a completed write fenced at its publish removes its RUN claim but
-  // keeps the chain it created (CHAIN record and object: "the next clear deletes the old generation's
-  // chains"). When it stored them after the erasure completed, they outlive it. `it.fails` until the
-  // write path deletes a chain its fenced request created; then drop `.fails`.
-  it.fails('a completed write paused right after its admission (before its object) while the organization is erased never lands', async () => {
+  // A completed write fenced at its publish removes its RUN claim and the chain it created (CHAIN record and
+  // object, write.ts newChain): what it stored after the erasure completed does not outlive it.
+  it('a completed write paused right after its admission (before its object) while the organization is erased never lands', async () => {
     const s = isolatedScope('paused-early');
     await seedConversation(ctx.api, s, { full: false });
     await pausedWrite(s, 2, 'PutObjectCommand', 'completed');

@@ -28,6 +28,7 @@ import {
 } from './registry.js';
 import { currentGenerationCondition, isCurrent, legacyGeneration, staleGenerationCondition } from './fence.js';
 import {
+  chainKey,
   chainObjectKey,
   fromHeadItem,
   fromRunItem,
@@ -367,7 +368,23 @@ async function newChain(
   // 1. The object, then the chain that names it: nothing refers to either until the claim.
   const extent = await putChainObject(ctx, key, stored, opts.signal);
   await createChain(ctx, pk, { chainId, generation: run.generation, extents: [extent], end: stored.length, version: 1 }, opts.signal);
-  return commitRun(ctx, pk, { ...chainRun(run, key, stored.length, digest, digest.bytes), chainId }, { ...opts, head: run.head, layout: { extents: [extent], version: 1 }, listing: run.listing, storedDelta: stored.length });
+  const result = await commitRun(ctx, pk, { ...chainRun(run, key, stored.length, digest, digest.bytes), chainId }, { ...opts, head: run.head, layout: { extents: [extent], version: 1 }, listing: run.listing, storedDelta: stored.length });
+  // Fenced (a clear or an erasure since admission): no run refers to the chain this request made, and none
+  // ever will (an append's base must be of the current generation). Remove it, so a write that was in flight
+  // when an erasure completed leaves nothing behind: the record first, so it never names a missing object.
+  if (result.kind === 'fenced') await dropOwnChain(ctx, pk, chainId, key, opts.signal);
+  return result;
+}
+
+/** Best effort removal of a chain this request created and that nothing refers to (see `newChain`). */
+async function dropOwnChain(ctx: StoreContext, pk: string, chainId: string, key: string, abortSignal?: AbortSignal): Promise<void> {
+  try {
+    await ctx.ddb.send(new DeleteItemCommand({ TableName: ctx.table, Key: chainKey(pk, chainId) }), { abortSignal });
+  } catch (err) {
+    ctx.onCleanupError('delete fenced chain record', err);
+    return;
+  }
+  await deleteObjectQuietly(ctx, key, abortSignal);
 }
 
 function chainRun(run: Admitted, key: string, end: number, digest: ResumedDigest, bytes: number): Omit<RunRecord, 'createdAtMs'> {
