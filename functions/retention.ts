@@ -2,7 +2,8 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { createClients } from './lib/aws.js';
 import { loadStorageConfig, retentionSettings } from './lib/config.js';
 import { createStoreContext } from './lib/store/context.js';
-import { runRetention, type RetentionResult } from './lib/store/retention.js';
+import { SnapshotStore } from './lib/store/index.js';
+import type { RetentionResult } from './lib/store/retention.js';
 
 /**
  * Scheduled (EventBridge, every RETENTION_INTERVAL_MINUTES) retention pass: deletes what RETAIN_COMPLETED_RUNS
@@ -12,13 +13,13 @@ import { runRetention, type RetentionResult } from './lib/store/retention.js';
  */
 const config = loadStorageConfig();
 const logger = new Logger({ serviceName: process.env['POWERTOOLS_SERVICE_NAME'] ?? 'transcript-store' });
-const store = createStoreContext({
+const store = new SnapshotStore(createStoreContext({
   ...createClients(config),
   bucket: config.bucketName,
   table: config.tableName,
   retention: retentionSettings(config),
   onCleanupError: (what, err) => logger.warn('cleanup failed', { what, error: String(err) }),
-});
+}));
 
 /** Leave this much of the Lambda's time for the conversation in progress and the log line. */
 const RESERVE_MS = 30_000;
@@ -26,7 +27,8 @@ const RESERVE_MS = 30_000;
 export const handler = async (_event: unknown, context?: { getRemainingTimeInMillis?: () => number }): Promise<RetentionResult> => {
   const remaining = context?.getRemainingTimeInMillis?.() ?? 60_000;
   const deadlineAt = Date.now() + Math.max(1_000, remaining - RESERVE_MS);
-  const result = await runRetention(store, { deadlineAt, log: logger });
+  // Expires idle conversations (CONVERSATION_TTL_DAYS) by erasure, then finishes erasures whose caller died.
+  const result = await store.runRetention({ deadlineAt, log: logger });
   if (result.failed > 0) throw new Error(`retention pass: ${result.failed} conversation(s) or shard(s) failed (see the log); they stay due`);
   return result;
 };

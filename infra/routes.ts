@@ -24,6 +24,7 @@ export type TableAction =
   | 'dynamodb:PutItem'
   | 'dynamodb:UpdateItem'
   | 'dynamodb:DeleteItem'
+  | 'dynamodb:BatchWriteItem'
   | 'dynamodb:Query';
 
 export type ObjectAction = 's3:GetObject' | 's3:PutObject' | 's3:DeleteObject';
@@ -193,9 +194,28 @@ export const RECONCILER: JobSpec = {
  * objects only they referred to (DeleteObjects, under snapshots/ only: RUN records and chains name nothing
  * else), stamps chains and writes HEAD's counters and next due time back (UpdateItem). Runs every
  * RETENTION_INTERVAL_MINUTES (the stack sets `everyMinutes` from the setting; this is the default).
- * The expiry of idle conversations (CONVERSATION_TTL_DAYS) is an erasure (erasure.ts): wiring it here adds
- * that module's own access (its listing of uploads/ and materialized/, its receipts).
+ * The expiry of idle conversations (CONVERSATION_TTL_DAYS) is an erasure (erasure.ts), and the pass also
+ * resumes erasures whose caller died: it has erasure's access ({@link ERASURE_ACCESS}).
  */
+/**
+ * What an erasure (functions/lib/store/erasure.ts) does to storage, for the retention job (expiry, resumed
+ * erasures) and the erasure route:
+ * - GetItem/PutItem/UpdateItem/DeleteItem/Query/BatchWriteItem: receipts, progress items and marks (BatchWriteItem
+ *   puts marks), fences, HEAD, the registry, RUN and CHAIN records; the retention pass's own Query, DeleteItem
+ *   and UpdateItem are among them.
+ * - s3:ListBucket on the three prefixes: a conversation's objects, including ones no record names (uploads never
+ *   committed, materialized copies, data from before the registry); DeleteObjects needs s3:DeleteObject on each key.
+ */
+export const ERASURE_ACCESS = {
+  table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:Query', 'dynamodb:BatchWriteItem'],
+  objects: [
+    { prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] },
+    { prefix: UPLOADS_PREFIX, actions: ['s3:DeleteObject'] },
+    { prefix: MATERIALIZED_PREFIX, actions: ['s3:DeleteObject'] },
+  ],
+  listPrefixes: [SNAPSHOTS_PREFIX, UPLOADS_PREFIX, MATERIALIZED_PREFIX],
+} as const satisfies RouteAccess;
+
 export const RETENTION: JobSpec = {
   id: 'Retention',
   entry: 'functions/retention.ts',
@@ -203,12 +223,8 @@ export const RETENTION: JobSpec = {
   timeoutSeconds: 300,
   everyMinutes: 60,
   access: {
-    // Query: each conversation's partition (consistent); DeleteItem: RUN and CHAIN records; UpdateItem: a
-    // chain's stamp, HEAD's counters and next due time.
-    table: ['dynamodb:Query', 'dynamodb:DeleteItem', 'dynamodb:UpdateItem'],
+    ...ERASURE_ACCESS,
     // The work queue: conversations whose retentionDueAtMs has passed, per shard.
     indexes: [{ index: INDEX.byRetentionDue.name, actions: ['dynamodb:Query'] }],
-    // DeleteObjects needs s3:DeleteObject on every key it names. No listing: it deletes only keys records name.
-    objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] }],
   },
 };

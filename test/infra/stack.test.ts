@@ -295,16 +295,17 @@ describe('least privilege', () => {
     ]);
   });
 
-  it('lets the retention pass only query its index and the table, delete and update records, and delete snapshot objects', () => {
+  it('lets the retention pass query its index, and do what an erasure does (it expires idle conversations and resumes erasures)', () => {
     const { template } = synth();
     expect(permissions(template, RETENTION.id)).toEqual([
-      'dynamodb:DeleteItem,dynamodb:Query,dynamodb:UpdateItem -> TABLE',
+      'dynamodb:BatchWriteItem,dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:PutItem,dynamodb:Query,dynamodb:UpdateItem -> TABLE',
       // The index by its own ARN: a grant on the table does not reach its indexes, and `index/*` would reach all.
       `dynamodb:Query -> {"Fn::Join":["",[TABLE,"/index/ByRetentionDue"]]}`,
-      `s3:DeleteObject -> ${SNAPSHOT_OBJECTS}`,
+      `s3:DeleteObject -> [${MATERIALIZED_OBJECTS},${SNAPSHOT_OBJECTS},${UPLOAD_OBJECTS}]`,
+      list(SNAPSHOTS_PREFIX, UPLOADS_PREFIX, MATERIALIZED_PREFIX),
     ]);
-    // No listing, no reads of objects, no secret.
-    expect(statementsOf(template, RETENTION.id).flatMap(actions).filter((a) => /^s3:(List|Get)|^secretsmanager:|^kms:/.test(a))).toEqual([]);
+    // No reads or writes of object contents, no secret.
+    expect(statementsOf(template, RETENTION.id).flatMap(actions).filter((a) => /^s3:(Get|Put)|^secretsmanager:|^kms:/.test(a))).toEqual([]);
   });
 
   it('lets the upload function only sign uploads under uploads/, with no table access', () => {

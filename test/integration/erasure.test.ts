@@ -354,4 +354,27 @@ describe('retention expiry', () => {
     const [receipt] = (await listReceipts(svc.store, s.org)).receipts;
     expect(receipt).toMatchObject({ reason: 'expired', state: 'completed', conversations: 1, runs: inv.runs, objects: inv.objects, bytes: inv.bytes });
   });
+
+  it('the scheduled pass (SnapshotStore.runRetention, as the Lambda and npm start run it) expires idle conversations by erasure and keeps active ones', async () => {
+    const { svc } = ctx;
+    const idle = isolatedScope('ttl-pass-idle');
+    const active = isolatedScope('ttl-pass-active');
+    await seedConversation(ctx.api, idle);
+    await seedConversation(ctx.api, active);
+    const inv = await inventoryOf(svc, [idle]);
+    const headOf = async (s: typeof idle) => (await itemsOf(svc, pkOf(s))).find((i) => i['sk'] === 'HEAD')!;
+    const idleAt = (await headOf(idle))['activityAtMs'] as number;
+    // The active conversation was written 29 days after the idle one; the pass runs 31 days after the idle one.
+    const pass = clockedStore(svc, () => idleAt + 31 * DAY, { retention: { conversationTtlDays: 30 } });
+    const write29 = clockedStore(svc, () => idleAt + 29 * DAY);
+    const ids = { organizationId: active.org, agentId: active.agent, conversationId: active.conv, issuedAt: Math.floor(Date.now() / 1000) };
+    expect(await write29.write(ids, { runId: 99, status: 'failed', body: Buffer.from('{"late":true}\n') })).toMatchObject({ kind: 'stored' });
+    const before = await ctx.api.hydrate(active);
+    for (let i = 0; i < 5; i++) await pass.runRetention();
+    await expectErased(svc, idle);
+    expect((await ctx.api.hydrate(active))?.body).toEqual(before?.body);
+    const receipts = (await listReceipts(svc.store, idle.org)).receipts.filter((r) => r.reason === 'expired' && r.scope.conversationId === idle.conv);
+    expect(receipts).toHaveLength(1);
+    expect(receipts[0]).toMatchObject({ state: 'completed', conversations: 1, runs: inv.runs, objects: inv.objects, bytes: inv.bytes });
+  });
 });

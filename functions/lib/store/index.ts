@@ -8,7 +8,7 @@ import { clearConversation } from './clear.js';
 import { createStoreContext, type CallOptions, type StoreContext, type StoreOptions } from './context.js';
 import { hydrate, type HydrateOptions, type HydrateResult } from './hydrate.js';
 import { reconcile, type ReconcileOptions, type ReconcileResult } from './reconcile.js';
-import { eraseScope, getReceipt, listReceipts, resumeErasures, type EraseOptions, type ErasureReceipt, type ErasureScope, type ReceiptPage } from './erasure.js';
+import { eraseScope, getReceipt, listReceipts, resumeErasures, retentionExpiry, type EraseOptions, type ErasureReceipt, type ErasureScope, type ReceiptPage } from './erasure.js';
 import { retainConversation, runRetention, type ConversationRetention, type RetentionOptions, type RetentionResult } from './retention.js';
 import { commitUpload, createUpload, type UploadCommit, type UploadRequest, type UploadTicket } from './uploads.js';
 import { appendSnapshot, writeSnapshot, type AppendInput, type WriteInput, type WriteResult, type WriterScope } from './write.js';
@@ -66,9 +66,17 @@ export class SnapshotStore {
     return reconcile(this, opts);
   }
 
-  /** See {@link runRetention}. */
-  runRetention(opts?: RetentionOptions): Promise<RetentionResult> {
-    return runRetention(this, opts);
+  /**
+   * A scheduled retention pass ({@link runRetention}) with the expiry of idle conversations wired to
+   * erasure ({@link retentionExpiry}; unless `opts.expireConversation` is given), then {@link resumeErasures}
+   * within the same deadline: an erasure whose caller died (an expiry, an admin's request cut off) finishes
+   * here. Throws what either throws.
+   */
+  async runRetention(opts: RetentionOptions = {}): Promise<RetentionResult> {
+    const bounds = { ...(opts.signal && { signal: opts.signal }), ...(opts.deadlineAt !== undefined && { deadlineAt: opts.deadlineAt }) };
+    const result = await runRetention(this, { expireConversation: retentionExpiry(this, bounds), ...opts });
+    await resumeErasures(this, bounds);
+    return result;
   }
 
   /** See {@link eraseScope}. */
