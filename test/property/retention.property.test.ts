@@ -1,10 +1,13 @@
 /**
- * Retention as a property (docs/DESIGN.md § Retention): random sequences of whole-file writes (existing
- * workers), appends on the latest run (new workers), appends on an older run (a stale pod: a fork, or a
- * 412 once retention removed its base), runs that did not complete, clears, clock advances (minutes to
- * days) and retention passes, on one conversation through the real store against the emulators.
+ * Retention and erasure as a property (docs/DESIGN.md § Retention, § Erasure): random sequences of whole-file
+ * writes (existing workers), appends on the latest run (new workers), appends on an older run (a stale pod: a
+ * fork, or a 412 once retention removed its base), runs that did not complete, clears, erasures (of the
+ * conversation or of its agent), clock advances (minutes to days) and retention passes, on one conversation
+ * through the real store against the emulators.
  *
- * Model: the latest content is the content of the highest completed run acknowledged since the last clear.
+ * Model: the latest content is the content of the highest completed run acknowledged since the last clear
+ * or erasure. An erasure leaves nothing of the conversation but its HEAD tombstone, and its receipt counts
+ * exactly the runs, objects and bytes that were there.
  * After every step the latest is served byte for byte, and every run retention left reads back exactly
  * what was written (no record names a missing object). At the end — the clock past every grace and
  * RETAIN_FAILED_DAYS, passes until nothing is due, then the reconciler's sweep — storage holds exactly the
@@ -19,7 +22,7 @@ import { retentionShardOf } from '../../functions/lib/store/registry.js';
 import type { SnapshotStore } from '../../functions/lib/store/index.js';
 import { pkOf, sha } from '../helpers/append.js';
 import { freshScope, useLocalService, type Scope } from '../helpers/service.js';
-import { clockedStore, DAY, HOUR, MINUTE, objectsOf, partition, referencedKeys } from '../helpers/retention.js';
+import { bytesOf, clockedStore, DAY, HOUR, MINUTE, objectsOf, partition, referencedKeys } from '../helpers/retention.js';
 
 const ctx = useLocalService();
 const GRACE = HOUR;
@@ -33,6 +36,7 @@ type Op =
   | { kind: 'appendOld'; text: string; pick: number }
   | { kind: 'incomplete'; text: string; status: TerminalStatus; asAppend: boolean }
   | { kind: 'clear' }
+  | { kind: 'erase'; agentScope: boolean }
   | { kind: 'advance'; ms: number }
   | { kind: 'retain' };
 
@@ -42,6 +46,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('appendOld' as const), text, pick: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('incomplete' as const), text, status, asAppend: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'clear' as const }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('erase' as const), agentScope: fc.boolean() }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('advance' as const), ms: fc.constantFrom(MINUTE, 30 * MINUTE, GRACE + MINUTE, DAY, 3 * DAY, 8 * DAY) }) },
   { weight: 3, arbitrary: fc.constant({ kind: 'retain' as const }) },
 );
@@ -58,14 +63,16 @@ async function reconcileFully(store: SnapshotStore): Promise<void> {
   throw new Error('reconcile did not complete');
 }
 
-const stats = { runs: 0, passes: 0, runsRemoved: 0, objectsRemoved: 0, forks: 0, refusedBases: 0 };
+const stats = { runs: 0, passes: 0, runsRemoved: 0, objectsRemoved: 0, forks: 0, refusedBases: 0, erasures: 0, erasedObjects: 0 };
 
 describe('retention property (store ↔ emulators)', () => {
   it('the latest is always served byte-exact; in the end storage holds exactly what the retained records reference', async () => {
     await fc.assert(
       fc.asyncProperty(scenario, async ({ keep, ops }) => {
         stats.runs++;
-        const scope: Scope = freshScope('rp');
+        // An agent of its own, so an agent-scope erasure reaches this conversation only.
+        const fresh = freshScope('rp');
+        const scope: Scope = { ...fresh, agent: `agent-${fresh.conv}` };
         const pk = pkOf(scope);
         let t = Date.now();
         const store = clockedStore(ctx.svc, () => t, { retention: { retainCompletedRuns: keep, retainFailedDays: 7 } });
@@ -159,6 +166,34 @@ describe('retention property (store ↔ emulators)', () => {
               latest = undefined;
               written = new Map();
               break;
+            case 'erase': {
+              const before = await partition(ctx.svc, pk);
+              const objects = await objectsOf(ctx.svc, pk);
+              const receipt = await store.erase({
+                organizationId: scope.org,
+                agentId: scope.agent,
+                ...(!o.agentScope && { conversationId: scope.conv }),
+              });
+              expect(receipt).toMatchObject({
+                state: 'completed',
+                // A conversation counts when it held data (an empty, cleared one is fenced but not counted).
+                conversations: before.runs.length > 0 || objects.size > 0 ? 1 : 0,
+                runs: before.runs.length,
+                objects: objects.size,
+                bytes: bytesOf(objects),
+              });
+              const after = await partition(ctx.svc, pk);
+              expect(after.runs, 'no run survives an erasure').toEqual([]);
+              expect(after.chains, 'no chain survives an erasure').toEqual([]);
+              expect((await objectsOf(ctx.svc, pk)).size, 'no object survives an erasure').toBe(0);
+              // A worker learns the new generation from its next hydrate (404 with x-snapshot-generation).
+              generation = (after.head?.['generation'] as number | undefined) ?? generation;
+              latest = undefined;
+              written = new Map();
+              stats.erasures++;
+              stats.erasedObjects += objects.size;
+              break;
+            }
             case 'advance':
               t += o.ms;
               break;
@@ -196,5 +231,6 @@ describe('retention property (store ↔ emulators)', () => {
     // The property exercised deletions, forks and refused bases, not only writes.
     expect(stats.runsRemoved, JSON.stringify(stats)).toBeGreaterThan(0);
     expect(stats.objectsRemoved, JSON.stringify(stats)).toBeGreaterThan(0);
+    expect(stats.erasedObjects, JSON.stringify(stats)).toBeGreaterThan(0);
   }, 240_000);
 });
