@@ -43,6 +43,17 @@ export class FaultPlan {
     return this;
   }
 
+  /**
+   * Fails before the `occurrence`-th call of `commandName` (e.g. 'UpdateItemCommand'): a crash named by what it
+   * interrupts, independent of how many calls came before it.
+   */
+  failBeforeCommand(commandName: string, occurrence = 1): this {
+    let seen = 0;
+    return this.onCall((name, n) => {
+      if (name === commandName && ++seen === occurrence) this.failBefore = n;
+    });
+  }
+
   failAfterCall(n: number): this {
     this.failAfter = n;
     return this;
