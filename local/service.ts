@@ -11,7 +11,7 @@ import { loadConfig, type Config } from '../functions/lib/config.js';
 import { ADMIN_PATHS, SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
 import type { SnapshotStore } from '../functions/lib/store/index.js';
 import { startAdapter, type RouteTable } from './adapter.js';
-import { loadOrCreateDevSecret, mintDevToken, type DevTokenClaims } from './dev-secret.js';
+import { loadOrCreateDevSecret, mintDevAdminToken, mintDevToken, type DevAdminTokenClaims, type DevTokenClaims } from './dev-secret.js';
 import { startEmulators, type Emulators } from './emulators.js';
 import { ensureBucket, ensureTable } from './provision.js';
 
@@ -53,6 +53,8 @@ export interface LocalService {
   /** The endpoint each client talks to (undefined: the SDK's standard resolution, i.e. AWS). */
   readonly endpoints: { readonly s3: string | undefined; readonly dynamodb: string | undefined };
   mintToken(claims: DevTokenClaims): Promise<string>;
+  /** An admin token (operator API) signed with the dev secret. */
+  mintAdminToken(claims: DevAdminTokenClaims): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -188,6 +190,10 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
       mintToken: (claims) => {
         if (secret === undefined) throw new Error('mintToken needs an HS256 secret (JWT_SECRET or the dev secret)');
         return mintDevToken(secret, claims);
+      },
+      mintAdminToken: (claims) => {
+        if (secret === undefined) throw new Error('mintAdminToken needs an HS256 secret (JWT_SECRET or the dev secret)');
+        return mintDevAdminToken(secret, claims);
       },
       async stop() {
         if (stopped) return;
