@@ -1,3 +1,4 @@
+import { TABLE_ATTRIBUTES, TABLE_INDEXES } from '../../local/provision.js';
 import { readFileSync } from 'node:fs';
 import { App, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
@@ -7,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { MATERIALIZED_PREFIX, RECONCILER, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
 import { MATERIALIZED_PREFIX as STORE_MATERIALIZED_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX } from '../../functions/lib/store/schema.js';
 import { settingsFromContext } from '../../infra/settings.js';
-import { INDEX, INDEX_PROJECTION } from '../../functions/lib/store/registry.js';
+import { INDEX } from '../../functions/lib/store/registry.js';
 import { TranscriptStoreStack } from '../../infra/stack.js';
 
 /** Same feature flags as `cdk synth`, bundling skipped (handlers are bundled only by the real synth). */
@@ -482,13 +483,21 @@ describe('DynamoDB table', () => {
     });
   });
 
-  it('has the sparse listing GSIs (registry.ts INDEX), each projecting the listing attributes', () => {
+  it('has the sparse listing and retention GSIs the local tables have (the same definitions as local/provision.ts)', () => {
     const { template } = synth();
-    const table = template.toJSON().Resources[tableId(template)] as Json;
-    expect((table.Properties.GlobalSecondaryIndexes as Json[]).map((g) => [g.IndexName, g.KeySchema.map((k: Json) => k.AttributeName), g.Projection.ProjectionType])).toEqual(
-      Object.values(INDEX).map((i) => [i.name, [i.partitionKey, i.sortKey], 'INCLUDE']),
+    const table = Object.values(template.findResources('AWS::DynamoDB::Table'))[0] as { Properties: Record<string, unknown> };
+    const indexes = table.Properties['GlobalSecondaryIndexes'] as { IndexName: string; KeySchema: unknown; Projection: { ProjectionType: string; NonKeyAttributes: string[] } }[];
+    expect(indexes.map((i) => i.IndexName).sort()).toEqual(TABLE_INDEXES.map((i) => i.IndexName).sort());
+    for (const local of TABLE_INDEXES) {
+      const deployed = indexes.find((i) => i.IndexName === local.IndexName)!;
+      expect(deployed.KeySchema).toEqual(local.KeySchema);
+      expect(deployed.Projection.ProjectionType).toBe('INCLUDE');
+      expect([...deployed.Projection.NonKeyAttributes].sort()).toEqual([...local.Projection!.NonKeyAttributes!].sort());
+    }
+    const attributes = table.Properties['AttributeDefinitions'] as { AttributeName: string; AttributeType: string }[];
+    expect([...attributes].sort((a, b) => a.AttributeName.localeCompare(b.AttributeName))).toEqual(
+      [...TABLE_ATTRIBUTES].sort((a, b) => a.AttributeName!.localeCompare(b.AttributeName!)),
     );
-    for (const g of table.Properties.GlobalSecondaryIndexes as Json[]) expect(g.Projection.NonKeyAttributes).toEqual([...INDEX_PROJECTION]);
   });
 
   it('can be destroyed with the stack for throwaway (e.g. LocalStack) deployments', () => {
