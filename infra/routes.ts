@@ -23,6 +23,7 @@ export type TableAction =
   | 'dynamodb:PutItem'
   | 'dynamodb:UpdateItem'
   | 'dynamodb:DeleteItem'
+  | 'dynamodb:BatchWriteItem'
   | 'dynamodb:Query';
 
 export type ObjectAction = 's3:GetObject' | 's3:PutObject' | 's3:DeleteObject';
@@ -216,6 +217,49 @@ export const ROUTES: readonly RouteSpec[] = [
     signsCursors: true,
     // Query: the registry in the organization's partition (the agents), ByAgent (their counters).
     access: { table: ['dynamodb:Query'], indexes: ['ByAgent'], objects: [] },
+  },
+  {
+    id: 'AdminErase',
+    method: 'POST',
+    path: `${ADMIN_PREFIX}/erasures`,
+    entry: 'functions/admin-erase.ts',
+    description: 'Operator API: erase a conversation, an agent or the organization, with a receipt',
+    timeoutSeconds: 28,
+    access: {
+      // store/erasure.ts: the receipt, its running pointer, progress items and marks (Put, BatchWrite), the
+      // scope fences and HEAD fences (Update), the registry and the conversations' partitions (Query), then
+      // the records (Delete). GetItem: the receipt, HEAD, and a conditional write's fallback read.
+      table: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem', 'dynamodb:Query'],
+      // DeleteObjects needs s3:DeleteObject on every key it names.
+      objects: [
+        { prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] },
+        { prefix: UPLOADS_PREFIX, actions: ['s3:DeleteObject'] },
+        { prefix: MATERIALIZED_PREFIX, actions: ['s3:DeleteObject'] },
+      ],
+      // Every object of an erased conversation is found by listing its prefixes (and sized for the receipt).
+      listPrefixes: [SNAPSHOTS_PREFIX, UPLOADS_PREFIX, MATERIALIZED_PREFIX],
+    },
+  },
+  {
+    id: 'AdminGetReceipt',
+    method: 'GET',
+    path: `${ADMIN_PREFIX}/erasures/{receiptId}`,
+    entry: 'functions/admin-receipt.ts',
+    description: 'Operator API: one erasure receipt',
+    timeoutSeconds: 15,
+    // GetItem: the receipt; Query: a running erasure's progress items (its counts so far).
+    access: { table: ['dynamodb:GetItem', 'dynamodb:Query'], objects: [] },
+  },
+  {
+    id: 'AdminListReceipts',
+    method: 'GET',
+    path: `${ADMIN_PREFIX}/erasures`,
+    entry: 'functions/admin-receipts.ts',
+    description: 'Operator API: the organization\'s erasure receipts, newest first',
+    timeoutSeconds: 15,
+    signsCursors: true,
+    // Query: the receipts, and running ones' progress items.
+    access: { table: ['dynamodb:Query'], objects: [] },
   },
 ];
 

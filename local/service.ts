@@ -83,6 +83,9 @@ export function routeTable(routes: Routes): RouteTable {
     [`GET ${ADMIN_PATHS.run}`]: routes.adminRun,
     [`GET ${ADMIN_PATHS.lines}`]: routes.adminLines,
     [`GET ${ADMIN_PATHS.agents}`]: routes.adminAgents,
+    [`POST ${ADMIN_PATHS.erasures}`]: routes.adminErase,
+    [`GET ${ADMIN_PATHS.erasures}`]: routes.adminReceipts,
+    [`GET ${ADMIN_PATHS.erasure}`]: routes.adminReceipt,
   };
 }
 

@@ -6,6 +6,9 @@ import type { Config } from './config.js';
 import type { LambdaHttpHandler } from './http.js';
 import { adminAgentsRoute } from './routes/admin-agents.js';
 import { adminConversationsRoute } from './routes/admin-conversations.js';
+import { adminEraseRoute } from './routes/admin-erase.js';
+import { adminReceiptRoute } from './routes/admin-receipt.js';
+import { adminReceiptsRoute } from './routes/admin-receipts.js';
 import { adminLinesRoute } from './routes/admin-lines.js';
 import { adminRunRoute } from './routes/admin-run.js';
 import { adminRunsRoute } from './routes/admin-runs.js';
@@ -34,6 +37,9 @@ export interface Routes {
   readonly adminRun: LambdaHttpHandler;
   readonly adminLines: LambdaHttpHandler;
   readonly adminAgents: LambdaHttpHandler;
+  readonly adminErase: LambdaHttpHandler;
+  readonly adminReceipt: LambdaHttpHandler;
+  readonly adminReceipts: LambdaHttpHandler;
 }
 
 /** Every route over the same dependencies. */
@@ -48,6 +54,9 @@ export function createRoutes(deps: RouteDeps): Routes {
     adminRun: adminRunRoute(deps),
     adminLines: adminLinesRoute(deps),
     adminAgents: adminAgentsRoute(deps),
+    adminErase: adminEraseRoute(deps),
+    adminReceipt: adminReceiptRoute(deps),
+    adminReceipts: adminReceiptsRoute(deps),
   };
 }
 

@@ -116,10 +116,13 @@ describe('HTTP API', () => {
       'DELETE /worker/transcript/snapshot',
       'GET /admin/agents',
       'GET /admin/conversations',
+      'GET /admin/erasures',
+      'GET /admin/erasures/{receiptId}',
       'GET /admin/lines',
       'GET /admin/run',
       'GET /admin/runs',
       'GET /worker/transcript/snapshot',
+      'POST /admin/erasures',
       'POST /worker/transcript/snapshot',
       'POST /worker/transcript/snapshot/uploads',
     ]);
@@ -319,6 +322,22 @@ describe('least privilege', () => {
     ]);
   });
 
+  it('lets the erasure function only do what erasure does: records, fences, receipts, and deleting the conversations’ objects', () => {
+    const { template } = synth();
+    expect(permissions(template, 'AdminErase')).toEqual([
+      'dynamodb:BatchWriteItem,dynamodb:DeleteItem,dynamodb:GetItem,dynamodb:PutItem,dynamodb:Query,dynamodb:UpdateItem -> TABLE',
+      `s3:DeleteObject -> [${MATERIALIZED_OBJECTS},${SNAPSHOT_OBJECTS},${UPLOAD_OBJECTS}]`,
+      list(SNAPSHOTS_PREFIX, UPLOADS_PREFIX, MATERIALIZED_PREFIX),
+      `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
+    ]);
+  });
+
+  it('lets the receipt routes only read receipts (GetItem, Query), with no object access', () => {
+    const { template } = synth();
+    expect(permissions(template, 'AdminGetReceipt')).toEqual(['dynamodb:GetItem,dynamodb:Query -> TABLE', `secretsmanager:GetSecretValue -> ${secretRef(template)}`]);
+    expect(permissions(template, 'AdminListReceipts')).toEqual(['dynamodb:Query -> TABLE', `secretsmanager:GetSecretValue -> ${secretRef(template)}`]);
+  });
+
   it('grants no wildcard actions and no table-wide or bucket-wide data access to any function', () => {
     const { template } = synth({ bucketEncryption: 'kms', jwtSecretArn: SECRET_ARN, jwtSecretKmsKeyArn: KMS_KEY_ARN });
     for (const spec of ROUTES) {
@@ -355,7 +374,7 @@ describe('least privilege', () => {
     // No shared secret to derive the signing keys from: the stack generates one for the routes that sign.
     template.resourceCountIs('AWS::SecretsManager::Secret', 1);
     const signers = ROUTES.filter((r) => r.signsUploadIds || r.signsCursors).map((r) => r.id);
-    expect(signers.sort()).toEqual(['AdminListAgents', 'AdminListConversations', 'AdminListRuns', 'AdminReadLines', 'CreateUpload', 'PostSnapshot']);
+    expect(signers.sort()).toEqual(['AdminListAgents', 'AdminListConversations', 'AdminListReceipts', 'AdminListRuns', 'AdminReadLines', 'CreateUpload', 'PostSnapshot']);
     for (const spec of ROUTES) {
       const vars = fnProps(template, spec.id).Environment.Variables;
       expect(vars).toMatchObject({ JWKS_URL: 'https://issuer.example/.well-known/jwks.json', JWT_ALGORITHMS: 'RS256,ES256' });

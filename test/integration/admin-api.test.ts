@@ -8,6 +8,11 @@ import { ERRORS, errorBody } from '../../functions/lib/contract.js';
 import { conversationKey } from '../../functions/lib/ids.js';
 import { runKey } from '../../functions/lib/store/schema.js';
 import { AdminApi, ADMIN_PATHS, cursorPayload, nextMillisecond, type LinesAnswer, type ListedConversation, type ListedLine, type ListedRun } from '../helpers/admin.js';
+import { createRoutes } from '../../functions/lib/app.js';
+import { createRouteDeps } from '../../functions/lib/routes/deps.js';
+import { ERASURE_ANSWER_RESERVE_MS } from '../../functions/lib/routes/admin-erase.js';
+import { startAdapter } from '../../local/adapter.js';
+import { routeTable } from '../../local/service.js';
 import { useLocalService, type Scope } from '../helpers/service.js';
 import { uploadSnapshot } from '../helpers/uploads.js';
 
@@ -405,6 +410,133 @@ describe('GET /admin/agents', () => {
   });
 });
 
+interface Receipt {
+  receiptId: string;
+  scope: { organizationId: string; agentId?: string; conversationId?: string };
+  state: 'running' | 'completed';
+  actor: string | null;
+  reason: string | null;
+  conversations: number;
+  runs: number;
+  objects: number;
+  bytes: number;
+  startedAt: string;
+  completedAt: string | null;
+}
+
+describe('erasures: POST /admin/erasures, GET /admin/erasures/{receiptId}, GET /admin/erasures', () => {
+  const org = freshOrg('erase');
+  let token: string;
+  const post = (body: unknown, t = token, headers: Record<string, string> = {}) =>
+    fetch(`${local.svc.url}${ADMIN_PATHS.erasures}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json', ...headers },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+    });
+
+  beforeAll(async () => {
+    token = await admin.token(org, { sub: 'eraser@example.com' });
+    for (const [agent, conv] of [['a1', 'c1'], ['a1', 'c2'], ['a2', 'c1'], ['a3', 'c1']] as const) {
+      await write({ org, agent, conv }, 1, '{"x":1}\n');
+      await write({ org, agent, conv }, 2, '{"x":1}\n{"y":2}\n');
+    }
+  });
+
+  const listed = async () => (await admin.all<ListedConversation>(ADMIN_PATHS.conversations, 'conversations', {}, token)).items.map((c) => `${c.agentId}/${c.conversationId}`).sort();
+
+  it('erases one conversation (200, completed receipt with counts), then one agent, then the organization', async () => {
+    const one = await post({ agentId: 'a1', conversationId: 'c1' });
+    expect(one.status).toBe(200);
+    const r1 = (await one.json()) as Receipt;
+    expect(r1).toMatchObject({ scope: { organizationId: org, agentId: 'a1', conversationId: 'c1' }, state: 'completed', actor: 'eraser@example.com', conversations: 1, runs: 2 });
+    expect(r1.objects).toBeGreaterThan(0);
+    expect(r1.bytes).toBeGreaterThan(0);
+    expect(Date.parse(r1.completedAt!)).toBeGreaterThanOrEqual(Date.parse(r1.startedAt));
+    expect(await listed()).toEqual(['a1/c2', 'a2/c1', 'a3/c1']);
+    await expectError(await admin.get(ADMIN_PATHS.runs, { agentId: 'a1', conversationId: 'c1' }, token), ERRORS.notFound);
+    expect(await local.api.hydrate({ org, agent: 'a1', conv: 'c1' })).toBeUndefined();
+
+    const agent = (await (await post({ agentId: 'a1' })).json()) as Receipt;
+    expect(agent).toMatchObject({ scope: { organizationId: org, agentId: 'a1' }, state: 'completed', conversations: 1, runs: 2 });
+    expect(await listed()).toEqual(['a2/c1', 'a3/c1']);
+
+    const all = (await (await post({})).json()) as Receipt;
+    expect(all).toMatchObject({ scope: { organizationId: org }, state: 'completed', conversations: 2, runs: 4 });
+    expect(await listed()).toEqual([]);
+    expect((await admin.json<{ agents: unknown[] }>(ADMIN_PATHS.agents, {}, token)).agents).toEqual([]);
+
+    // Receipts stay readable, newest first, one by one and paged.
+    const got = await admin.json<Receipt>(`${ADMIN_PATHS.erasures}/${r1.receiptId}`, {}, token);
+    expect(got).toEqual(r1);
+    const { items, pages } = await admin.all<Receipt>(ADMIN_PATHS.erasures, 'erasures', { limit: 2 }, token);
+    expect(items.map((r) => r.receiptId)).toEqual([all.receiptId, agent.receiptId, r1.receiptId]);
+    expect(pages).toBe(2);
+  });
+
+  it('answers 202 with the running receipt and Location when the budget runs out, and repeated POSTs finish it', async () => {
+    const org2 = freshOrg('erase-slow');
+    for (const conv of ['c1', 'c2', 'c3']) await write({ org: org2, agent: 'a', conv }, 1, '{"x":1}\n');
+    const t2 = await admin.token(org2);
+    // The same routes over the same storage, with a request deadline at the 5 s reserve: one unit of work per POST.
+    const deps = createRouteDeps(local.svc.config, { s3: local.svc.s3, ddb: local.svc.ddb }, new Logger({ logLevel: 'SILENT' }));
+    const http = await startAdapter(routeTable(createRoutes({ ...deps, requestDeadlineMs: ERASURE_ANSWER_RESERVE_MS })));
+    try {
+      const answers: { status: number; receipt: Receipt; location: string | null }[] = [];
+      for (let i = 0; i < 20; i++) {
+        const res = await fetch(`${http.url}${ADMIN_PATHS.erasures}`, { method: 'POST', headers: { authorization: `Bearer ${t2}`, 'content-type': 'application/json' }, body: '{}' });
+        answers.push({ status: res.status, receipt: (await res.json()) as Receipt, location: res.headers.get('location') });
+        if (res.status === 200) break;
+      }
+      const running = answers.filter((a) => a.status === 202);
+      expect(running.length).toBeGreaterThan(0);
+      expect(answers.at(-1)!.status).toBe(200);
+      expect(new Set(answers.map((a) => a.receipt.receiptId)).size).toBe(1);
+      for (const a of running) {
+        expect(a.receipt.state).toBe('running');
+        expect(a.receipt.completedAt).toBeNull();
+        expect(a.location).toBe(`${ADMIN_PATHS.erasures}/${a.receipt.receiptId}`);
+      }
+      const counts = answers.map((a) => a.receipt.conversations);
+      expect([...counts].sort((x, y) => x - y)).toEqual(counts); // never counts down
+      expect(answers.at(-1)!.receipt).toMatchObject({ state: 'completed', conversations: 3, runs: 3 });
+      const viaLocation = await admin.json<Receipt>(running[0]!.location!, {}, t2);
+      expect(viaLocation).toEqual(answers.at(-1)!.receipt);
+    } finally {
+      await http.close();
+    }
+  });
+
+  it('answers 400 invalid_json, 400 invalid_erasure_scope and 400 invalid_query for bad requests, erasing nothing', async () => {
+    const org3 = freshOrg('erase-bad');
+    await write({ org: org3, agent: 'a', conv: 'c' }, 1, '{"x":1}\n');
+    const t3 = await admin.token(org3);
+    for (const body of ['', 'not json', '[]', 'null', '"a"']) await expectError(await post(body, t3), ERRORS.invalidJson);
+    for (const body of [{ conversationId: 'c' }, { agentId: 'a', extra: 1 }, { agentId: '' }, { agentId: 'a', conversationId: 7 }, { agentId: 'x'.repeat(1025) }, { organizationId: 'other' }]) {
+      await expectError(await post(body, t3), ERRORS.invalidErasureScope);
+    }
+    await expectError(await post('{"__proto__":{"agentId":"a"}}', t3), ERRORS.invalidErasureScope);
+    const withQuery = await fetch(`${local.svc.url}${ADMIN_PATHS.erasures}?agentId=a`, { method: 'POST', headers: { authorization: `Bearer ${t3}`, 'content-type': 'application/json' }, body: '{}' });
+    await expectError(withQuery, ERRORS.invalidQuery);
+    await expectError(await post('{}', t3, { 'content-encoding': 'compress' }), ERRORS.unsupportedEncoding);
+    const still = await admin.json<{ conversations: ListedConversation[] }>(ADMIN_PATHS.conversations, {}, t3);
+    expect(still.conversations.map((c) => c.conversationId)).toEqual(['c']);
+    await expectError(await post({}, await local.api.token({ org: org3, agent: 'a', conv: 'c' })), ERRORS.adminScopeRequired);
+    await expectError(await post({}, 'not-a-token'), ERRORS.invalidToken);
+    expect((await admin.json<{ conversations: unknown[] }>(ADMIN_PATHS.conversations, {}, t3)).conversations).toHaveLength(1);
+  });
+
+  it('answers 404 for a receipt of another organization or a malformed receipt id, and 400 for a bad receipts cursor', async () => {
+    const receipts = await admin.json<{ erasures: Receipt[] }>(ADMIN_PATHS.erasures, {}, token);
+    const id = receipts.erasures[0]!.receiptId;
+    await expectError(await admin.get(`${ADMIN_PATHS.erasures}/${id}`, {}, await admin.token(freshOrg('z'))), ERRORS.notFound);
+    for (const bad of ['nope', encodeURIComponent('../x'), '20260101T000000000Z-'])
+      await expectError(await admin.raw(`${ADMIN_PATHS.erasures}/${bad}`, token), ERRORS.notFound);
+    await expectError(await admin.raw(`${ADMIN_PATHS.erasures}/${id}?x=1`, token), ERRORS.invalidQuery);
+    await expectError(await admin.get(ADMIN_PATHS.erasures, { cursor: id }, token), ERRORS.invalidCursor);
+    await expectError(await admin.get(ADMIN_PATHS.erasures, { limit: 101 }, token), ERRORS.invalidQuery);
+  });
+});
+
 describe('errors on every admin route', () => {
   const org = freshOrg('errors');
   const scope: Scope = { org, agent: 'a', conv: 'c' };
@@ -414,6 +546,8 @@ describe('errors on every admin route', () => {
     [ADMIN_PATHS.run, { agentId: 'a', conversationId: 'c', runId: '1' }],
     [ADMIN_PATHS.lines, { agentId: 'a', conversationId: 'c' }],
     [ADMIN_PATHS.agents, {}],
+    [ADMIN_PATHS.erasures, {}],
+    [`${ADMIN_PATHS.erasures}/20260101T000000000Z-x`, {}],
   ];
 
   beforeAll(async () => {

@@ -8,6 +8,7 @@
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_PATHS, ERRORS, SNAPSHOT_PATH } from '../../functions/lib/contract.js';
+import { encodeId } from '../../functions/lib/ids.js';
 import { AdminApi, type LinesAnswer, type ListedConversation, type ListedRun } from '../helpers/admin.js';
 import { useLocalService, type Scope } from '../helpers/service.js';
 import { expectError, storeFingerprint } from './support.js';
@@ -144,6 +145,56 @@ describe('an admin token reaches only its own organization', () => {
         await expectError(res, ERRORS.invalidCursor);
       }),
       { numRuns: 150 },
+    );
+  });
+});
+
+/** Every stored object and item of organization `org`: its conversations' objects and partitions, and its org partition. */
+async function orgState(org: string): Promise<string[]> {
+  const seg = encodeId(org);
+  const all = JSON.parse(await storeFingerprint(local.svc)) as { keys: string[]; items: string[] };
+  const keys = all.keys.filter((k) => ['snapshots/', 'uploads/', 'materialized/'].some((p) => k.startsWith(`${p}${seg}/`)));
+  const items = all.items.filter((i) => {
+    const pk = (JSON.parse(i) as [string, { S?: string }][]).find(([name]) => name === 'pk')?.[1].S ?? '';
+    return pk.startsWith(`${seg}/`) || pk === `~org#${seg}`;
+  });
+  return [...keys, ...items].sort();
+}
+
+describe('erasure reaches only the admin token’s organization', () => {
+  it('never erases another organization’s data, whatever ids the erasure names (fast-check)', async () => {
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(trickyId, trickyId, trickyId, async (agentId, conversationId, orgSuffix) => {
+        n += 1;
+        const victimOrg = `erase-victim-${process.pid}-${n}`;
+        const victim: Scope = { org: victimOrg, agent: agentId, conv: conversationId };
+        expect((await local.api.write(victim, 1, '{"keep":1}\n')).status).toBe(200);
+        expect((await local.api.write(victim, 2, '{"keep":1}\n{"keep":2}\n')).status).toBe(200);
+        const before = await orgState(victimOrg);
+        expect(before.length).toBeGreaterThan(0);
+        const attacker = await admin.token(`${victimOrg}/${orgSuffix}`);
+        for (const body of [{ agentId, conversationId }, { agentId }, {}]) {
+          const res = await fetch(`${local.svc.url}${ADMIN_PATHS.erasures}`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${attacker}`, 'content-type': 'application/json' },
+            body: JSON.stringify(body),
+          });
+          expect(res.status).toBe(200);
+          expect(((await res.json()) as { conversations: number; runs: number }).runs).toBe(0);
+        }
+        expect(await orgState(victimOrg)).toEqual(before);
+        expect((await local.api.hydrate(victim))?.body.toString()).toBe('{"keep":1}\n{"keep":2}\n');
+        // The victim's own receipts are not the attacker's to read.
+        const own = await admin.token(victimOrg);
+        const erased = (await (
+          await fetch(`${local.svc.url}${ADMIN_PATHS.erasures}`, { method: 'POST', headers: { authorization: `Bearer ${own}`, 'content-type': 'application/json' }, body: JSON.stringify({ agentId, conversationId }) })
+        ).json()) as { receiptId: string; runs: number };
+        expect(erased.runs).toBe(2);
+        await expectError(await admin.get(`${ADMIN_PATHS.erasures}/${erased.receiptId}`, {}, attacker), ERRORS.notFound);
+        expect((await admin.json<{ erasures: { receiptId: string }[] }>(ADMIN_PATHS.erasures, {}, attacker)).erasures.map((r) => r.receiptId)).not.toContain(erased.receiptId);
+      }),
+      { numRuns: 8 },
     );
   });
 });

@@ -22,7 +22,7 @@ export const DEFAULT_RUNS_LIMIT = 50;
  * first: `200 {runs: [{runId, terminalStatus, bytes, storedBytes, createdAt, sha256, generation, state}],
  * nextCursor}` with `state` `latest` | `fenced` | `superseded` (store/listing.ts `runState`). One consistent
  * GetItem of HEAD and one Query of the conversation's partition per page. `404 not_found` when the
- * organization has no such conversation (no HEAD and no run).
+ * organization has no such conversation (no listed HEAD and no run: never written, or erased).
  */
 export function adminRunsRoute(deps: RouteDeps): LambdaHttpHandler {
   return httpHandler(`GET ${ADMIN_PATHS.runs}`, deps.logger, async (event, ctx) => {
@@ -39,7 +39,9 @@ export function adminRunsRoute(deps: RouteDeps): LambdaHttpHandler {
             return p['k'] === 'runs' && key && isRunStartKey(pk, key) ? key : undefined;
           });
     const { head, page } = await listRuns(deps.store, scope, { limit: intOr(q.limit, DEFAULT_RUNS_LIMIT), startKey, signal: ctx.signal });
-    if (!head && page.items.length === 0 && startKey === undefined) throw new HttpError(ERRORS.notFound);
+    // No such conversation: nothing listed and no run (an erased one keeps only an unlisted HEAD tombstone;
+    // a cleared one stays listed, with no runs).
+    if (!head?.listed && page.items.length === 0 && startKey === undefined) throw new HttpError(ERRORS.notFound);
     ctx.fields['listed'] = page.items.length;
     return json(200, {
       runs: page.items.map((r) => ({

@@ -134,6 +134,8 @@ function resumeKey(res: QueryCommandOutput): Record<string, unknown> | undefined
 export interface HeadSummary {
   readonly generation: number;
   readonly latestRunId: number | undefined;
+  /** HEAD carries the listing attributes (registry.ts); an erased conversation's HEAD (a tombstone) does not. */
+  readonly listed: boolean;
 }
 
 /** A run's place in its conversation (docs/DESIGN.md § Operator API). */
@@ -159,7 +161,7 @@ export function isRunStartKey(pk: string, key: Record<string, unknown>): boolean
 /**
  * One page of a conversation's runs, highest run id first (one Query of its partition), and its HEAD
  * (one consistent GetItem, in parallel): `head` is undefined when the conversation has no HEAD item (never
- * published nor touched, or never written at all).
+ * written at all, or only before HEADs were touched by every write).
  */
 export async function listRuns(
   ctx: StoreContext,
@@ -188,12 +190,12 @@ export async function listRuns(
 /** HEAD's generation and published run (consistent read), or undefined when there is no HEAD item. */
 export async function readHeadSummary(ctx: StoreContext, pk: string, abortSignal?: AbortSignal): Promise<HeadSummary | undefined> {
   const res = await ctx.ddb.send(
-    new GetItemCommand({ TableName: ctx.table, Key: headKey(pk), ConsistentRead: true, ProjectionExpression: 'generation, latestRunId' }),
+    new GetItemCommand({ TableName: ctx.table, Key: headKey(pk), ConsistentRead: true, ProjectionExpression: 'generation, latestRunId, orgKey' }),
     { abortSignal },
   );
   if (!res.Item) return undefined;
   const latest = res.Item['latestRunId']?.N;
-  return { generation: generationOfHeadItem(res.Item), latestRunId: latest === undefined ? undefined : Number(latest) };
+  return { generation: generationOfHeadItem(res.Item), latestRunId: latest === undefined ? undefined : Number(latest), listed: res.Item['orgKey'] !== undefined };
 }
 
 /** A run's record (consistent read), or undefined when there is none. */
