@@ -3,6 +3,7 @@ import { gunzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { ERRORS, errorBody } from '../../functions/lib/contract.js';
 import { conversationKey } from '../../functions/lib/ids.js';
@@ -27,6 +28,7 @@ const INLINE_MAX = 64 * 1024;
 const logger = new Logger({ serviceName: 'transcript-store', logLevel: 'INFO' });
 // The request log lines are not what these tests read; the audit line is (spied on below).
 vi.spyOn(logger, 'info').mockImplementation(() => {});
+vi.spyOn(logger, 'error').mockImplementation(() => {}); // the 500s of the loss test are expected
 const local = useLocalService({ env: { ...process.env, INLINE_RESPONSE_MAX_BYTES: String(INLINE_MAX) }, logger });
 const FIXTURE = readFileSync(new URL('../fixtures/pi-large-session.jsonl', import.meta.url));
 const FIXTURE_LINES = FIXTURE.toString('utf8').split('\n').slice(0, -1);
@@ -374,6 +376,29 @@ describe('GET /admin/lines', () => {
     await expectError(await admin.get(ADMIN_PATHS.lines, { agentId: s.agent, conversationId: s.conv, runId: 2 }, token), ERRORS.notFound);
     const ok = await admin.json<LinesAnswer>(ADMIN_PATHS.lines, { agentId: s.agent, conversationId: s.conv, runId: 1 }, token);
     expect(ok).toEqual({ runId: 1, bytes: 8, lines: [{ line: 1, offset: 0, bytes: 7, text: '{"x":1}', truncated: false }], nextCursor: null });
+  });
+});
+
+describe('loss is loud on the admin read paths', () => {
+  const org = freshOrg('loss');
+  let token: string;
+  beforeAll(async () => {
+    token = await admin.token(org);
+  });
+
+  it('answers 500 (never 404 or a partial body) for a run whose stored bytes are gone while its record remains', async () => {
+    const s: Scope = { org, agent: 'a', conv: 'lost' };
+    await write(s, 1, '{"chain":1}\n');
+    await write(s, 2, '{"single":2}\n', 'failed');
+    const pk = conversationKey({ organizationId: s.org, agentId: s.agent, conversationId: s.conv });
+    const listed = await local.svc.s3.send(new ListObjectsV2Command({ Bucket: local.svc.config.bucketName, Prefix: `snapshots/${pk}/` }));
+    const keys = (listed.Contents ?? []).map((o) => o.Key!);
+    expect(keys).toHaveLength(2);
+    await local.svc.s3.send(new DeleteObjectsCommand({ Bucket: local.svc.config.bucketName, Delete: { Objects: keys.map((Key) => ({ Key })) } }));
+    for (const runId of [1, 2]) {
+      await expectError(await admin.get(ADMIN_PATHS.run, { agentId: s.agent, conversationId: s.conv, runId }, token), ERRORS.internal);
+      await expectError(await admin.get(ADMIN_PATHS.lines, { agentId: s.agent, conversationId: s.conv, runId }, token), ERRORS.internal);
+    }
   });
 });
 

@@ -68,9 +68,12 @@ export function adminLinesRoute(deps: RouteDeps): LambdaHttpHandler {
       if (page !== 'gone') break;
       // Removed after the record was read (objects go first): the record gone too → 404. The same record:
       // a chain may have been compacted under the read (its layout is read again); else the data is lost.
+      // A run id written again (after a reset) names other bytes: a cursor into the old ones is stale.
       const again: RunRecord | undefined = await readRun(deps.store, pk, runId, ctx.signal);
-      if (!again || again.sha256 !== run.sha256) throw cursor && again ? new HttpError(ERRORS.invalidCursor) : new HttpError(ERRORS.notFound);
-      if (again.chainId === undefined || attempt >= MISSING_READS) throw new StoreError('INTEGRITY', `run ${runId} names stored bytes that are missing`);
+      if (!again) throw new HttpError(ERRORS.notFound);
+      const rewritten = again.s3Key !== run.s3Key;
+      if (rewritten && cursor) throw new HttpError(ERRORS.invalidCursor);
+      if (attempt >= MISSING_READS || (!rewritten && again.chainId === undefined)) throw new StoreError('INTEGRITY', `run ${runId} names stored bytes that are missing`);
       run = again;
     }
     ctx.fields['listed'] = page.lines.length;
