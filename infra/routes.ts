@@ -6,6 +6,7 @@
  *
  * Plain data (no aws-cdk-lib import) so `scripts/bench-coldstart.ts` can read the entries cheaply.
  */
+import { INDEX } from '../functions/lib/store/registry.js';
 
 /** Committed snapshot objects: `snapshots/<org>/<agent>/<conv>/<runId>/<...>`. Never age-expired. */
 export const SNAPSHOTS_PREFIX = 'snapshots/';
@@ -34,14 +35,18 @@ export interface ObjectAccess {
   readonly actions: readonly ObjectAction[];
 }
 
-/** The table's GSIs (functions/lib/store/registry.ts `INDEX`; the infra test checks they agree). */
-export type IndexName = 'ByOrganization' | 'ByAgent' | 'ByRetentionDue';
+/** DynamoDB actions on one global secondary index of the table (granted on its own ARN, `<table>/index/<name>`). */
+export interface IndexAccess {
+  /** Index name (functions/lib/store/registry.ts `INDEX`). */
+  readonly index: string;
+  readonly actions: readonly 'dynamodb:Query'[];
+}
 
 export interface RouteAccess {
-  /** DynamoDB actions on the table itself (its items; a table grant does not reach its indexes). */
+  /** DynamoDB actions on the table itself (they do not reach its indexes). */
   readonly table: readonly TableAction[];
-  /** `dynamodb:Query` on these GSIs only, each by its own index ARN. */
-  readonly indexes?: readonly IndexName[];
+  /** DynamoDB actions on the table's indexes, each on that index's ARN only. */
+  readonly indexes?: readonly IndexAccess[];
   /** S3 object actions, each scoped to a key prefix. */
   readonly objects: readonly ObjectAccess[];
   /** `s3:ListBucket`, restricted by an `s3:prefix` condition to `<prefix>*`. */
@@ -160,7 +165,14 @@ export const ROUTES: readonly RouteSpec[] = [
     timeoutSeconds: 15,
     signsCursors: true,
     // One Query of ByOrganization or ByAgent per page; nothing else.
-    access: { table: [], indexes: ['ByOrganization', 'ByAgent'], objects: [] },
+    access: {
+      table: [],
+      indexes: [
+        { index: INDEX.byOrganization.name, actions: ['dynamodb:Query'] },
+        { index: INDEX.byAgent.name, actions: ['dynamodb:Query'] },
+      ],
+      objects: [],
+    },
   },
   {
     id: 'AdminListRuns',
@@ -216,7 +228,7 @@ export const ROUTES: readonly RouteSpec[] = [
     timeoutSeconds: 28,
     signsCursors: true,
     // Query: the registry in the organization's partition (the agents), ByAgent (their counters).
-    access: { table: ['dynamodb:Query'], indexes: ['ByAgent'], objects: [] },
+    access: { table: ['dynamodb:Query'], indexes: [{ index: INDEX.byAgent.name, actions: ['dynamodb:Query'] }], objects: [] },
   },
   {
     id: 'AdminErase',
@@ -295,5 +307,31 @@ export const RECONCILER: JobSpec = {
       { prefix: MATERIALIZED_PREFIX, actions: ['s3:DeleteObject'] },
     ],
     listPrefixes: [SNAPSHOTS_PREFIX, MATERIALIZED_PREFIX],
+  },
+};
+
+/**
+ * The retention pass (functions/retention.ts, docs/DESIGN.md § Retention): Queries the `ByRetentionDue` index
+ * for conversations due, Queries each one's partition, deletes RUN and CHAIN records (DeleteItem) and the
+ * objects only they referred to (DeleteObjects, under snapshots/ only: RUN records and chains name nothing
+ * else), stamps chains and writes HEAD's counters and next due time back (UpdateItem). Runs every
+ * RETENTION_INTERVAL_MINUTES (the stack sets `everyMinutes` from the setting; this is the default).
+ * The expiry of idle conversations (CONVERSATION_TTL_DAYS) is an erasure (erasure.ts): wiring it here adds
+ * that module's own access (its listing of uploads/ and materialized/, its receipts).
+ */
+export const RETENTION: JobSpec = {
+  id: 'Retention',
+  entry: 'functions/retention.ts',
+  description: 'Delete runs and chains the retention settings no longer keep (RETAIN_COMPLETED_RUNS, RETAIN_FAILED_DAYS)',
+  timeoutSeconds: 300,
+  everyMinutes: 60,
+  access: {
+    // Query: each conversation's partition (consistent); DeleteItem: RUN and CHAIN records; UpdateItem: a
+    // chain's stamp, HEAD's counters and next due time.
+    table: ['dynamodb:Query', 'dynamodb:DeleteItem', 'dynamodb:UpdateItem'],
+    // The work queue: conversations whose retentionDueAtMs has passed, per shard.
+    indexes: [{ index: INDEX.byRetentionDue.name, actions: ['dynamodb:Query'] }],
+    // DeleteObjects needs s3:DeleteObject on every key it names. No listing: it deletes only keys records name.
+    objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:DeleteObject'] }],
   },
 };

@@ -6,6 +6,9 @@
  * there with an AWS-generated value), or fetched from a public JWKS URL.
  */
 
+import { MAX_RETENTION_INTERVAL_MINUTES } from '../functions/lib/config.js';
+import { DEFAULT_RETENTION } from '../functions/lib/store/retention-settings.js';
+
 /** Where the handlers get the key that verifies worker JWTs. */
 export type JwtKeySource =
   /** Default: the stack creates a Secrets Manager secret with a generated value (put your own in it). */
@@ -45,6 +48,14 @@ export interface StoreSettings {
   readonly apiLatencyP99Ms: number;
   /** The reconciler deletes unreferenced snapshot objects older than this (≥ 900 s). */
   readonly orphanGraceSeconds: number;
+  /** `RETAIN_COMPLETED_RUNS`: completed runs kept per conversation, the latest included (≥ 1). */
+  readonly retainCompletedRuns: number;
+  /** `RETAIN_FAILED_DAYS`: days a run that did not complete is kept (≥ 1; its DynamoDB TTL is a day later). */
+  readonly retainFailedDays: number;
+  /** `CONVERSATION_TTL_DAYS`: a conversation is erased this many days after its last write (0 = off). */
+  readonly conversationTtlDays: number;
+  /** `RETENTION_INTERVAL_MINUTES`: the retention function runs this often (1–1,440). */
+  readonly retentionIntervalMinutes: number;
 }
 
 export const DEFAULT_SETTINGS: StoreSettings = {
@@ -64,6 +75,10 @@ export const DEFAULT_SETTINGS: StoreSettings = {
   api5xxRatePercent: 5,
   apiLatencyP99Ms: 3000,
   orphanGraceSeconds: 3600,
+  retainCompletedRuns: DEFAULT_RETENTION.retainCompletedRuns,
+  retainFailedDays: DEFAULT_RETENTION.retainFailedDays,
+  conversationTtlDays: DEFAULT_RETENTION.conversationTtlDays,
+  retentionIntervalMinutes: DEFAULT_RETENTION.intervalMinutes,
 };
 
 /** Retention values CloudWatch Logs accepts (days). */
@@ -201,5 +216,10 @@ export function settingsFromContext(ctx: ContextSource): StoreSettings {
     apiLatencyP99Ms: int(ctx, 'apiLatencyP99Ms', d.apiLatencyP99Ms, 1, 30_000),
     // At least 15 min: longer than any request can run, so the reconciler never races a live upload.
     orphanGraceSeconds: int(ctx, 'orphanGraceSeconds', d.orphanGraceSeconds, 900, 30 * 86_400),
+    // The same bounds as the handlers' configuration (functions/lib/config.ts), so synth fails first.
+    retainCompletedRuns: int(ctx, 'retainCompletedRuns', d.retainCompletedRuns, 1, 10_000),
+    retainFailedDays: int(ctx, 'retainFailedDays', d.retainFailedDays, 1, 36_500),
+    conversationTtlDays: int(ctx, 'conversationTtlDays', d.conversationTtlDays, 0, 36_500),
+    retentionIntervalMinutes: int(ctx, 'retentionIntervalMinutes', d.retentionIntervalMinutes, 1, MAX_RETENTION_INTERVAL_MINUTES),
   };
 }

@@ -22,7 +22,8 @@ import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { LAMBDA_BUNDLE, NODE_MAJOR } from './bundling.js';
 import { Observability } from './observability.js';
-import { MATERIALIZED_PREFIX, RECONCILER, ROUTES, UPLOADS_PREFIX, type JobSpec, type ObjectAction, type RouteAccess, type RouteSpec } from './routes.js';
+import { MATERIALIZED_PREFIX, RECONCILER, RETENTION as RETENTION_JOB, ROUTES, UPLOADS_PREFIX, type JobSpec, type ObjectAction, type RouteAccess, type RouteSpec } from './routes.js';
+import { DEFAULT_RETENTION } from '../functions/lib/store/retention-settings.js';
 import type { StoreSettings } from './settings.js';
 
 /** Repository root: handler entries in ROUTES and the lock file are relative to it. */
@@ -71,6 +72,8 @@ export class TranscriptStoreStack extends Stack {
   readonly functions: ReadonlyMap<string, NodejsFunction>;
   /** The scheduled orphan reconciler. */
   readonly reconciler: NodejsFunction;
+  /** The scheduled retention pass. */
+  readonly retention: NodejsFunction;
   /** The secret holding the HS256 key, when one is used (created or given). */
   readonly jwtSecretArn: string | undefined;
 
@@ -198,6 +201,8 @@ export class TranscriptStoreStack extends Stack {
       ...storageEnvironment,
       ...jwtEnv,
       ...(settings.maxSnapshotBytes !== undefined ? { MAX_SNAPSHOT_BYTES: String(settings.maxSnapshotBytes) } : {}),
+      // The write path stamps runs that did not complete with their DynamoDB TTL (RETAIN_FAILED_DAYS + 1 day).
+      ...(settings.retainFailedDays !== DEFAULT_RETENTION.retainFailedDays ? { RETAIN_FAILED_DAYS: String(settings.retainFailedDays) } : {}),
     };
 
     // ---------------------------------------------------------------- functions
@@ -233,6 +238,27 @@ export class TranscriptStoreStack extends Stack {
       schedule: events.Schedule.rate(Duration.minutes(RECONCILER.everyMinutes)),
       // A failed run is simply retried by the next one (it resumes from its saved cursor).
       targets: [new targets.LambdaFunction(this.reconciler, { retryAttempts: 0 })],
+    });
+
+    // The retention pass: storage settings and what to keep, no JWT key, no secret.
+    const retentionJob: JobSpec = { ...RETENTION_JOB, everyMinutes: settings.retentionIntervalMinutes };
+    this.retention = makeFunction(
+      retentionJob,
+      {
+        ...storageEnvironment,
+        ORPHAN_GRACE_SECONDS: String(settings.orphanGraceSeconds),
+        RETAIN_COMPLETED_RUNS: String(settings.retainCompletedRuns),
+        RETAIN_FAILED_DAYS: String(settings.retainFailedDays),
+        CONVERSATION_TTL_DAYS: String(settings.conversationTtlDays),
+        RETENTION_INTERVAL_MINUTES: String(settings.retentionIntervalMinutes),
+      },
+      undefined,
+    );
+    new events.Rule(this, 'RetentionSchedule', {
+      description: `${SERVICE_NAME}: delete runs the retention settings no longer keep, every ${retentionJob.everyMinutes} minutes`,
+      schedule: events.Schedule.rate(Duration.minutes(retentionJob.everyMinutes)),
+      // A failed pass is retried by the next one (what failed stays due).
+      targets: [new targets.LambdaFunction(this.retention, { retryAttempts: 0 })],
     });
 
     // ---------------------------------------------------------------- HTTP API
@@ -320,6 +346,19 @@ export class TranscriptStoreStack extends Stack {
       reconcilerErrors.addOkAction(new cw_actions.SnsAction(alarmTopic));
     }
 
+    const retentionErrors = new cloudwatch.Alarm(this, 'RetentionErrors', {
+      alarmDescription: `${SERVICE_NAME}: the retention pass failed twice in a row (what failed stays due and is retried; until then it only costs storage)`,
+      metric: this.retention.metricErrors({ period: Duration.minutes(Math.max(5, retentionJob.everyMinutes)), statistic: cloudwatch.Stats.SUM }),
+      threshold: 1,
+      evaluationPeriods: 2,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    if (alarmTopic) {
+      retentionErrors.addAlarmAction(new cw_actions.SnsAction(alarmTopic));
+      retentionErrors.addOkAction(new cw_actions.SnsAction(alarmTopic));
+    }
+
     // ---------------------------------------------------------------- outputs
     new CfnOutput(this, 'GatewayUrl', {
       // No trailing slash: workers build `${gatewayUrl}/worker/transcript/snapshot`.
@@ -394,11 +433,9 @@ export class TranscriptStoreStack extends Stack {
     if (access.table.length > 0) {
       statements.push(new iam.PolicyStatement({ actions: [...access.table], resources: [this.table.tableArn] }));
     }
-    if (access.indexes && access.indexes.length > 0) {
-      // A table ARN does not cover its indexes: each GSI is its own resource, `<table ARN>/index/<name>`.
-      statements.push(
-        new iam.PolicyStatement({ actions: ['dynamodb:Query'], resources: access.indexes.map((name) => `${this.table.tableArn}/index/${name}`) }),
-      );
+    // An index has its own ARN: a grant on the table does not reach it (and one on `index/*` would reach all).
+    for (const index of access.indexes ?? []) {
+      statements.push(new iam.PolicyStatement({ actions: [...index.actions], resources: [`${this.table.tableArn}/index/${index.index}`] }));
     }
     for (const objects of access.objects) {
       statements.push(

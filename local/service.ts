@@ -9,7 +9,7 @@ import { createApp, type Routes } from '../functions/lib/app.js';
 import { createClients, type ClientOverrides } from '../functions/lib/aws.js';
 import { loadConfig, type Config } from '../functions/lib/config.js';
 import { ADMIN_PATHS, SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
-import type { SnapshotStore } from '../functions/lib/store/index.js';
+import type { RetentionResult, SnapshotStore } from '../functions/lib/store/index.js';
 import { startAdapter, type RouteTable } from './adapter.js';
 import { loadOrCreateDevSecret, mintDevAdminToken, mintDevToken, type DevAdminTokenClaims, type DevTokenClaims } from './dev-secret.js';
 import { startEmulators, type Emulators } from './emulators.js';
@@ -55,6 +55,11 @@ export interface LocalService {
   mintToken(claims: DevTokenClaims): Promise<string>;
   /** An admin token (operator API) signed with the dev secret. */
   mintAdminToken(claims: DevAdminTokenClaims): Promise<string>;
+  /**
+   * Runs a retention pass now (docs/DESIGN.md § Retention) and answers its counts. Passes never overlap: a
+   * call while one runs (the timer's, or another call's) waits for it, then runs its own.
+   */
+  runRetention(): Promise<RetentionResult>;
   stop(): Promise<void>;
 }
 
@@ -175,6 +180,9 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
     const { store, routes } = createApp(config, { s3, ddb, presigner }, logger);
     const http = await startAdapter(routeTable(routes), { host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
     cleanup.push(() => http.close());
+    // Retention as the schedule runs it on AWS: a pass every RETENTION_INTERVAL_MINUTES (stopped first on stop()).
+    const retention = retentionTimer(store, config.retentionIntervalMinutes * 60_000, logger);
+    cleanup.push(() => retention.stop());
 
     let stopped = false;
     return {
@@ -198,6 +206,7 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
         if (secret === undefined) throw new Error('mintAdminToken needs an HS256 secret (JWT_SECRET or the dev secret)');
         return mintDevAdminToken(secret, claims);
       },
+      runRetention: () => retention.runNow(),
       async stop() {
         if (stopped) return;
         stopped = true;
@@ -210,6 +219,46 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
     if (ephemeral) await rm(dataDir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/**
+ * Runs `store.runRetention` every `intervalMs` on an unref'd timer (it never keeps the process alive) and on
+ * demand; passes never overlap (a tick while one runs is skipped; `runNow` waits for it, then runs). `stop`
+ * clears the timer and waits for a pass in progress, so storage is never closed under it.
+ */
+export function retentionTimer(
+  store: Pick<SnapshotStore, 'runRetention'>,
+  intervalMs: number,
+  logger: Logger,
+): { runNow(): Promise<RetentionResult>; stop(): Promise<void> } {
+  let running: Promise<RetentionResult> | undefined;
+  let stopped = false;
+  const start = (): Promise<RetentionResult> => {
+    const pass = store.runRetention({ log: logger });
+    running = pass;
+    const clear = () => {
+      if (running === pass) running = undefined;
+    };
+    pass.then(clear, clear);
+    return pass;
+  };
+  const timer = setInterval(() => {
+    if (running || stopped) return;
+    start().catch((err: unknown) => logger.error('retention pass failed', { error: String(err) }));
+  }, intervalMs);
+  timer.unref();
+  return {
+    async runNow() {
+      while (running) await running.catch(() => undefined);
+      if (stopped) throw new Error('the local service is stopped');
+      return start();
+    },
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      while (running) await running.catch(() => undefined);
+    },
+  };
 }
 
 async function runCleanup(steps: (() => Promise<void>)[]): Promise<void> {

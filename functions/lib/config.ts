@@ -17,6 +17,14 @@ export interface StorageConfig {
   readonly s3ForcePathStyle: boolean;
   /** The reconciler only deletes unreferenced objects older than this (no request lives that long). */
   readonly orphanGraceSeconds: number;
+  /** `RETAIN_COMPLETED_RUNS` (≥ 1, default 3): completed runs kept per conversation, the latest included. */
+  readonly retainCompletedRuns: number;
+  /** `RETAIN_FAILED_DAYS` (≥ 1, default 7): days a run that did not complete is kept. */
+  readonly retainFailedDays: number;
+  /** `CONVERSATION_TTL_DAYS` (default 0 = off): days after its last write a conversation is erased. */
+  readonly conversationTtlDays: number;
+  /** `RETENTION_INTERVAL_MINUTES` (1–1,440, default 60): how often the retention pass runs. */
+  readonly retentionIntervalMinutes: number;
 }
 
 /** Where the upload-id signing key comes from when set explicitly (see upload-id.ts for the default). */
@@ -62,6 +70,7 @@ export class ConfigError extends Error {
 type Env = Readonly<Record<string, string | undefined>>;
 
 import { DEFAULT_CHAIN_MAX_EXTENTS, DEFAULT_CHAIN_MERGE_RATIO } from './store/chain.js';
+import { DEFAULT_RETENTION, type RetentionSettings } from './store/retention-settings.js';
 
 export const DEFAULT_MAX_SNAPSHOT_BYTES = 4 * 1024 * 1024;
 const SYMMETRIC_ALGS = ['HS256', 'HS384', 'HS512'];
@@ -156,6 +165,52 @@ function uploadIdSecret(env: Env): UploadIdSecretSource | undefined {
   return undefined;
 }
 
+/** Largest RETENTION_INTERVAL_MINUTES: a day (the schedule's error alarm evaluates two intervals). */
+export const MAX_RETENTION_INTERVAL_MINUTES = 24 * 60;
+
+/** A positive integer no larger than `max`, else a ConfigError naming the variable and the bound. */
+function boundedInt(env: Env, name: string, fallback: number, max: number): number {
+  const n = positiveInt(env, name, fallback);
+  if (n > max) throw new ConfigError(name, `must be at most ${max}, got "${read(env, name)}"`);
+  return n;
+}
+
+/**
+ * The retention settings (docs/DESIGN.md § Retention). Throws ConfigError naming the variable: each is a
+ * whole number; RETAIN_COMPLETED_RUNS and RETAIN_FAILED_DAYS at least 1 (the latest run is always kept,
+ * and a failed run at least a day), CONVERSATION_TTL_DAYS 0 (off) or more, RETENTION_INTERVAL_MINUTES
+ * 1 to 1,440 (a day).
+ */
+function retentionConfig(env: Env): Pick<StorageConfig, 'retainCompletedRuns' | 'retainFailedDays' | 'conversationTtlDays' | 'retentionIntervalMinutes'> {
+  return {
+    retainCompletedRuns: boundedInt(env, 'RETAIN_COMPLETED_RUNS', DEFAULT_RETENTION.retainCompletedRuns, 10_000),
+    retainFailedDays: boundedInt(env, 'RETAIN_FAILED_DAYS', DEFAULT_RETENTION.retainFailedDays, 36_500),
+    conversationTtlDays: conversationTtlDays(env),
+    retentionIntervalMinutes: boundedInt(env, 'RETENTION_INTERVAL_MINUTES', DEFAULT_RETENTION.intervalMinutes, MAX_RETENTION_INTERVAL_MINUTES),
+  };
+}
+
+function conversationTtlDays(env: Env): number {
+  const raw = read(env, 'CONVERSATION_TTL_DAYS');
+  if (raw === undefined) return DEFAULT_RETENTION.conversationTtlDays;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n > 36_500) {
+    throw new ConfigError('CONVERSATION_TTL_DAYS', `must be 0 (off) or a whole number of days up to 36500, got "${raw}"`);
+  }
+  return n;
+}
+
+/** The store's retention settings (StoreContext.retention) from a storage configuration. */
+export function retentionSettings(config: StorageConfig): RetentionSettings {
+  return {
+    retainCompletedRuns: config.retainCompletedRuns,
+    retainFailedDays: config.retainFailedDays,
+    conversationTtlDays: config.conversationTtlDays,
+    intervalMinutes: config.retentionIntervalMinutes,
+    graceSeconds: config.orphanGraceSeconds,
+  };
+}
+
 /** Minimum grace: longer than any request can live (Lambda's 15 min maximum), so never a live upload. */
 export const MIN_ORPHAN_GRACE_SECONDS = 15 * 60;
 
@@ -173,6 +228,7 @@ export function loadStorageConfig(env: Env = process.env): StorageConfig {
     tableName: required(env, 'TABLE_NAME'),
     s3ForcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', endpointSet),
     orphanGraceSeconds,
+    ...retentionConfig(env),
   });
 }
 

@@ -15,7 +15,7 @@ import { useLocalService } from '../helpers/service.js';
  */
 const ctx = useLocalService();
 const root = new URL('../../', import.meta.url).pathname;
-const ENTRIES = ['get-snapshot', 'post-snapshot', 'delete-snapshot', 'create-upload', 'reconcile'];
+const ENTRIES = ['get-snapshot', 'post-snapshot', 'delete-snapshot', 'create-upload', 'reconcile', 'retention'];
 let dir: string;
 
 beforeAll(async () => {
@@ -40,7 +40,7 @@ function event(method: string, path: string, token: string, body?: unknown) {
 }
 
 describe('bundled Lambda handlers', () => {
-  it('serve POST, GET, uploads and DELETE, and the reconciler runs, from a fresh process with only environment configuration', async () => {
+  it('serve POST, GET, uploads and DELETE, and the reconciler and the retention pass run, from a fresh process with only environment configuration', async () => {
     const { svc } = ctx;
     const emu = svc.emulators!;
     const scope = { org: 'bundle-org', agent: 'a', conv: `c-${Date.now()}` };
@@ -54,6 +54,7 @@ describe('bundled Lambda handlers', () => {
       ['delete-snapshot', event('DELETE', P, conv)],
       ['get-snapshot', event('GET', P, 'not-a-token')],
       ['reconcile', { source: 'aws.events', 'detail-type': 'Scheduled Event' }],
+      ['retention', { source: 'aws.events', 'detail-type': 'Scheduled Event' }],
     ];
     const driver = join(dir, 'driver.mjs');
     await writeFile(
@@ -62,7 +63,9 @@ describe('bundled Lambda handlers', () => {
        const out = [];
        for (const [name, ev] of calls) {
          const { handler } = await import(${JSON.stringify(dir)} + '/' + name + '/index.mjs');
-         const res = await handler(ev, { awsRequestId: 'req', getRemainingTimeInMillis: () => 20000 });
+         // The retention pass keeps 30 s of its time in reserve: give it its 5 min.
+         const remaining = name === 'retention' ? 300000 : 20000;
+         const res = await handler(ev, { awsRequestId: 'req', getRemainingTimeInMillis: () => remaining });
          out.push(res);
        }
        console.log(JSON.stringify(out));`,
@@ -90,7 +93,7 @@ describe('bundled Lambda handlers', () => {
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     expect(code, stderr).toBe(0);
-    const [post, get, upload, del, bad, reconciled] = JSON.parse(stdout.trim().split('\n').at(-1)!) as {
+    const [post, get, upload, del, bad, reconciled, retained] = JSON.parse(stdout.trim().split('\n').at(-1)!) as {
       statusCode: number;
       headers: Record<string, string>;
       body: string;
@@ -106,5 +109,8 @@ describe('bundled Lambda handlers', () => {
     expect(bad!.statusCode).toBe(401);
     // The reconciler ran a full pass with the default 1 h grace: everything is young, nothing deleted.
     expect(reconciled).toMatchObject({ deleted: 0, complete: true });
+    // The retention pass walked the work queue (the conversation written above is due): nothing is old enough to go.
+    expect(retained).toMatchObject({ runs: 0, objects: 0, failed: 0, complete: true });
+    expect((retained as unknown as { conversations: number }).conversations).toBeGreaterThanOrEqual(1);
   }, 60_000);
 });

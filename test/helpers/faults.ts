@@ -84,7 +84,11 @@ export class FaultPlan {
  * A second store over the same storage and bucket/table as `svc` (embedded s3rver, and dynalite or
  * DynamoDB Local), with a fault plan on its clients.
  */
-export function faultyStore(svc: LocalService, plan: FaultPlan, opts: { now?: () => number } = {}): SnapshotStore {
+export function faultyStore(
+  svc: LocalService,
+  plan: FaultPlan,
+  opts: { now?: () => number; retention?: Partial<SnapshotStore['retention']> } = {},
+): SnapshotStore {
   const emu = svc.emulators;
   if (!emu || svc.storage.s3 !== 'embedded') throw new Error('fault tests need the embedded S3 emulator');
   // DynamoDB Local accepts any credentials; s3rver only its own.
@@ -103,6 +107,8 @@ export function faultyStore(svc: LocalService, plan: FaultPlan, opts: { now?: ()
     uploadIds: svc.store.uploadIds,
     limits: svc.store.limits,
     ...(opts.now && { now: opts.now }),
+    // The service's retention settings unless the test names others.
+    retention: { ...svc.store.retention, ...opts.retention },
   });
 }
 

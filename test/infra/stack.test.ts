@@ -5,7 +5,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
-import { MATERIALIZED_PREFIX, RECONCILER, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
+import { MATERIALIZED_PREFIX, RECONCILER, RETENTION, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
 import { MATERIALIZED_PREFIX as STORE_MATERIALIZED_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX } from '../../functions/lib/store/schema.js';
 import { settingsFromContext } from '../../infra/settings.js';
 import { INDEX } from '../../functions/lib/store/registry.js';
@@ -150,9 +150,9 @@ describe('HTTP API', () => {
 });
 
 describe('Lambda functions', () => {
-  it('run Node.js 22 on arm64 as bundled ESM with source maps enabled, one per route plus the reconciler', () => {
+  it('run Node.js 22 on arm64 as bundled ESM with source maps enabled, one per route plus the reconciler and the retention pass', () => {
     const { template } = synth();
-    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 1);
+    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 2);
     template.allResourcesProperties('AWS::Lambda::Function', {
       Runtime: 'nodejs22.x',
       Architectures: ['arm64'],
@@ -192,6 +192,49 @@ describe('Lambda functions', () => {
       Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [logicalIdOf(template, 'AWS::Lambda::Function', RECONCILER.id), 'Arn'] } })],
     });
     expect(() => synth({ orphanGraceSeconds: '60' })).toThrow(/orphanGraceSeconds/);
+  });
+
+  it('run the retention pass every RETENTION_INTERVAL_MINUTES with the retention settings and storage only (no JWT key, no secret)', () => {
+    const defaults = synth().template;
+    expect(fnProps(defaults, RETENTION.id).Environment.Variables).toEqual({
+      BUCKET_NAME: { Ref: bucketId(defaults) },
+      TABLE_NAME: { Ref: tableId(defaults) },
+      ORPHAN_GRACE_SECONDS: '3600',
+      RETAIN_COMPLETED_RUNS: '3',
+      RETAIN_FAILED_DAYS: '7',
+      CONVERSATION_TTL_DAYS: '0',
+      RETENTION_INTERVAL_MINUTES: '60',
+      POWERTOOLS_SERVICE_NAME: 'transcript-store',
+      POWERTOOLS_LOG_LEVEL: 'INFO',
+      NODE_OPTIONS: '--enable-source-maps',
+    });
+    const target = (t: Template) => [Match.objectLike({ Arn: { 'Fn::GetAtt': [logicalIdOf(t, 'AWS::Lambda::Function', RETENTION.id), 'Arn'] } })];
+    defaults.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(1 hour)', State: 'ENABLED', Targets: target(defaults) });
+
+    const { template } = synth({ retainCompletedRuns: 5, retainFailedDays: '14', conversationTtlDays: 90, retentionIntervalMinutes: 15 });
+    expect(fnProps(template, RETENTION.id).Environment.Variables).toMatchObject({
+      RETAIN_COMPLETED_RUNS: '5',
+      RETAIN_FAILED_DAYS: '14',
+      CONVERSATION_TTL_DAYS: '90',
+      RETENTION_INTERVAL_MINUTES: '15',
+    });
+    template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(15 minutes)', State: 'ENABLED', Targets: target(template) });
+    // Its errors alarm after two failed passes in a row.
+    const alarm = (t: Template) => (t.toJSON().Resources[logicalIdOf(t, 'AWS::CloudWatch::Alarm', 'RetentionErrors')] as Json).Properties;
+    expect(alarm(defaults)).toMatchObject({ MetricName: 'Errors', Statistic: 'Sum', Period: 3600, EvaluationPeriods: 2, Threshold: 1 });
+    expect(alarm(template)).toMatchObject({ Period: 900, EvaluationPeriods: 2 });
+    // The write path stamps the DynamoDB TTL of runs that did not complete from RETAIN_FAILED_DAYS.
+    for (const spec of ROUTES) expect(fnProps(template, spec.id).Environment.Variables.RETAIN_FAILED_DAYS).toBe('14');
+    for (const spec of ROUTES) expect(fnProps(defaults, spec.id).Environment.Variables.RETAIN_FAILED_DAYS).toBeUndefined();
+  });
+
+  it('rejects retention settings out of their bounds at synth time, naming the key', () => {
+    expect(() => build({ retainCompletedRuns: 0 })).toThrow(/retainCompletedRuns/);
+    expect(() => build({ retainFailedDays: '0' })).toThrow(/retainFailedDays/);
+    expect(() => build({ conversationTtlDays: -1 })).toThrow(/conversationTtlDays/);
+    expect(() => build({ retentionIntervalMinutes: 1441 })).toThrow(/retentionIntervalMinutes/);
+    expect(() => build({ retentionIntervalMinutes: '1.5' })).toThrow(/retentionIntervalMinutes/);
+    expect(settingsFromContext({ tryGetContext: () => undefined })).toMatchObject({ retainCompletedRuns: 3, retainFailedDays: 7, conversationTtlDays: 0, retentionIntervalMinutes: 60 });
   });
 
   it('write to their own log group with the configured retention instead of the basic execution managed policy', () => {
@@ -261,6 +304,18 @@ describe('least privilege', () => {
     ]);
   });
 
+  it('lets the retention pass only query its index and the table, delete and update records, and delete snapshot objects', () => {
+    const { template } = synth();
+    expect(permissions(template, RETENTION.id)).toEqual([
+      'dynamodb:DeleteItem,dynamodb:Query,dynamodb:UpdateItem -> TABLE',
+      // The index by its own ARN: a grant on the table does not reach its indexes, and `index/*` would reach all.
+      `dynamodb:Query -> {"Fn::Join":["",[TABLE,"/index/ByRetentionDue"]]}`,
+      `s3:DeleteObject -> ${SNAPSHOT_OBJECTS}`,
+    ]);
+    // No listing, no reads of objects, no secret.
+    expect(statementsOf(template, RETENTION.id).flatMap(actions).filter((a) => /^s3:(List|Get)|^secretsmanager:|^kms:/.test(a))).toEqual([]);
+  });
+
   it('lets the upload function only sign uploads under uploads/, with no table access', () => {
     const { template } = synth();
     expect(permissions(template, 'CreateUpload')).toEqual([
@@ -272,7 +327,7 @@ describe('least privilege', () => {
   const index = (name: string) => `{"Fn::Join":["",[TABLE,"/index/${name}"]]}`;
 
   it('names the indexes the table has (infra and store agree)', () => {
-    const granted = new Set(ROUTES.flatMap((r) => r.access.indexes ?? []));
+    const granted = new Set(ROUTES.flatMap((r) => (r.access.indexes ?? []).map((i) => i.index)));
     for (const name of granted) expect(Object.values(INDEX).map((i) => i.name)).toContain(name);
   });
 
@@ -340,7 +395,7 @@ describe('least privilege', () => {
 
   it('grants no wildcard actions and no table-wide or bucket-wide data access to any function', () => {
     const { template } = synth({ bucketEncryption: 'kms', jwtSecretArn: SECRET_ARN, jwtSecretKmsKeyArn: KMS_KEY_ARN });
-    for (const spec of ROUTES) {
+    for (const spec of [...ROUTES, RECONCILER, RETENTION]) {
       for (const s of statementsOf(template, spec.id)) {
         for (const a of actions(s)) expect(a, `${spec.id} action`).not.toContain('*');
         expect(JSON.stringify(s.Resource), `${spec.id} resource`).not.toBe('"*"');
@@ -408,7 +463,7 @@ describe('least privilege', () => {
     };
     const { stack } = build({}, [...ROUTES, extra]);
     const template = Template.fromStack(stack);
-    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 2); // + the extra route, + the reconciler
+    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 3); // + the extra route, the reconciler, the retention pass
     template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: 'POST /worker/transcript/snapshot/extra' });
     const statements = statementsOf(template, 'ExtraRoute').filter((s) => !actions(s)[0]!.startsWith('logs:'));
     expect(statements.map((s) => [actions(s), s.Resource])).toEqual([
@@ -548,7 +603,7 @@ describe('alarms and dashboard', () => {
   it('alarm on API 5xx rate and p99 latency, per-function errors, throttles and p99 duration, and DynamoDB throttles', () => {
     const { template } = synth();
     const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')) as Json[];
-    expect(alarms).toHaveLength(2 + 3 * ROUTES.length + 1 + 1);
+    expect(alarms).toHaveLength(2 + 3 * ROUTES.length + 1 + 1 + 1);
     const summary = alarms
       .map((a) => {
         const p = a.Properties;
@@ -565,6 +620,7 @@ describe('alarms and dashboard', () => {
         'ReadThrottleEvents+WriteThrottleEvents:expr',
         ...ROUTES.flatMap(() => ['Errors:Sum', 'Throttles:Sum', 'Duration:p99']),
         'Errors:Sum', // the reconciler
+        'Errors:Sum', // the retention pass
       ].sort(),
     );
     for (const a of alarms) expect(a.Properties.TreatMissingData).toBe('notBreaching');
@@ -625,7 +681,7 @@ describe('cdk-nag AwsSolutions', () => {
         'HttpApi AwsSolutions-APIG4',
         'JwtSigningSecret AwsSolutions-SMG4',
         'AlarmTopic AwsSolutions-SNS2',
-        ...[...ROUTES, RECONCILER].flatMap((r) => [
+        ...[...ROUTES, RECONCILER, RETENTION].flatMap((r) => [
           `${r.id} AwsSolutions-L1`,
           ...r.access.objects.map((o) => `${r.id}Role AwsSolutions-IAM5[Resource::<${bucket}.Arn>/${o.prefix}*]`),
         ]),

@@ -158,23 +158,23 @@ describe('erasure faults', () => {
 
 describe('erasure and writers', () => {
   /**
-   * A write admitted before the organization's erasure, paused just before its HEAD write (the publish)
-   * until the erasure has completed: it must not land.
+   * A write admitted before the organization's erasure (and, for a new conversation, registered by it),
+   * paused before its call `at` until the erasure has completed: it must not land. Returns the receipt.
    */
-  async function pausedWrite(s: Scope, runId: number): Promise<void> {
+  async function pausedWrite(s: Scope, runId: number, at: string, status = 'completed'): Promise<ErasureReceipt> {
     const { svc } = ctx;
     const paused = gate();
     const reached = gate();
     let armed = true;
     const plan = new FaultPlan().onCall(async (name) => {
-      if (armed && name === 'UpdateItemCommand') {
+      if (armed && name === at) {
         armed = false;
         reached.open();
         await paused.wait;
       }
     });
-    const write = withFaultyService(svc, plan, (api) => api.write(s, runId, `{"late":${runId}}\n`));
-    await reached.wait; // admitted, object and claim stored, HEAD write pending
+    const write = withFaultyService(svc, plan, (api) => api.write(s, runId, `{"late":${runId}}\n`, status));
+    await reached.wait;
     const r = await eraseScope(svc.store, { organizationId: s.org });
     expect(r.state).toBe('completed');
     paused.open();
@@ -182,17 +182,35 @@ describe('erasure and writers', () => {
     await expectErased(svc, s);
     expect(await orgItems(svc, encodeId(s.org), 'CONV#')).toEqual([]);
     expect(await ctx.api.hydrate(s)).toBeUndefined();
+    return r;
   }
 
   it('a registered conversation: a write paused before its HEAD write while the organization is erased never lands', async () => {
     const s = isolatedScope('paused');
     await seedConversation(ctx.api, s, { full: false });
-    await pausedWrite(s, 2);
+    // Its object, chain and claim were stored before the erasure: erased and counted with run 1.
+    expect(await pausedWrite(s, 2, 'UpdateItemCommand')).toMatchObject({ conversations: 1, runs: 2, objects: 2 });
   });
 
   it('a brand-new conversation: its first write (which registers it) paused before its HEAD write never lands', async () => {
     const s = isolatedScope('paused-new');
-    await pausedWrite(s, 1);
+    expect(await pausedWrite(s, 1, 'UpdateItemCommand')).toMatchObject({ conversations: 1, runs: 1, objects: 1 });
+  });
+
+  it('a failed write paused right after its admission (before its object) while the organization is erased never lands', async () => {
+    const s = isolatedScope('paused-early');
+    await seedConversation(ctx.api, s, { full: false });
+    expect(await pausedWrite(s, 2, 'PutObjectCommand', 'failed')).toMatchObject({ conversations: 1, runs: 1, objects: 1 });
+  });
+
+  // KNOWN GAP (write.ts, not erasure): a completed write fenced at its publish removes its RUN claim but
+  // keeps the chain it created (CHAIN record and object: "the next clear deletes the old generation's
+  // chains"). When it stored them after the erasure completed, they outlive it. `it.fails` until the
+  // write path deletes a chain its fenced request created; then drop `.fails`.
+  it.fails('a completed write paused right after its admission (before its object) while the organization is erased never lands', async () => {
+    const s = isolatedScope('paused-early');
+    await seedConversation(ctx.api, s, { full: false });
+    await pausedWrite(s, 2, 'PutObjectCommand', 'completed');
   });
 
   it('a write while the erasure holds the fence (`erasing` set) is answered 409 reset_fenced; after it, writes land again', async () => {

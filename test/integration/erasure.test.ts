@@ -3,12 +3,16 @@
  * counts them once, leaves every other organization, agent and conversation byte-exact, keeps its
  * receipts retrievable, and lets the scope be written again once it completes.
  */
+import { DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { marshall } from '@aws-sdk/util-dynamodb';
 import { describe, expect, it } from 'vitest';
 import { encodeId } from '../../functions/lib/ids.js';
-import { eraseScope, expireConversation, getReceipt, isReceiptId, listReceipts, type ErasureReceipt } from '../../functions/lib/store/erasure.js';
+import { eraseScope, expireConversation, getReceipt, isReceiptId, listReceipts, resumeErasures, retentionExpiry, type ErasureReceipt } from '../../functions/lib/store/erasure.js';
 import { isStoreError } from '../../functions/lib/store/errors.js';
-import { FaultPlan, faultyStore } from '../helpers/faults.js';
-import { expectErased, inventoryOf, isolatedScope, orgItems, pictureOf, pkOf, seedConversation } from '../helpers/erasure.js';
+import { LISTING_ATTRIBUTES } from '../../functions/lib/store/registry.js';
+import { FaultPlan, faultyStore, InjectedFault } from '../helpers/faults.js';
+import { clockedStore, DAY } from '../helpers/retention.js';
+import { expectErased, inventoryOf, isolatedScope, itemsOf, objectsOf, orgItems, pictureOf, pkOf, seedConversation } from '../helpers/erasure.js';
 import { useLocalService, type Scope } from '../helpers/service.js';
 
 // A small inline limit: hydrating a chain of several objects makes a materialized copy.
@@ -240,5 +244,114 @@ describe('expiry', () => {
     expect(await pictureOf(svc, [sibling])).toEqual(untouched);
     expect((await listReceipts(svc.store, s.org)).receipts.map((x) => x.receiptId)).toEqual([r!.receiptId]);
     await expect(expireConversation(svc.store, 'not/a-key')).rejects.toThrow(TypeError);
+  });
+});
+
+describe('expiry racing a write', () => {
+  it('a write between the expiry check and the HEAD fence keeps the conversation, served and registered', async () => {
+    const { svc, api } = ctx;
+    const s = isolatedScope('expire-race');
+    await seedConversation(api, s, { full: false });
+    const bound = Date.now();
+    const fresh = JSON.stringify({ racing: true }) + '\n';
+    // Just before the expiry's HEAD fence (its first UpdateItem), the conversation is written.
+    let armed = true;
+    const plan = new FaultPlan().onCall(async (name) => {
+      if (armed && name === 'UpdateItemCommand') {
+        armed = false;
+        const res = await api.write(s, 2, fresh);
+        expect(res.status, await res.text()).toBe(200);
+      }
+    });
+    const r = await expireConversation(faultyStore(svc, plan), pkOf(s), { activeBeforeMs: bound });
+    expect(armed).toBe(false);
+    expectCounts(r!, { runs: 0, objects: 0, bytes: 0 }, 0);
+    await expectServes(s, fresh);
+    expect(await orgItems(svc, encodeId(s.org), `CONV#${encodeId(s.agent)}/${encodeId(s.conv)}`)).toHaveLength(1);
+    expect(await inventoryOf(svc, [s])).toMatchObject({ runs: 2 });
+  });
+});
+
+describe('resuming', () => {
+  it('an erasure whose caller died is finished by resumeErasures', async () => {
+    const { svc } = ctx;
+    const s = isolatedScope('orphaned');
+    await seedConversation(ctx.api, s);
+    const inv = await inventoryOf(svc, [s]);
+    // Dies at its 12th AWS call: well into the conversation.
+    await expect(eraseScope(faultyStore(svc, new FaultPlan().failBeforeCall(12)), { organizationId: s.org, agentId: s.agent })).rejects.toThrow(InjectedFault);
+    const [running] = (await listReceipts(svc.store, s.org)).receipts;
+    expect(running?.state).toBe('running');
+    const resumed = await resumeErasures(svc.store);
+    expect(resumed.map((r) => r.receiptId)).toContain(running!.receiptId);
+    const done = await getReceipt(svc.store, s.org, running!.receiptId);
+    expectCounts(done!, inv, 1);
+    await expectErased(svc, s);
+    expect(await resumeErasures(svc.store)).toEqual([]);
+  });
+
+  it('two concurrent calls for one scope share one receipt and count everything once', async () => {
+    const { svc } = ctx;
+    const s = isolatedScope('twins');
+    const scopes = [s, { ...s, conv: `${s.conv}-2` }];
+    for (const c of scopes) await seedConversation(ctx.api, c);
+    const inv = await inventoryOf(svc, scopes);
+    const [a, b] = await Promise.all([eraseScope(svc.store, { organizationId: s.org }), eraseScope(faultyStore(svc, new FaultPlan()), { organizationId: s.org })]);
+    expect(a.receiptId).toBe(b.receiptId);
+    const final = await getReceipt(svc.store, s.org, a.receiptId);
+    expectCounts(final!, inv, 2);
+    for (const c of scopes) await expectErased(svc, c);
+  });
+});
+
+describe('conversations stored before the registry existed', () => {
+  /** Makes `s` look like data written before registration: no registry item, no listing attributes on HEAD. */
+  async function unregister(s: Scope): Promise<void> {
+    const { svc } = ctx;
+    const org = encodeId(s.org);
+    await svc.ddb.send(new DeleteItemCommand({ TableName: svc.config.tableName, Key: marshall({ pk: `~org#${org}`, sk: `CONV#${encodeId(s.agent)}/${encodeId(s.conv)}` }) }));
+    await svc.ddb.send(
+      new UpdateItemCommand({ TableName: svc.config.tableName, Key: marshall({ pk: pkOf(s), sk: 'HEAD' }), UpdateExpression: `REMOVE ${LISTING_ATTRIBUTES.join(', ')}` }),
+    );
+  }
+
+  it('are found by their objects, erased and counted, also when the erasure dies after deleting their objects', async () => {
+    const { svc } = ctx;
+    const s = isolatedScope('legacy');
+    const registered = { ...s, conv: `${s.conv}-2` };
+    await seedConversation(ctx.api, s);
+    await seedConversation(ctx.api, registered, { full: false });
+    await unregister(s);
+    expect(await orgItems(svc, encodeId(s.org), 'CONV#')).toHaveLength(1);
+    const inv = await inventoryOf(svc, [s, registered]);
+
+    // Dies just after the legacy conversation's objects are gone: only its progress item still names it.
+    const plan = new FaultPlan();
+    let deletes = 0;
+    plan.onCall((name, n) => {
+      if (name === 'DeleteObjectsCommand' && ++deletes === 2) plan.failAfterCall(n);
+    });
+    await expect(eraseScope(faultyStore(svc, plan), { organizationId: s.org, agentId: s.agent })).rejects.toThrow(InjectedFault);
+    expect(await objectsOf(svc, s)).toEqual([]);
+
+    const r = await eraseScope(svc.store, { organizationId: s.org, agentId: s.agent });
+    expectCounts(r, inv, 2);
+    for (const c of [s, registered]) await expectErased(svc, c);
+  });
+});
+
+describe('retention expiry', () => {
+  it('retentionExpiry is the erasure the retention pass injects: an idle conversation is erased with an "expired" receipt', async () => {
+    const { svc } = ctx;
+    const s = isolatedScope('ttl');
+    await seedConversation(ctx.api, s);
+    const inv = await inventoryOf(svc, [s]);
+    const activity = (await itemsOf(svc, pkOf(s))).find((i) => i['sk'] === 'HEAD')!['activityAtMs'] as number;
+    const later = clockedStore(svc, () => activity + 31 * DAY, { retention: { conversationTtlDays: 30 } });
+    const r = await later.retainConversation(pkOf(s), { expireConversation: retentionExpiry(later) });
+    expect(r).toMatchObject({ expired: true, runs: inv.runs, objects: inv.objects, bytes: inv.bytes });
+    await expectErased(svc, s);
+    const [receipt] = (await listReceipts(svc.store, s.org)).receipts;
+    expect(receipt).toMatchObject({ reason: 'expired', state: 'completed', conversations: 1, runs: inv.runs, objects: inv.objects, bytes: inv.bytes });
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_MAX_SNAPSHOT_BYTES, loadConfig, loadStorageConfig, type Config } from '../../functions/lib/config.js';
+import { ConfigError, DEFAULT_MAX_SNAPSHOT_BYTES, loadConfig, loadStorageConfig, retentionSettings, type Config } from '../../functions/lib/config.js';
 
 const BASE = { AWS_REGION: 'eu-west-1', BUCKET_NAME: 'snapshots', TABLE_NAME: 'snapshot-index', JWT_SECRET: 's3cret' };
 const ARN = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:jwt-abc123';
@@ -188,5 +188,50 @@ describe('loadStorageConfig: what the reconciler needs', () => {
 
   it('is part of the full service config', () => {
     expect(loadConfig({ ...STORAGE, JWT_SECRET: 's3cret', ORPHAN_GRACE_SECONDS: '7200' }).orphanGraceSeconds).toBe(7200);
+  });
+});
+
+describe('loadStorageConfig: retention settings', () => {
+  const STORAGE = { AWS_REGION: 'eu-west-1', BUCKET_NAME: 'snapshots', TABLE_NAME: 'snapshot-index' };
+  const storageError = (env: Record<string, string>): ConfigError => {
+    try {
+      loadStorageConfig({ ...STORAGE, ...env });
+    } catch (err) {
+      if (err instanceof ConfigError) return err;
+      throw err;
+    }
+    throw new Error(`expected loadStorageConfig to reject ${JSON.stringify(env)}`);
+  };
+
+  it('defaults to 3 completed runs, 7 days for runs that did not complete, no conversation TTL, a pass every 60 minutes', () => {
+    const c = loadStorageConfig(STORAGE);
+    expect(c).toMatchObject({ retainCompletedRuns: 3, retainFailedDays: 7, conversationTtlDays: 0, retentionIntervalMinutes: 60 });
+    expect(retentionSettings(c)).toEqual({ retainCompletedRuns: 3, retainFailedDays: 7, conversationTtlDays: 0, intervalMinutes: 60, graceSeconds: 3600 });
+  });
+
+  it('reads each variable (blank = default), for the reconciler config and the full service config alike', () => {
+    const env = { RETAIN_COMPLETED_RUNS: '1', RETAIN_FAILED_DAYS: ' 30 ', CONVERSATION_TTL_DAYS: '90', RETENTION_INTERVAL_MINUTES: '1440', ORPHAN_GRACE_SECONDS: '900' };
+    expect(retentionSettings(loadStorageConfig({ ...STORAGE, ...env }))).toEqual({ retainCompletedRuns: 1, retainFailedDays: 30, conversationTtlDays: 90, intervalMinutes: 1440, graceSeconds: 900 });
+    expect(loadConfig({ ...STORAGE, JWT_SECRET: 's', ...env })).toMatchObject({ retainCompletedRuns: 1, retainFailedDays: 30, conversationTtlDays: 90, retentionIntervalMinutes: 1440 });
+    expect(loadStorageConfig({ ...STORAGE, RETAIN_COMPLETED_RUNS: '  ', CONVERSATION_TTL_DAYS: '0' })).toMatchObject({ retainCompletedRuns: 3, conversationTtlDays: 0 });
+  });
+
+  it.each([
+    ['RETAIN_COMPLETED_RUNS', '0', /positive integer/],
+    ['RETAIN_COMPLETED_RUNS', '2.5', /positive integer/],
+    ['RETAIN_COMPLETED_RUNS', '10001', /at most 10000/],
+    ['RETAIN_FAILED_DAYS', '0', /positive integer/],
+    ['RETAIN_FAILED_DAYS', '-7', /positive integer/],
+    ['RETAIN_FAILED_DAYS', 'seven', /positive integer/],
+    ['CONVERSATION_TTL_DAYS', '-1', /0 \(off\) or a whole number/],
+    ['CONVERSATION_TTL_DAYS', '1e3', /0 \(off\) or a whole number/],
+    ['CONVERSATION_TTL_DAYS', '36501', /0 \(off\) or a whole number/],
+    ['RETENTION_INTERVAL_MINUTES', '0', /positive integer/],
+    ['RETENTION_INTERVAL_MINUTES', '1441', /at most 1440/],
+  ])('rejects %s=%s with a ConfigError naming it', (variable, value, problem) => {
+    const err = storageError({ [variable]: value });
+    expect(err.variable).toBe(variable);
+    expect(err.message).toContain(variable);
+    expect(err.message).toMatch(problem);
   });
 });

@@ -70,8 +70,8 @@ describe('built package', () => {
     const pkg = JSON.parse(await readFile(join(ROOT, 'worker-client/package.json'), 'utf8'));
     expect(pkg.type).toBe('module');
     expect(pkg.dependencies ?? {}).toEqual({});
-    expect(pkg.exports['.'].import).toBe('./dist/index.js');
-    expect(pkg.exports['.'].types).toBe('./dist/index.d.ts');
+    expect(pkg.exports['.'].import).toEqual({ types: './dist/index.d.ts', default: './dist/index.js' });
+    expect(pkg.exports['.'].require).toEqual({ types: './dist/cjs/index.d.ts', default: './dist/cjs/index.js' });
     expect(pkg.bin['transcript-store-client']).toBe('./dist/cli.js');
     await access(join(out, 'index.d.ts'));
     const mod = await import(join(out, 'index.js'));

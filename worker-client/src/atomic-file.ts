@@ -73,11 +73,13 @@ export interface StreamedFile {
  * mismatch, disk full, abort) unlinks the temp file in `finally`. The rename is the single commit
  * point, so a reader (or a crash) sees the old file or the complete new one, never a torn one.
  * `verify` throws to reject the download. The existing file's permission bits are kept.
+ * `onBytes` (optional) is told the running byte count after each chunk is written.
  */
 export async function replaceFileAtomically(
   target: string,
   source: ReadableStream<Uint8Array>,
   verify: (sha256: string, bytes: number) => void,
+  onBytes?: (bytes: number) => void,
 ): Promise<StreamedFile> {
   const tmp = tempPathFor(target);
   const oldMode = await stat(target).then(
@@ -103,6 +105,7 @@ export async function replaceFileAtomically(
       bytes += value.byteLength;
       const h = fh;
       await io('write temp file', () => writeAll(h, value));
+      onBytes?.(bytes);
     }
     const sha256 = hash.digest('hex');
     verify(sha256, bytes);

@@ -1,5 +1,5 @@
 import { RETRYABLE_STATUSES, TranscriptStoreError } from './errors.js';
-import type { ClientEvent, ClientLogger, ConnectionOptions, Operation, TransportOptions } from './types.js';
+import type { ClientEvent, ClientLogger, ConnectionOptions, Operation, TransferProgress, TransportOptions } from './types.js';
 
 /** Same path existing workers concatenate onto their gateway URL (docs/DESIGN.md § HTTP contract). */
 export const SNAPSHOT_PATH = '/worker/transcript/snapshot';
@@ -30,6 +30,21 @@ export function makeLog(logger: ClientLogger | undefined, op: Operation): Log {
   };
 }
 
+/** Reports progress of the current phase (a no-op without `onProgress`). */
+export type Progress = (phase: TransferProgress['phase'], bytes: number, totalBytes: number | undefined) => void;
+
+/** Wraps `onProgress` so that a throwing callback never breaks a transfer. */
+export function makeProgress(onProgress: TransportOptions['onProgress'], op: Operation): Progress {
+  if (typeof onProgress !== 'function') return () => {};
+  return (phase, bytes, totalBytes) => {
+    try {
+      onProgress({ op, phase, bytes, totalBytes });
+    } catch {
+      // A broken progress display must never break a hydrate or a write.
+    }
+  };
+}
+
 export interface CallContext {
   op: Operation;
   /** The reset generation a write echoes (`x-snapshot-generation`), when the client knows it. */
@@ -45,6 +60,7 @@ export interface CallContext {
   token: string;
   fetch: typeof globalThis.fetch;
   log: Log;
+  progress: Progress;
   timeoutMs: number;
   retries: number;
   deadlineMs: number;
@@ -92,6 +108,7 @@ export function makeContext(op: Operation, method: Method, opts: ConnectionOptio
     token: opts.workerToken,
     fetch: f,
     log,
+    progress: makeProgress(opts.onProgress, op),
     timeoutMs,
     retries,
     deadlineMs,
@@ -218,17 +235,66 @@ function deadlineError(ctx: CallContext, attempts: number, last: TranscriptStore
   );
 }
 
+/** `host[:port]` of a URL, for messages (never the path or query: presigned URLs carry signatures). */
+export function hostOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return '<invalid url>';
+  }
+}
+
+interface SystemErrorLike {
+  code?: unknown;
+  errno?: unknown;
+  syscall?: unknown;
+  message?: unknown;
+  cause?: unknown;
+  errors?: unknown;
+}
+
+/**
+ * What went wrong on the wire, as `<errno name> (<syscall>)`, e.g. `ECONNREFUSED (connect)`,
+ * `ENOTFOUND (getaddrinfo)`, `UND_ERR_SOCKET`, or the innermost message when there is no code
+ * (`bad port`). Looks through undici's `TypeError('fetch failed', {cause})`, node:http's own system
+ * errors and the `AggregateError` of a multi-address connect.
+ */
+export function networkDetail(e: unknown): string {
+  let err = e as SystemErrorLike | undefined;
+  for (let depth = 0; err && typeof err === 'object' && depth < 5; depth++) {
+    // undici's TypeError('fetch failed') wraps the real error in `cause`: look inside it first.
+    const wrapper = (err as unknown) instanceof TypeError && err.cause !== undefined;
+    if (typeof err.code === 'string' && !wrapper) {
+      const syscall = typeof err.syscall === 'string' ? ` (${err.syscall})` : '';
+      return `${err.code}${syscall}`;
+    }
+    const next: unknown = err.cause ?? (Array.isArray(err.errors) ? err.errors[0] : undefined);
+    if (!next || typeof next !== 'object') break;
+    err = next as SystemErrorLike;
+  }
+  const message = err && typeof err.message === 'string' ? err.message : '';
+  return message.length > 0 ? message.slice(0, 200) : 'unknown error';
+}
+
+/**
+ * The typed `network` error for a failure talking to `url`: names the host (`host:port`, never the
+ * path or query) and the errno name, e.g. `hydrate failed: network error talking to gw.example:8443:
+ * ECONNREFUSED (connect)`; `step` (e.g. `upload PUT`) is put before it.
+ */
+export function networkError(op: string, url: string, e: unknown, step?: string): TranscriptStoreError {
+  const where = step ? `${step}: ` : '';
+  return new TranscriptStoreError('network', `${op} failed: ${where}network error talking to ${hostOf(url)}: ${networkDetail(e)}`, { cause: e });
+}
+
 function classify(ctx: CallContext, e: unknown, why: AbortWhy | undefined): TranscriptStoreError {
   if (why === 'aborted') return abortedError(ctx, e);
   if (why === 'timeout') {
-    return new TranscriptStoreError('timeout', `${ctx.op} attempt timed out after ${ctx.timeoutMs} ms`, { cause: e });
+    return new TranscriptStoreError('timeout', `${ctx.op} attempt to ${hostOf(ctx.url)} timed out after ${ctx.timeoutMs} ms`, { cause: e });
   }
   if (why === 'deadline') return deadlineError(ctx, 0, e instanceof TranscriptStoreError ? e : undefined);
   if (e instanceof TranscriptStoreError) return e;
   // undici: TypeError('fetch failed', {cause: ECONNREFUSED…}) or TypeError('terminated') mid-body.
-  const causeCode = (e as { cause?: { code?: unknown } } | undefined)?.cause?.code;
-  const detail = typeof causeCode === 'string' ? ` (${causeCode})` : '';
-  return new TranscriptStoreError('network', `${ctx.op} request failed: network error${detail}`, { cause: e });
+  return networkError(ctx.op, ctx.url, e);
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

@@ -19,6 +19,7 @@ export type {
   HydrateResult,
   Operation,
   TerminalStatus,
+  TransferProgress,
   TransportOptions,
   WriteSnapshotOptions,
   WriteSnapshotResult,

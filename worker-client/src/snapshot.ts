@@ -32,6 +32,7 @@ import {
   httpError,
   makeContext,
   makeLog,
+  networkError,
   nonNegative,
   readServerError,
   readSmallBody,
@@ -120,6 +121,24 @@ async function hydrateAttempt(
   localSha: string | undefined,
   base: HeldBase | undefined,
 ): Promise<HydrateResult | DeltaRejected> {
+  // Which host the attempt was talking to when the wire failed: the gateway, or storage after a 307.
+  const at = { url: ctx.url };
+  try {
+    return await hydrateExchange(ctx, info, sessionFile, localSha, base, at);
+  } catch (e) {
+    if (e instanceof TranscriptStoreError || info.signal.aborted) throw e;
+    throw networkError(ctx.op, at.url, e);
+  }
+}
+
+async function hydrateExchange(
+  ctx: CallContext,
+  info: AttemptInfo,
+  sessionFile: string,
+  localSha: string | undefined,
+  base: HeldBase | undefined,
+  at: { url: string },
+): Promise<HydrateResult | DeltaRejected> {
   let url = ctx.url;
   // gzip is asked for explicitly: the service then sends it inline, and storage serves large snapshots
   // stored gzip. fetch decodes Content-Encoding itself, so the digest is checked on the decoded bytes.
@@ -138,6 +157,8 @@ async function hydrateAttempt(
   const digests = new Set<string>();
   let runId: number | undefined;
   let generation: number | undefined;
+  // The whole snapshot's length, when a hop announces it (`x-snapshot-bytes`): for progress only.
+  let announcedBytes: number | undefined;
   let redirected = false;
   let res: Response;
   // Redirects are followed by hand so the digest announced by the gateway (on the 307 to a
@@ -147,6 +168,7 @@ async function hydrateAttempt(
     for (const d of announcedDigests(res)) digests.add(d);
     runId ??= parseRunId(res.headers.get('x-snapshot-run-id'));
     generation ??= parseGeneration(res.headers.get('x-snapshot-generation'));
+    announcedBytes ??= parseByteCount(res.headers.get(HEADER_BYTES));
     const location = res.headers.get('location');
     if (![301, 302, 303, 307, 308].includes(res.status) || !location) break;
     discard(res);
@@ -166,6 +188,7 @@ async function hydrateAttempt(
     }
     ctx.log('debug', 'redirect', { status: res.status, to: redactUrl(next.href) });
     url = next.href;
+    at.url = url;
     redirected = true;
   }
 
@@ -231,8 +254,11 @@ async function hydrateAttempt(
   const wireBytes = rawLength !== null && /^\d+$/.test(rawLength) ? Number(rawLength) : undefined;
   // With a content coding, content-length is the encoded size; the decoded size is checked by the digest.
   const expectedBytes = res.headers.get('content-encoding') ? undefined : wireBytes;
+  // Progress only: the size is never trusted for the file (the digest and content-length checks are).
+  const totalBytes = announcedBytes ?? expectedBytes;
   // Only now: a 404, 304 or error must not even create the parent directory.
   await ensureDir(sessionFile);
+  ctx.progress('download', 0, totalBytes);
   const written = await replaceFileAtomically(sessionFile, res.body, (sha256, bytes) => {
     if (expectedBytes !== undefined && bytes !== expectedBytes) {
       throw new TranscriptStoreError('integrity', `hydrate failed: body has ${bytes} bytes, expected ${expectedBytes}`, {
@@ -246,7 +272,7 @@ async function hydrateAttempt(
         });
       }
     }
-  });
+  }, (bytes) => ctx.progress('download', bytes, totalBytes));
   if (!written.dirSynced) ctx.log('warn', 'dir_fsync_unsupported', { file: sessionFile });
   ctx.log('info', 'hydrated', {
     attempt: info.attempt,
@@ -663,7 +689,7 @@ async function writePresigned(
     const started = Date.now();
     const local = localStepSignal(ctx);
     try {
-      file = await prepareFile(opts.sessionFile, compress, opts.tempDir, local.signal);
+      file = await prepareFile(opts.sessionFile, compress, opts.tempDir, local.signal, (bytes, totalBytes) => ctx.progress('prepare', bytes, totalBytes));
     } catch (e) {
       if (e instanceof NotUtf8) return notUtf8(total);
       if (e instanceof TranscriptStoreError) throw e;

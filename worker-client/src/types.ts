@@ -27,6 +27,30 @@ export type ClientLogger =
       error?: (event: ClientEvent) => void;
     };
 
+/**
+ * How far a long transfer has got, for progress displays (the CLI draws its progress line from it).
+ * Reported once per chunk (at most 1 MiB, usually 16–64 KiB) while the bytes move, in three phases:
+ *
+ * - `download`: a hydrate's full body (200, also behind a 307), counted as file bytes (after `fetch`
+ *   decodes gzip). `totalBytes` is known when the body is not content-encoded (its `content-length`)
+ *   or the server sends `x-snapshot-bytes`; otherwise undefined.
+ * - `prepare`: a presigned write's single pass over the session file (UTF-8 check, sha256, gzip into
+ *   the temp file). `totalBytes` is the session file's size.
+ * - `upload`: the presigned PUTs, bytes handed to the socket so far over all parts; `totalBytes` is the
+ *   transfer size (the gzip copy's size unless `compress: false`).
+ *
+ * A retried download or PUT counts its bytes again from where that attempt started, so `bytes` can go
+ * down. Small bodies handled whole (direct and append POSTs, `226` tails, clears) report nothing.
+ */
+export interface TransferProgress {
+  op: Operation;
+  phase: 'download' | 'prepare' | 'upload';
+  /** Bytes done so far in this phase. */
+  bytes: number;
+  /** Bytes this phase will move, when known. */
+  totalBytes: number | undefined;
+}
+
 /** Options every call accepts besides the connection pair. All optional. */
 export interface TransportOptions {
   /** Per-attempt timeout. Default 30 000 ms (GET, DELETE) and 60 000 ms (POST), as workers use today. */
@@ -44,6 +68,11 @@ export interface TransportOptions {
   logger?: ClientLogger;
   /** Replacement for the global `fetch` (tests, proxies, instrumentation). */
   fetch?: typeof globalThis.fetch;
+  /**
+   * Called synchronously as a long transfer moves (see `TransferProgress`). Keep it cheap: it runs once
+   * per chunk. An exception it throws is ignored. Absent → nothing is counted.
+   */
+  onProgress?: (progress: TransferProgress) => void;
 }
 
 export interface ConnectionOptions {

@@ -23,7 +23,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { TranscriptStoreError } from './errors.js';
-import { authHeaders, type CallContext, httpError, readSmallBody, redactUrl, runWithRetries } from './http.js';
+import { authHeaders, type CallContext, httpError, networkError, readSmallBody, redactUrl, runWithRetries } from './http.js';
 
 const READ_CHUNK = 1024 * 1024;
 
@@ -45,7 +45,7 @@ function incompleteTail(b: Buffer): number {
 /**
  * Counts, hashes and checks UTF-8 validity of the bytes passing through, without keeping them and
  * without decoding them (`buffer.isUtf8` allocates nothing). A sequence split across two chunks is
- * carried over (at most 3 bytes).
+ * carried over (at most 3 bytes). `onBytes` (optional) is told the running count after each chunk.
  */
 export class Inspect extends Transform {
   bytes = 0;
@@ -53,8 +53,13 @@ export class Inspect extends Transform {
   private carry: Buffer = Buffer.alloc(0);
   digest = '';
 
+  constructor(private readonly onBytes?: (bytes: number) => void) {
+    super();
+  }
+
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.bytes += chunk.length;
+    this.onBytes?.(this.bytes);
     this.hash.update(chunk);
     let body = chunk;
     if (this.carry.length > 0) {
@@ -132,14 +137,21 @@ async function openTemp(sessionFile: string, tempDir: string | undefined): Promi
 /**
  * Reads the session file once, streaming: checks UTF-8, hashes, and (compress) gzips it into a temp
  * file. On any failure the temp file is already gone when this throws. Throws `NotUtf8`.
+ * `onProgress` (optional) gets the bytes read so far and the file's size.
  */
 export async function prepareFile(
   sessionFile: string,
   compress: boolean,
   tempDir: string | undefined,
   signal: AbortSignal,
+  onProgress?: (bytes: number, totalBytes: number | undefined) => void,
 ): Promise<PreparedFile> {
-  const inspect = new Inspect();
+  let inspect = new Inspect();
+  if (onProgress) {
+    const totalBytes = await stat(sessionFile).then((s) => s.size, () => undefined);
+    onProgress(0, totalBytes);
+    inspect = new Inspect((bytes) => onProgress(bytes, totalBytes));
+  }
   const source = createReadStream(sessionFile, { highWaterMark: READ_CHUNK });
   if (!compress) {
     await pipeline(source, inspect, async function* (chunks: AsyncIterable<Buffer>) {
@@ -227,7 +239,14 @@ function s3ErrorCode(xml: string): string | undefined {
  * One PUT of `[start, start + length)` of `path` to a presigned URL, with an explicit Content-Length
  * (S3 refuses chunked transfer encoding on presigned PUTs). Resolves with the response's ETag.
  */
-function putRange(url: string, path: string, start: number, length: number, signal: AbortSignal): Promise<string | undefined> {
+function putRange(
+  url: string,
+  path: string,
+  start: number,
+  length: number,
+  signal: AbortSignal,
+  onSent: (chunkBytes: number) => void,
+): Promise<string | undefined> {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const request = u.protocol === 'https:' ? httpsRequest : httpRequest;
@@ -240,6 +259,7 @@ function putRange(url: string, path: string, start: number, length: number, sign
       reject(e);
     };
     const body = createReadStream(path, { start, end: start + length - 1, highWaterMark: READ_CHUNK });
+    body.on('data', (c: string | Buffer) => onSent(c.length));
     const req: ClientRequest = request(u, {
       method: 'PUT',
       headers: { 'content-length': String(length) },
@@ -247,7 +267,7 @@ function putRange(url: string, path: string, start: number, length: number, sign
     });
     req.on('error', (e: NodeJS.ErrnoException) => {
       if (signal.aborted) return fail(e); // classified by the retry loop as timeout/deadline/aborted
-      fail(new TranscriptStoreError('network', `write failed: upload PUT network error${e.code ? ` (${e.code})` : ''}`, { cause: e }));
+      fail(networkError('write', url, e, 'upload PUT'));
     });
     body.on('error', (e: NodeJS.ErrnoException) => {
       fail(new TranscriptStoreError('io', `read upload file failed${e.code ? ` (${e.code})` : ''}`, { cause: e }));
@@ -260,7 +280,7 @@ function putRange(url: string, path: string, start: number, length: number, sign
         if (size < 16_384) chunks.push(c);
         size += c.length;
       });
-      res.on('error', (e) => fail(new TranscriptStoreError('network', 'write failed: upload PUT response cut off', { cause: e })));
+      res.on('error', (e) => fail(networkError('write', url, e, 'upload PUT response cut off')));
       res.on('end', () => {
         if (settled) return;
         if (status >= 200 && status < 300) {
@@ -303,9 +323,32 @@ export async function putFile(
   file: PreparedFile,
   partConcurrency: number,
 ): Promise<{ parts: { partNumber: number; etag: string }[] | undefined; attempts: number; puts: number }> {
+  // Bytes handed to the sockets so far over all parts; an attempt that is retried takes its count back.
+  let sent = 0;
+  ctx.progress('upload', 0, file.transferBytes);
+  const counter = () => {
+    let mine = 0;
+    return {
+      restart: () => {
+        if (mine === 0) return;
+        sent -= mine;
+        mine = 0;
+        ctx.progress('upload', sent, file.transferBytes);
+      },
+      add: (n: number) => {
+        mine += n;
+        sent += n;
+        ctx.progress('upload', sent, file.transferBytes);
+      },
+    };
+  };
   if (ticket.url) {
     const sub: CallContext = { ...ctx, method: 'PUT', url: ticket.url };
-    const { attempts } = await runWithRetries(sub, (info) => putRange(sub.url, file.path, 0, file.transferBytes, info.signal));
+    const count = counter();
+    const { attempts } = await runWithRetries(sub, (info) => {
+      count.restart();
+      return putRange(sub.url, file.path, 0, file.transferBytes, info.signal, count.add);
+    });
     ctx.log('debug', 'uploaded', { url: redactUrl(ticket.url), bytes: file.transferBytes, attempts });
     return { parts: undefined, attempts, puts: 1 };
   }
@@ -328,7 +371,11 @@ export async function putFile(
       const length = Math.min(partBytes, file.transferBytes - start);
       const sub: CallContext = { ...ctx, method: 'PUT', url: p.url, signal: controller.signal };
       try {
-        const r = await runWithRetries(sub, (info) => putRange(p.url, file.path, start, length, info.signal));
+        const count = counter();
+        const r = await runWithRetries(sub, (info) => {
+          count.restart();
+          return putRange(p.url, file.path, start, length, info.signal, count.add);
+        });
         attempts += r.attempts;
         if (!r.value) throw new TranscriptStoreError('http_5xx', `write failed: part ${p.partNumber} answered without an ETag`, { status: 200 });
         out.push({ partNumber: p.partNumber, etag: r.value });

@@ -2,7 +2,7 @@ import type { Logger } from '@aws-lambda-powertools/logger';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createAdminVerifier, createJwtVerifier, createVerifier, type AdminVerifier, type SecretLoader, type TokenScope, type Verifier } from '../auth.js';
-import type { Config } from '../config.js';
+import { retentionSettings, type Config } from '../config.js';
 import { ERRORS, HEADER_GENERATION } from '../contract.js';
 import { HttpError } from '../errors.js';
 import { header, type HttpEvent } from '../http.js';
@@ -68,6 +68,7 @@ export function createRouteDeps(
       onCleanupError: (what, err) => logger.warn('cleanup failed', { what, error: String(err) }),
       legacyFenceWindowSeconds: config.legacyFenceWindowSeconds,
       uploadIds: uploadIdCodecFor(config, load),
+      retention: retentionSettings(config),
     }),
     verify: createVerifier(config, load, jwt),
     verifyAdmin: createAdminVerifier(config, load, jwt),

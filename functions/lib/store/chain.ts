@@ -98,11 +98,11 @@ export async function readChain(ctx: StoreContext, pk: string, chainId: string, 
   return res.Item ? fromChainItem(res.Item) : undefined;
 }
 
-/** Creates a CHAIN record; false when one with this id exists (ids are fresh uuids: only an SDK retry of our own put). */
+/** Creates a CHAIN record (stamped `updatedAtMs` = now); false when one with this id exists (ids are fresh uuids: only an SDK retry of our own put). */
 export async function createChain(ctx: StoreContext, pk: string, chain: ChainRecord, abortSignal?: AbortSignal): Promise<void> {
   try {
     await ctx.ddb.send(
-      new PutItemCommand({ TableName: ctx.table, Item: chainItem(pk, chain), ConditionExpression: 'attribute_not_exists(pk)' }),
+      new PutItemCommand({ TableName: ctx.table, Item: chainItem(pk, { ...chain, updatedAtMs: ctx.now() }), ConditionExpression: 'attribute_not_exists(pk)' }),
       { abortSignal },
     );
   } catch (err) {
@@ -127,10 +127,10 @@ export async function updateChain(
       new UpdateItemCommand({
         TableName: ctx.table,
         Key: chainKey(pk, read.chainId),
-        UpdateExpression: 'SET extents = :extents, chainEnd = :chainEnd, version = :version',
+        UpdateExpression: 'SET extents = :extents, chainEnd = :chainEnd, version = :version, updatedAtMs = :updatedAtMs',
         ConditionExpression: 'version = :read_version AND chainEnd = :read_end',
         ExpressionAttributeValues: {
-          ...chainLayoutValues(next.extents, next.end, read.version + 1),
+          ...chainLayoutValues(next.extents, next.end, read.version + 1, ctx.now()),
           ':read_version': { N: String(read.version) },
           ':read_end': { N: String(read.end) },
         },

@@ -3,6 +3,9 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DEFAULT_CHAIN_MAX_EXTENTS, DEFAULT_CHAIN_MERGE_RATIO } from './chain.js';
 import { ephemeralUploadIdCodec, type UploadIdCodec } from '../upload-id.js';
+import { DEFAULT_RETENTION, type RetentionSettings } from './retention-settings.js';
+
+export { DEFAULT_RETENTION, type RetentionSettings } from './retention-settings.js';
 
 /**
  * What every store operation needs: the SDK clients, where the data lives, the limits, and the
@@ -64,6 +67,8 @@ export interface StoreOptions {
   legacyFenceWindowSeconds?: number;
   /** Signs and checks upload ids (default: a random key valid in this process only; deployments pass `uploadIdCodecFor`). */
   uploadIds?: UploadIdCodec;
+  /** What the retention pass keeps, and the TTL backstop of runs that did not complete (default {@link DEFAULT_RETENTION}). */
+  retention?: Partial<RetentionSettings>;
 }
 
 export interface StoreContext {
@@ -78,6 +83,7 @@ export interface StoreContext {
   readonly onCleanupError: (what: string, err: unknown) => void;
   readonly legacyFenceWindowSeconds: number;
   readonly uploadIds: UploadIdCodec;
+  readonly retention: RetentionSettings;
 }
 
 /** Per-call options: the request's deadline, so no AWS call outlives the API Gateway timeout. */
@@ -99,5 +105,6 @@ export function createStoreContext(opts: StoreOptions): StoreContext {
     onCleanupError: opts.onCleanupError ?? (() => {}),
     legacyFenceWindowSeconds: opts.legacyFenceWindowSeconds ?? DEFAULT_LEGACY_FENCE_WINDOW_SECONDS,
     uploadIds: opts.uploadIds ?? ephemeralUploadIdCodec(),
+    retention: { ...DEFAULT_RETENTION, ...opts.retention },
   };
 }

@@ -206,6 +206,22 @@ export async function expireConversation(
 }
 
 /**
+ * `expireConversation` in the shape the retention pass injects it (retention.ts
+ * `RetentionOptions.expireConversation`): erases the conversation `pk` unless it was written after the pass
+ * read it (`activeBeforeMs` = the `activityAtMs` the pass read + 1), and answers what it removed (nothing
+ * when it was written since). An expiry the budget interrupts is finished by {@link resumeErasures}.
+ */
+export function retentionExpiry(
+  ctx: StoreContext,
+  opts: Pick<EraseOptions, 'signal' | 'deadlineAt' | 'budgetMs'> = {},
+): (pk: string, conversation: { readonly activityAtMs: number }) => Promise<{ runs: number; objects: number; bytes: number }> {
+  return async (pk, conversation) => {
+    const r = await expireConversation(ctx, pk, { ...opts, activeBeforeMs: conversation.activityAtMs + 1 });
+    return { runs: r?.runs ?? 0, objects: r?.objects ?? 0, bytes: r?.bytes ?? 0 };
+  };
+}
+
+/**
  * Resumes every running erasure (all organizations), oldest pointer first, until the budget runs out:
  * for a scheduled job (the retention pass), so that an erasure whose caller died — an expiry, or an
  * operator who never repeated the POST — still finishes. Returns the receipts it touched.
@@ -816,7 +832,9 @@ async function eraseConversation(run: Run, ref: ConversationRef, found: Found): 
     await eraseContents(run, ref, pk, { generation: fence.generation, clearedAtMs: fence.fencedAtMs });
   }
   await finishConversation(run, ref);
-  if (found === 'registered') await ctx.ddb.send(new DeleteItemCommand({ TableName: ctx.table, Key: registry }), { abortSignal: run.signal });
+  // Org and agent scopes: the registry item goes last (for a discovered conversation: one a write fenced
+  // by this erasure may have registered meanwhile).
+  if (found !== 'target') await ctx.ddb.send(new DeleteItemCommand({ TableName: ctx.table, Key: registry }), { abortSignal: run.signal });
   run.progressed = true;
 }
 
@@ -952,7 +970,7 @@ async function eraseContents(run: Run, ref: ConversationRef, pk: string, fence: 
   await erase(true);
 }
 
-/** The conversation's counts (sums over its marks) on its progress item, `state = done`. Idempotent. */
+/** The conversation's counts (sums over its marks) on its progress item, `state = done`. Idempotent and monotonic. */
 async function finishConversation(run: Run, ref: ConversationRef): Promise<void> {
   const { ctx } = run;
   const sum = { runs: 0, objects: 0, bytes: 0 };
@@ -979,5 +997,18 @@ async function finishConversation(run: Run, ref: ConversationRef): Promise<void>
       }
     }
   }
-  await ctx.ddb.send(new PutItemCommand({ TableName: ctx.table, Item: progressItem(run, ref, { state: 'done', ...sum }) }), { abortSignal: run.signal });
+  // Marks only ever grow, so sums only grow: never replace larger sums (a concurrent call for the same
+  // scope that counted a mark this one has not seen yet).
+  await ifStill(() =>
+    ctx.ddb.send(
+      new PutItemCommand({
+        TableName: ctx.table,
+        Item: progressItem(run, ref, { state: 'done', ...sum }),
+        ConditionExpression: 'attribute_not_exists(#runs) OR (#runs <= :r AND #objects <= :o)',
+        ExpressionAttributeNames: { '#runs': 'runs', '#objects': 'objects' },
+        ExpressionAttributeValues: marshall({ ':r': sum.runs, ':o': sum.objects }),
+      }),
+      { abortSignal: run.signal },
+    ),
+  );
 }

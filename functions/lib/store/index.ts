@@ -8,6 +8,8 @@ import { clearConversation } from './clear.js';
 import { createStoreContext, type CallOptions, type StoreContext, type StoreOptions } from './context.js';
 import { hydrate, type HydrateOptions, type HydrateResult } from './hydrate.js';
 import { reconcile, type ReconcileOptions, type ReconcileResult } from './reconcile.js';
+import { eraseScope, getReceipt, listReceipts, resumeErasures, type EraseOptions, type ErasureReceipt, type ErasureScope, type ReceiptPage } from './erasure.js';
+import { retainConversation, runRetention, type ConversationRetention, type RetentionOptions, type RetentionResult } from './retention.js';
 import { commitUpload, createUpload, type UploadCommit, type UploadRequest, type UploadTicket } from './uploads.js';
 import { appendSnapshot, writeSnapshot, type AppendInput, type WriteInput, type WriteResult, type WriterScope } from './write.js';
 
@@ -15,6 +17,9 @@ export { createStoreContext, DEFAULT_LIMITS, type CallOptions, type StoreContext
 export { StoreError, isStoreError, type StoreErrorCode } from './errors.js';
 export type { Acceptable, HydrateOptions, HydrateResult } from './hydrate.js';
 export type { ReconcileOptions, ReconcileResult } from './reconcile.js';
+export type { EraseOptions, ErasureReceipt, ErasureScope, ReceiptPage } from './erasure.js';
+export { DEFAULT_RETENTION, type RetentionSettings } from './retention-settings.js';
+export type { ConversationRetention, ExpiringConversation, RetentionCounts, RetentionLog, RetentionOptions, RetentionResult } from './retention.js';
 export { HEAD_SK, RECONCILER_PK, RUN_SK_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX, type Encoding, type SnapshotMeta } from './schema.js';
 export type { UploadCommit, UploadRequest, UploadTicket } from './uploads.js';
 export type { AppendInput, WriteInput, WriteResult, WriterScope } from './write.js';
@@ -59,5 +64,35 @@ export class SnapshotStore {
   /** See {@link reconcile}. */
   reconcile(opts: ReconcileOptions): Promise<ReconcileResult> {
     return reconcile(this, opts);
+  }
+
+  /** See {@link runRetention}. */
+  runRetention(opts?: RetentionOptions): Promise<RetentionResult> {
+    return runRetention(this, opts);
+  }
+
+  /** See {@link eraseScope}. */
+  erase(scope: ErasureScope, opts?: EraseOptions): Promise<ErasureReceipt> {
+    return eraseScope(this, scope, opts);
+  }
+
+  /** See {@link getReceipt}. */
+  erasureReceipt(organizationId: string, receiptId: string, opts?: CallOptions): Promise<ErasureReceipt | undefined> {
+    return getReceipt(this, organizationId, receiptId, opts);
+  }
+
+  /** See {@link listReceipts}. */
+  erasureReceipts(organizationId: string, page?: { cursor?: string | undefined; limit?: number | undefined }, opts?: CallOptions): Promise<ReceiptPage> {
+    return listReceipts(this, organizationId, page, opts);
+  }
+
+  /** See {@link resumeErasures}. */
+  resumeErasures(opts?: Pick<EraseOptions, 'signal' | 'deadlineAt' | 'budgetMs'>): Promise<ErasureReceipt[]> {
+    return resumeErasures(this, opts);
+  }
+
+  /** See {@link retainConversation}. `pk`: the conversation key (`conversationKey` in ids.ts). */
+  retainConversation(pk: string, opts?: RetentionOptions): Promise<ConversationRetention> {
+    return retainConversation(this, pk, opts);
   }
 }

@@ -35,4 +35,3 @@ export async function* listObjectPages(
   );
   for await (const page of pages) yield page.Contents ?? [];
 }
-

@@ -72,6 +72,11 @@ export interface RunRecord extends SnapshotMeta {
   readonly crcState?: Uint8Array | undefined;
   /** CRC-32 of the run's bytes: the trailer of the gzip member a chain run is served as (chain.ts). */
   readonly crc32?: number | undefined;
+  /**
+   * DynamoDB TTL (epoch SECONDS), set only on runs that did not complete: created + RETAIN_FAILED_DAYS +
+   * 1 day (retention-settings.ts). A backstop: the retention pass deletes such runs a day earlier.
+   */
+  readonly expiresAt?: number | undefined;
 }
 
 /** The HEAD item, as far as the write and clear paths need it. */
@@ -132,6 +137,12 @@ export interface ChainRecord {
   readonly end: number;
   /** Bumped by every change: appends and compactions are conditional on it. */
   readonly version: number;
+  /**
+   * Service clock (epoch ms) of the last write of the record: its creation, an append or compaction, or
+   * the retention pass marking it unreferenced. Retention deletes a chain no run references only once this
+   * is older than the grace period. Absent on records written before it existed.
+   */
+  readonly updatedAtMs?: number | undefined;
 }
 
 /** HEAD attributes that describe the published run, each a copy of one RunRecord field. */
@@ -223,6 +234,7 @@ export function runItem(pk: string, r: RunRecord): Item {
     ...(r.hashState !== undefined && { hashState: r.hashState }),
     ...(r.crcState !== undefined && { crcState: r.crcState }),
     ...(r.crc32 !== undefined && { crc32: r.crc32 }),
+    ...(r.expiresAt !== undefined && { expiresAt: r.expiresAt }),
   });
 }
 
@@ -245,6 +257,7 @@ export function fromRunItem(item: Item): RunRecord {
     hashState: v['hashState'] instanceof Uint8Array ? v['hashState'] : undefined,
     crcState: v['crcState'] instanceof Uint8Array ? v['crcState'] : undefined,
     crc32: typeof v['crc32'] === 'number' ? v['crc32'] : undefined,
+    expiresAt: typeof v['expiresAt'] === 'number' ? v['expiresAt'] : undefined,
   };
 }
 
@@ -303,12 +316,13 @@ export function chainItem(pk: string, c: ChainRecord): Item {
     extents: c.extents.map(extentAttribute),
     chainEnd: c.end,
     version: c.version,
+    ...(c.updatedAtMs !== undefined && { updatedAtMs: c.updatedAtMs }),
   });
 }
 
-/** `extents = :extents, chainEnd = :chainEnd, version = :version` values for a chain update. */
-export function chainLayoutValues(extents: readonly Extent[], end: number, version: number): Item {
-  return marshall({ ':extents': extents.map(extentAttribute), ':chainEnd': end, ':version': version });
+/** `extents = :extents, chainEnd = :chainEnd, version = :version, updatedAtMs = :updatedAtMs` values for a chain update. */
+export function chainLayoutValues(extents: readonly Extent[], end: number, version: number, updatedAtMs: number): Item {
+  return marshall({ ':extents': extents.map(extentAttribute), ':chainEnd': end, ':version': version, ':updatedAtMs': updatedAtMs });
 }
 
 export function fromChainItem(item: Item): ChainRecord {
@@ -320,6 +334,7 @@ export function fromChainItem(item: Item): ChainRecord {
     extents: ((v['extents'] as unknown[] | undefined) ?? []).map(fromExtentAttribute),
     end: requireNumber(v, 'chainEnd'),
     version: requireNumber(v, 'version'),
+    updatedAtMs: typeof v['updatedAtMs'] === 'number' ? v['updatedAtMs'] : undefined,
   };
 }
 

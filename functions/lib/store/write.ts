@@ -50,6 +50,7 @@ import {
   type SnapshotMeta,
 } from './schema.js';
 import { padRunId } from '../ids.js';
+import { failedRunExpiresAt } from './retention-settings.js';
 
 /**
  * The write protocol (1 S3 write + 2 conditional DynamoDB writes; every commit step is ONE conditional
@@ -645,7 +646,8 @@ async function claim(ctx: StoreContext, pk: string, record: RunRecord, abortSign
     await ctx.ddb.send(
       new PutItemCommand({
         TableName: ctx.table,
-        Item: runItem(pk, record),
+        // A run that did not complete carries the DynamoDB TTL backstop of its retention (retention-settings.ts).
+        Item: runItem(pk, record.status === 'completed' ? record : { ...record, expiresAt: failedRunExpiresAt(record.createdAtMs, ctx.retention.retainFailedDays) }),
         ConditionExpression: 'attribute_not_exists(pk)',
         // DynamoDB returns the conflicting item with the failure (saves a read); dynalite ignores
         // this, so the read below remains the fallback.

@@ -1,0 +1,32 @@
+import { Logger } from '@aws-lambda-powertools/logger';
+import { createClients } from './lib/aws.js';
+import { loadStorageConfig, retentionSettings } from './lib/config.js';
+import { createStoreContext } from './lib/store/context.js';
+import { runRetention, type RetentionResult } from './lib/store/retention.js';
+
+/**
+ * Scheduled (EventBridge, every RETENTION_INTERVAL_MINUTES) retention pass: deletes what RETAIN_COMPLETED_RUNS
+ * and RETAIN_FAILED_DAYS no longer keep (docs/DESIGN.md § Retention). Storage settings only — no JWT key.
+ * Logs the counts (`retention`) and every failure; a pass with failures throws after logging, so the
+ * function's Errors metric (and the RetentionErrors alarm) sees it; what failed stays due for the next pass.
+ */
+const config = loadStorageConfig();
+const logger = new Logger({ serviceName: process.env['POWERTOOLS_SERVICE_NAME'] ?? 'transcript-store' });
+const store = createStoreContext({
+  ...createClients(config),
+  bucket: config.bucketName,
+  table: config.tableName,
+  retention: retentionSettings(config),
+  onCleanupError: (what, err) => logger.warn('cleanup failed', { what, error: String(err) }),
+});
+
+/** Leave this much of the Lambda's time for the conversation in progress and the log line. */
+const RESERVE_MS = 30_000;
+
+export const handler = async (_event: unknown, context?: { getRemainingTimeInMillis?: () => number }): Promise<RetentionResult> => {
+  const remaining = context?.getRemainingTimeInMillis?.() ?? 60_000;
+  const deadlineAt = Date.now() + Math.max(1_000, remaining - RESERVE_MS);
+  const result = await runRetention(store, { deadlineAt, log: logger });
+  if (result.failed > 0) throw new Error(`retention pass: ${result.failed} conversation(s) or shard(s) failed (see the log); they stay due`);
+  return result;
+};
