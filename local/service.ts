@@ -8,10 +8,10 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { createApp, type Routes } from '../functions/lib/app.js';
 import { createClients, type ClientOverrides } from '../functions/lib/aws.js';
 import { loadConfig, type Config } from '../functions/lib/config.js';
-import { SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
+import { ADMIN_PATHS, SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
 import type { RetentionResult, SnapshotStore } from '../functions/lib/store/index.js';
 import { startAdapter, type RouteTable } from './adapter.js';
-import { loadOrCreateDevSecret, mintDevToken, type DevTokenClaims } from './dev-secret.js';
+import { loadOrCreateDevSecret, mintDevAdminToken, mintDevToken, type DevAdminTokenClaims, type DevTokenClaims } from './dev-secret.js';
 import { startEmulators, type Emulators } from './emulators.js';
 import { ensureBucket, ensureTable } from './provision.js';
 
@@ -53,6 +53,8 @@ export interface LocalService {
   /** The endpoint each client talks to (undefined: the SDK's standard resolution, i.e. AWS). */
   readonly endpoints: { readonly s3: string | undefined; readonly dynamodb: string | undefined };
   mintToken(claims: DevTokenClaims): Promise<string>;
+  /** An admin token (operator API) signed with the dev secret. */
+  mintAdminToken(claims: DevAdminTokenClaims): Promise<string>;
   /**
    * Runs a retention pass now (docs/DESIGN.md § Retention) and answers its counts. Passes never overlap: a
    * call while one runs (the timer's, or another call's) waits for it, then runs its own.
@@ -81,6 +83,14 @@ export function routeTable(routes: Routes): RouteTable {
     [`POST ${SNAPSHOT_PATH}`]: routes.postSnapshot,
     [`DELETE ${SNAPSHOT_PATH}`]: routes.deleteSnapshot,
     [`POST ${UPLOADS_PATH}`]: routes.createUpload,
+    [`GET ${ADMIN_PATHS.conversations}`]: routes.adminConversations,
+    [`GET ${ADMIN_PATHS.runs}`]: routes.adminRuns,
+    [`GET ${ADMIN_PATHS.run}`]: routes.adminRun,
+    [`GET ${ADMIN_PATHS.lines}`]: routes.adminLines,
+    [`GET ${ADMIN_PATHS.agents}`]: routes.adminAgents,
+    [`POST ${ADMIN_PATHS.erasures}`]: routes.adminErase,
+    [`GET ${ADMIN_PATHS.erasures}`]: routes.adminReceipts,
+    [`GET ${ADMIN_PATHS.erasure}`]: routes.adminReceipt,
   };
 }
 
@@ -191,6 +201,10 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
       mintToken: (claims) => {
         if (secret === undefined) throw new Error('mintToken needs an HS256 secret (JWT_SECRET or the dev secret)');
         return mintDevToken(secret, claims);
+      },
+      mintAdminToken: (claims) => {
+        if (secret === undefined) throw new Error('mintAdminToken needs an HS256 secret (JWT_SECRET or the dev secret)');
+        return mintDevAdminToken(secret, claims);
       },
       runRetention: () => retention.runNow(),
       async stop() {

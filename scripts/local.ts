@@ -44,6 +44,7 @@ try {
       `  endpoint: ${svc.url}${SNAPSHOT_PATH}`,
       `  token:    ${dataDir === '.data' ? '' : `DATA_DIR=${dataDir} `}npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h]`,
       `  worker:   TRANSCRIPT_STORE_URL=${svc.url}  (existing workers: DISPATCHER_URL)`,
+      `  admin:    TRANSCRIPT_STORE_URL=${svc.url} TRANSCRIPT_STORE_ADMIN_TOKEN=$(${dataDir === '.data' ? '' : `DATA_DIR=${dataDir} `}npm run -s token -- --admin --org O) npm run admin -- conversations`,
       `Ctrl-C to stop.`,
       '',
     ].join('\n'),

@@ -1,12 +1,15 @@
 /**
- * `npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h]`
+ * `npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h]` (worker token), or
+ * `npm run token -- --admin --org O [--sub WHO] [--ttl 2h]` (admin token: `scope: transcripts:admin`).
  * Prints a dev JWT as the last line of stdout, signed with JWT_SECRET or the dev secret in DATA_DIR
  * (the same one `npm start` uses).
  */
 import { parseArgs } from 'node:util';
-import { loadOrCreateDevSecret, mintDevToken } from '../local/dev-secret.js';
+import { loadOrCreateDevSecret, mintDevAdminToken, mintDevToken } from '../local/dev-secret.js';
 
-const USAGE = 'usage: npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h] [--iss ISS] [--aud AUD]';
+const USAGE =
+  'usage: npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h] [--iss ISS] [--aud AUD]\n' +
+  '       npm run token -- --admin --org O [--sub WHO] [--ttl 2h] [--iss ISS] [--aud AUD]   (operator API)';
 
 export function parseTtl(raw: string): number {
   const m = /^(\d+)\s*([smhd]?)$/.exec(raw.trim());
@@ -33,6 +36,8 @@ try {
       ttl: { type: 'string', default: '2h' },
       iss: { type: 'string' },
       aud: { type: 'string' },
+      admin: { type: 'boolean' },
+      sub: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -44,7 +49,13 @@ if (values.help) {
   process.stdout.write(`${USAGE}\n`);
   process.exit(0);
 }
-if (!values.org || !values.agent || !values.conv) fail('--org, --agent and --conv are required');
+if (values.admin) {
+  if (!values.org) fail('--org is required');
+  if (values.run !== undefined) fail('--run is for worker tokens, not --admin');
+} else {
+  if (!values.org || !values.agent || !values.conv) fail('--org, --agent and --conv are required');
+  if (values.sub !== undefined) fail('--sub is for --admin tokens');
+}
 let runId: number | undefined;
 if (values.run !== undefined) {
   runId = Number(values.run);
@@ -58,14 +69,19 @@ try {
 }
 
 const secret = await loadOrCreateDevSecret(process.env['DATA_DIR'] || '.data');
-const token = await mintDevToken(secret, {
-  org: values.org,
-  agent: values.agent,
-  conv: values.conv,
-  ...(runId !== undefined && { runId }),
-  ttlSeconds,
-  issuer: values.iss ?? process.env['JWT_ISSUER'],
-  audience: values.aud ?? process.env['JWT_AUDIENCE'],
-});
-process.stderr.write(`dev token for ${values.org}/${values.agent}/${values.conv}${runId ? ` run ${runId}` : ''}, valid ${ttlSeconds}s:\n`);
-process.stdout.write(`${token}\n`);
+const common = { ttlSeconds, issuer: values.iss ?? process.env['JWT_ISSUER'], audience: values.aud ?? process.env['JWT_AUDIENCE'] };
+if (values.admin) {
+  const token = await mintDevAdminToken(secret, { org: values.org!, ...(values.sub !== undefined && { sub: values.sub }), ...common });
+  process.stderr.write(`dev admin token for organization ${values.org}${values.sub ? ` (actor ${values.sub})` : ''}, valid ${ttlSeconds}s:\n`);
+  process.stdout.write(`${token}\n`);
+} else {
+  const token = await mintDevToken(secret, {
+    org: values.org!,
+    agent: values.agent!,
+    conv: values.conv!,
+    ...(runId !== undefined && { runId }),
+    ...common,
+  });
+  process.stderr.write(`dev token for ${values.org}/${values.agent}/${values.conv}${runId ? ` run ${runId}` : ''}, valid ${ttlSeconds}s:\n`);
+  process.stdout.write(`${token}\n`);
+}

@@ -64,6 +64,8 @@ export interface RequestContext {
   fields: Record<string, unknown>;
   /** Aborts storage calls at the request deadline, so we answer 503 before API Gateway gives up. */
   signal: AbortSignal;
+  /** Milliseconds left until that deadline (≤ 0 once it passed): for work that stops early on its own (erasure). */
+  remainingMs: () => number;
 }
 
 export interface HandlerOptions {
@@ -94,7 +96,7 @@ export function httpHandler(
     const abandoned = new Promise<never>((_, reject) => {
       hardStop = setTimeout(() => reject(new DeadlineExceeded(budget)), budget + HARD_STOP_GRACE_MS);
     });
-    const log: RequestContext = { route, fields: {}, signal: deadline.signal };
+    const log: RequestContext = { route, fields: {}, signal: deadline.signal, remainingMs: () => budget - (performance.now() - started) };
     let result: HttpResult;
     let failure: unknown;
     try {

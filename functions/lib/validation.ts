@@ -4,6 +4,7 @@ import { brotliDecompress as brotliDecompressCb, gunzip as gunzipCb } from 'node
 import * as z from 'zod/mini';
 import { ERRORS, TERMINAL_STATUSES, type TerminalStatus } from './contract.js';
 import { HttpError } from './errors.js';
+import { isValidId } from './ids.js';
 
 const gunzip = promisify(gunzipCb);
 const brotliDecompress = promisify(brotliDecompressCb);
@@ -193,4 +194,28 @@ export function parseUploadRequest(text: string | undefined, maxUploadBytes: num
   const encoding = rawEncoding === undefined ? undefined : contentEncoding.safeParse(rawEncoding);
   if (encoding !== undefined && !encoding.success) throw new HttpError(ERRORS.invalidContentEncoding);
   return { runId: run.data, bytes: bytes.data, contentEncoding: encoding?.data ?? 'identity' };
+}
+
+/** An erasure's scope as `POST /admin/erasures` takes it: none (the organization), an agent, or a conversation. */
+export interface ErasureScopeBody {
+  readonly agentId?: string | undefined;
+  readonly conversationId?: string | undefined;
+}
+
+const erasureScope = z.strictObject({
+  agentId: z.optional(z.string().check(z.refine(isValidId))),
+  conversationId: z.optional(z.string().check(z.refine(isValidId))),
+});
+
+/**
+ * `POST /admin/erasures` body: a JSON object (else 400 invalid_json) with at most `agentId` and
+ * `conversationId`, valid ids, and `conversationId` only with `agentId` (else 400 invalid_erasure_scope).
+ * `{}` is the whole organization.
+ */
+export function parseErasureScope(text: string | undefined): ErasureScopeBody {
+  parseObject(text);
+  const parsed = erasureScope.safeParse(JSON.parse(text!));
+  if (!parsed.success) throw new HttpError(ERRORS.invalidErasureScope);
+  if (parsed.data.conversationId !== undefined && parsed.data.agentId === undefined) throw new HttpError(ERRORS.invalidErasureScope);
+  return parsed.data;
 }
