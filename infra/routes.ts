@@ -176,3 +176,25 @@ export const RECONCILER: JobSpec = {
     listPrefixes: [SNAPSHOTS_PREFIX, MATERIALIZED_PREFIX],
   },
 };
+
+/**
+ * The operator console (docs/DESIGN.md § Operator console): a static web app, served by one function at
+ * `GET /console` (the page) and `GET /console/{asset}` (its script and stylesheet). It holds no data and
+ * checks no token (the app sends the operator's admin token to the operator API), so its function gets
+ * no storage access, no secret and no configuration. Its bundling hook (infra/bundling.ts
+ * `consoleAfterBundling`) builds the files into {@link CONSOLE_ASSETS_DIR} next to the bundle.
+ */
+export const CONSOLE_ROUTE = {
+  id: 'Console',
+  method: 'GET',
+  path: '/console',
+  /** The assets' route on API Gateway; locally each file has its own exact path (local/service.ts). */
+  assetPath: '/console/{asset}',
+  entry: 'functions/console.ts',
+  description: 'Serve the operator console (static page, script and stylesheet; no data)',
+  timeoutSeconds: 5,
+  access: { table: [], objects: [] },
+} as const satisfies RouteSpec & { assetPath: string };
+
+/** Directory, next to the console function's `index.mjs`, holding the built console files. */
+export const CONSOLE_ASSETS_DIR = 'console';

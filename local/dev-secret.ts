@@ -68,3 +68,29 @@ export async function mintDevToken(secret: string, c: DevTokenClaims): Promise<s
   if (c.audience) jwt = jwt.setAudience(c.audience);
   return jwt.sign(new TextEncoder().encode(secret));
 }
+
+/** The scope claim (RFC 8693 §4.2, space-delimited) that makes a token an admin token (docs/DESIGN.md § Operator API). */
+export const ADMIN_SCOPE = 'transcripts:admin';
+
+export interface DevAdminTokenClaims {
+  org: string;
+  /** Recorded as the actor in audit log lines (default `dev-console`). */
+  sub?: string;
+  /** Lifetime in seconds (default 8 h). */
+  ttlSeconds?: number;
+  issuer?: string;
+  audience?: string;
+}
+
+/** An admin token for the operator API and console: `organizationId`, `scope: transcripts:admin`, `sub`. HS256. */
+export async function mintDevAdminToken(secret: string, c: DevAdminTokenClaims): Promise<string> {
+  const iat = Math.floor(Date.now() / 1000);
+  let jwt = new SignJWT({ organizationId: c.org, scope: ADMIN_SCOPE })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(c.sub ?? 'dev-console')
+    .setIssuedAt(iat)
+    .setExpirationTime(iat + (c.ttlSeconds ?? 8 * 3600));
+  if (c.issuer) jwt = jwt.setIssuer(c.issuer);
+  if (c.audience) jwt = jwt.setAudience(c.audience);
+  return jwt.sign(new TextEncoder().encode(secret));
+}
