@@ -118,15 +118,15 @@ async function handle(routes: RouteTable, req: IncomingMessage, res: ServerRespo
     opts.onResponse?.(method, '(unparsable)', BAD_REQUEST.status);
     return;
   }
-  const routeKey = `${method} ${url.pathname}`;
-  const handler = routes[routeKey];
-  if (!handler) {
+  const matched = matchRoute(routes, method, url.pathname);
+  if (!matched) {
     req.resume();
     send(res, 404, { 'content-type': JSON_CONTENT_TYPE }, JSON.stringify(errorBody(ERRORS.notFound)));
     opts.onResponse?.(method, url.pathname, 404);
     return;
   }
 
+  const { handler, routeKey, pathParameters } = matched;
   const raw = await readBody(req, LAMBDA_PAYLOAD_LIMIT);
   if (raw === undefined) {
     // Lambda rejects such an invocation before the handler runs; answer with the contract's 413.
@@ -166,7 +166,8 @@ async function handle(routes: RouteTable, req: IncomingMessage, res: ServerRespo
     rawPath: url.pathname,
     rawQueryString: url.search.slice(1),
     headers,
-    ...(url.search && { queryStringParameters: Object.fromEntries(url.searchParams) }),
+    ...(url.search && { queryStringParameters: queryParameters(url.searchParams) }),
+    ...(pathParameters && { pathParameters }),
     requestContext: {
       accountId: 'local',
       apiId: 'local',
@@ -201,6 +202,50 @@ async function handle(routes: RouteTable, req: IncomingMessage, res: ServerRespo
   const payload = result.body === undefined ? undefined : Buffer.from(result.body, result.isBase64Encoded ? 'base64' : 'utf8');
   send(res, result.statusCode, { ...result.headers, 'x-request-id': requestId }, payload);
   opts.onResponse?.(method, url.pathname, result.statusCode);
+}
+
+/**
+ * The handler for `method` and `path`: the route table entry `"<METHOD> <path>"`, or one whose path has
+ * `{name}` segments (API Gateway path parameters: each matches one non-empty segment, percent-decoded).
+ * An exact entry wins over a parameterised one. Undefined when no route matches.
+ */
+export function matchRoute(
+  routes: RouteTable,
+  method: string,
+  path: string,
+): { handler: LambdaHttpHandler; routeKey: string; pathParameters: Record<string, string> | undefined } | undefined {
+  const exact = `${method} ${path}`;
+  const direct = routes[exact];
+  if (direct) return { handler: direct, routeKey: exact, pathParameters: undefined };
+  const segments = path.split('/');
+  for (const [routeKey, handler] of Object.entries(routes)) {
+    const space = routeKey.indexOf(' ');
+    if (routeKey.slice(0, space) !== method || !routeKey.includes('{')) continue;
+    const template = routeKey.slice(space + 1).split('/');
+    if (template.length !== segments.length) continue;
+    const params: Record<string, string> = {};
+    const ok = template.every((t, i) => {
+      const seg = segments[i]!;
+      const name = /^\{([A-Za-z0-9_]+)\}$/.exec(t)?.[1];
+      if (name === undefined) return t === seg;
+      if (seg === '') return false;
+      try {
+        params[name] = decodeURIComponent(seg);
+      } catch {
+        params[name] = seg;
+      }
+      return true;
+    });
+    if (ok) return { handler, routeKey, pathParameters: params };
+  }
+  return undefined;
+}
+
+/** API Gateway's `queryStringParameters`: a name given more than once has its values joined with `,`. */
+function queryParameters(params: URLSearchParams): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of params) out[k] = Object.hasOwn(out, k) ? `${out[k]},${v}` : v;
+  return out;
 }
 
 function send(res: ServerResponse, status: number, headers: Record<string, string | number | boolean>, body?: string | Buffer): void {

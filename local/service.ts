@@ -8,7 +8,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { createApp, type Routes } from '../functions/lib/app.js';
 import { createClients, type ClientOverrides } from '../functions/lib/aws.js';
 import { loadConfig, type Config } from '../functions/lib/config.js';
-import { SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
+import { ADMIN_PATHS, SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
 import type { LambdaHttpHandler } from '../functions/lib/http.js';
 import type { SnapshotStore } from '../functions/lib/store/index.js';
 import { startAdapter, type RouteTable } from './adapter.js';
@@ -90,6 +90,11 @@ export function routeTable(routes: Routes): RouteTable {
     [`POST ${SNAPSHOT_PATH}`]: routes.postSnapshot,
     [`DELETE ${SNAPSHOT_PATH}`]: routes.deleteSnapshot,
     [`POST ${UPLOADS_PATH}`]: routes.createUpload,
+    [`GET ${ADMIN_PATHS.conversations}`]: routes.adminConversations,
+    [`GET ${ADMIN_PATHS.runs}`]: routes.adminRuns,
+    [`GET ${ADMIN_PATHS.run}`]: routes.adminRun,
+    [`GET ${ADMIN_PATHS.lines}`]: routes.adminLines,
+    [`GET ${ADMIN_PATHS.agents}`]: routes.adminAgents,
   };
 }
 

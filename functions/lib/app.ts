@@ -4,6 +4,11 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { SecretLoader } from './auth.js';
 import type { Config } from './config.js';
 import type { LambdaHttpHandler } from './http.js';
+import { adminAgentsRoute } from './routes/admin-agents.js';
+import { adminConversationsRoute } from './routes/admin-conversations.js';
+import { adminLinesRoute } from './routes/admin-lines.js';
+import { adminRunRoute } from './routes/admin-run.js';
+import { adminRunsRoute } from './routes/admin-runs.js';
 import { createUploadRoute } from './routes/create-upload.js';
 import { deleteSnapshotRoute } from './routes/delete-snapshot.js';
 import { createRouteDeps, type RouteDeps } from './routes/deps.js';
@@ -23,6 +28,12 @@ export interface Routes {
   readonly postSnapshot: LambdaHttpHandler;
   readonly deleteSnapshot: LambdaHttpHandler;
   readonly createUpload: LambdaHttpHandler;
+  // Operator API (admin tokens).
+  readonly adminConversations: LambdaHttpHandler;
+  readonly adminRuns: LambdaHttpHandler;
+  readonly adminRun: LambdaHttpHandler;
+  readonly adminLines: LambdaHttpHandler;
+  readonly adminAgents: LambdaHttpHandler;
 }
 
 /** Every route over the same dependencies. */
@@ -32,6 +43,11 @@ export function createRoutes(deps: RouteDeps): Routes {
     postSnapshot: postSnapshotRoute(deps),
     deleteSnapshot: deleteSnapshotRoute(deps),
     createUpload: createUploadRoute(deps),
+    adminConversations: adminConversationsRoute(deps),
+    adminRuns: adminRunsRoute(deps),
+    adminRun: adminRunRoute(deps),
+    adminLines: adminLinesRoute(deps),
+    adminAgents: adminAgentsRoute(deps),
   };
 }
 

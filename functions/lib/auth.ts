@@ -53,12 +53,16 @@ function checkTimeClaims(payload: JWTPayload): number {
 const BEARER = /^Bearer[ \t]+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)[ \t]*$/i;
 
 /**
- * Builds the request verifier: takes the `Authorization` header value and resolves with the token's
- * scope, or rejects with `HttpError` 401 Invalid token (malformed, bad signature, wrong algorithm,
- * expired, not yet valid, issued in the future or with insane time claims), 400 missing scope, or 503
- * when the key source (JWKS / Secrets Manager) is unavailable.
+ * Verifies the `Authorization` header's JWT and resolves with its claims: the one verify path every
+ * token kind shares (worker and admin). Rejects with `HttpError` 401 Invalid token (no Bearer token,
+ * malformed, bad signature, wrong algorithm, expired, not yet valid, `iat` in the future) or 503 when
+ * the key source (JWKS / Secrets Manager) is unavailable. Claims beyond the registered ones are not
+ * looked at: {@link scopeFrom} / {@link adminScopeFrom} do that.
  */
-export function createVerifier(config: Config, loadSecret?: SecretLoader): Verifier {
+export type JwtVerifier = (authorization: string | undefined) => Promise<JWTPayload>;
+
+/** Builds the shared verify path for `config` (one key resolver: one JWKS cache, one secret fetch). */
+export function createJwtVerifier(config: Config, loadSecret?: SecretLoader): JwtVerifier {
   const key = keyResolver(config, loadSecret);
   const options = {
     algorithms: [...config.algorithms],
@@ -84,8 +88,64 @@ export function createVerifier(config: Config, loadSecret?: SecretLoader): Verif
     // future would sort after a reset that happened before it was really issued (I4), so reject it
     // with the same tolerance jose applies to `nbf`.
     if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + config.clockToleranceSeconds) throw invalidToken();
-    return scopeFrom(payload);
+    return payload;
   };
+}
+
+/**
+ * Builds the request verifier: takes the `Authorization` header value and resolves with the token's
+ * scope, or rejects with `HttpError` 401 Invalid token (malformed, bad signature, wrong algorithm,
+ * expired, not yet valid, issued in the future or with insane time claims), 400 missing scope, or 503
+ * when the key source (JWKS / Secrets Manager) is unavailable. `jwt`: a shared verify path (so the
+ * worker and admin verifiers of one process share their key source); built from `config` when omitted.
+ */
+export function createVerifier(config: Config, loadSecret?: SecretLoader, jwt: JwtVerifier = createJwtVerifier(config, loadSecret)): Verifier {
+  return async (authorization) => scopeFrom(await jwt(authorization));
+}
+
+/** The scope value (RFC 8693 §4.2) an admin token must carry among its space-delimited `scope` values. */
+export const ADMIN_SCOPE = 'transcripts:admin';
+
+/** What a verified admin token grants: one organization, read and erase (docs/DESIGN.md § Operator API). */
+export interface AdminScope {
+  readonly organizationId: string;
+  /** The token's `sub`, recorded as the actor in audit log lines; undefined when the token has none. */
+  readonly actor: string | undefined;
+  /** Token issue time (seconds, floored). */
+  readonly issuedAt: number;
+}
+
+export type AdminVerifier = (authorization: string | undefined) => Promise<AdminScope>;
+
+/**
+ * The admin routes' verifier: the same verify path as worker tokens ({@link createJwtVerifier}), then
+ * {@link adminScopeFrom}. Rejects with 401, 403 admin_scope_required, 400 missing_scope or 503.
+ */
+export function createAdminVerifier(config: Config, loadSecret?: SecretLoader, jwt: JwtVerifier = createJwtVerifier(config, loadSecret)): AdminVerifier {
+  return async (authorization) => adminScopeFrom(await jwt(authorization));
+}
+
+/** True when `scope` (RFC 8693 §4.2: a string of space-delimited values) contains {@link ADMIN_SCOPE}. */
+export function hasAdminScope(scope: unknown): boolean {
+  return typeof scope === 'string' && scope.split(' ').includes(ADMIN_SCOPE);
+}
+
+/**
+ * Turns verified claims into an admin scope (exported for tests). In order: time claims as for worker
+ * tokens (401); no {@link ADMIN_SCOPE} among the `scope` values → 403 admin_scope_required (a worker
+ * token on an admin route); a `sub` that is present but not a valid id (non-empty, well-formed, ≤ 1,024
+ * UTF-8 bytes) → 401 Invalid token; `organizationId` not a valid id → 400 Token missing required scope.
+ * Worker claims (`agentId`, `conversationId`, `runId`) are ignored: an admin token always reaches its
+ * whole organization through the admin routes, and nothing else.
+ */
+export function adminScopeFrom(payload: JWTPayload): AdminScope {
+  const issuedAt = checkTimeClaims(payload);
+  if (!hasAdminScope(payload['scope'])) throw new HttpError(ERRORS.adminScopeRequired);
+  const sub = payload.sub;
+  if (sub !== undefined && !isValidId(sub)) throw invalidToken();
+  const org = payload['organizationId'];
+  if (!isValidId(org)) throw new HttpError(ERRORS.missingScope);
+  return { organizationId: org, actor: sub, issuedAt };
 }
 
 /**

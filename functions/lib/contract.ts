@@ -8,6 +8,21 @@ export const SNAPSHOT_PATH = '/worker/transcript/snapshot';
 /** Presigned uploads for snapshots past the direct-POST limit (docs/DESIGN.md § Presigned uploads). */
 export const UPLOADS_PATH = '/worker/transcript/snapshot/uploads';
 
+/**
+ * The operator API (docs/DESIGN.md § Operator API): admin tokens only. Ids travel as query parameters
+ * (they may contain `/`); the receipt id is the only path parameter.
+ */
+export const ADMIN_PATHS = Object.freeze({
+  conversations: '/admin/conversations',
+  runs: '/admin/runs',
+  run: '/admin/run',
+  lines: '/admin/lines',
+  agents: '/admin/agents',
+  erasures: '/admin/erasures',
+  /** API Gateway route path (`{receiptId}` is a path parameter). */
+  erasure: '/admin/erasures/{receiptId}',
+});
+
 export const NDJSON_CONTENT_TYPE = 'application/x-ndjson; charset=utf-8';
 export const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
 
@@ -82,6 +97,15 @@ export const ERRORS = Object.freeze({
   unsupportedEncoding: spec(415, 'unsupported_content_encoding', 'Unsupported Content-Encoding'),
   notAcceptable: spec(406, 'not_acceptable', 'Snapshot too large to send without gzip'),
   notFound: spec(404, 'not_found', 'Not found'),
+  // Operator API (admin tokens; docs/DESIGN.md § Operator API).
+  /** A verified token without `transcripts:admin` among its `scope` values, on an admin route. */
+  adminScopeRequired: spec(403, 'admin_scope_required', 'Token lacks the transcripts:admin scope'),
+  /** An unknown, repeated, missing or malformed query parameter (ids must be valid ids, numbers in range). */
+  invalidQuery: spec(400, 'invalid_query', 'Invalid query parameters'),
+  /** A cursor that was not handed out by this service for this listing, organization and partition. */
+  invalidCursor: spec(400, 'invalid_cursor', 'Invalid cursor'),
+  /** `POST /admin/erasures`: `conversationId` without `agentId`, a malformed id, or an unknown field. */
+  invalidErasureScope: spec(400, 'invalid_erasure_scope', 'Invalid erasure scope'),
   /** A request that cannot be turned into an API Gateway event (unparsable target, malformed request line or headers). */
   badRequest: spec(400, 'bad_request', 'Bad request'),
   headersTooLarge: spec(431, 'headers_too_large', 'Request headers too large'),

@@ -65,7 +65,7 @@ describe('clear vs. roll-forward', () => {
     const scope = freshScope('rf-clear');
     // A claimed-but-unpublished run of generation 0 (BatchGetItem, PutObject, PutItem chain, PutItem claim, ✗ UpdateItem).
     await expect(
-      faultyStore(svc, new FaultPlan().failBeforeCall(5)).write({ ...ids(scope), issuedAt: now(), generation: 0 }, { runId: 1, status: 'completed', body: Buffer.from('claimed\n') }),
+      faultyStore(svc, new FaultPlan().failBeforeCommand('UpdateItemCommand')).write({ ...ids(scope), issuedAt: now(), generation: 0 }, { runId: 1, status: 'completed', body: Buffer.from('claimed\n') }),
     ).rejects.toThrow('injected');
     let cleared = false;
     const plan = new FaultPlan().onCall(async (cmd) => {
@@ -86,7 +86,7 @@ describe('clear vs. roll-forward', () => {
     const { api, svc } = ctx;
     const scope = freshScope('rf-backwards');
     await expect(
-      faultyStore(svc, new FaultPlan().failBeforeCall(5)).write({ ...ids(scope), issuedAt: now(), generation: 0 }, { runId: 1, status: 'completed', body: Buffer.from('claimed\n') }),
+      faultyStore(svc, new FaultPlan().failBeforeCommand('UpdateItemCommand')).write({ ...ids(scope), issuedAt: now(), generation: 0 }, { runId: 1, status: 'completed', body: Buffer.from('claimed\n') }),
     ).rejects.toThrow('injected');
     expect((await writeAt(api, scope, 2, 'newer\n', 0)).status).toBe(200);
     await reconcileFully();

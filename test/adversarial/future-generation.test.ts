@@ -25,7 +25,7 @@ const reconcileFully = () => reconcileFullyOn(ctx.svc);
  * A generation HEAD never announced is fenced at admission (the first call), so such a run never gets a claim.
  */
 async function claimThenDie(scope: Scope, runId: number, body: string, generation: number): Promise<void> {
-  const crash = new FaultPlan().failBeforeCall(5);
+  const crash = new FaultPlan().failBeforeCommand('UpdateItemCommand');
   const outcome = await faultyStore(ctx.svc, crash)
     .write({ ...ids(scope), issuedAt: now(), generation }, { runId, status: 'completed', body: Buffer.from(body) })
     .then((r) => r, (err: Error) => err.message);

@@ -4,7 +4,8 @@ import { createClients } from '../../functions/lib/aws.js';
 import { SnapshotStore } from '../../functions/lib/store/index.js';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { createRoutes } from '../../functions/lib/app.js';
-import { createVerifier } from '../../functions/lib/auth.js';
+import { createAdminVerifier, createVerifier } from '../../functions/lib/auth.js';
+import { cursorCodecFor } from '../../functions/lib/upload-id.js';
 import { startAdapter } from '../../local/adapter.js';
 import { routeTable, type LocalService } from '../../local/service.js';
 import { Api } from './service.js';
@@ -40,6 +41,17 @@ export class FaultPlan {
   failBeforeCall(n: number): this {
     this.failBefore = n;
     return this;
+  }
+
+  /**
+   * Fails before the `occurrence`-th call of `commandName` (e.g. 'UpdateItemCommand'): a crash named by what it
+   * interrupts, independent of how many calls came before it.
+   */
+  failBeforeCommand(commandName: string, occurrence = 1): this {
+    let seen = 0;
+    return this.onCall((name, n) => {
+      if (name === commandName && ++seen === occurrence) this.failBefore = n;
+    });
   }
 
   failAfterCall(n: number): this {
@@ -111,6 +123,8 @@ export async function withFaultyService<T>(svc: LocalService, plan: FaultPlan, f
   const routes = createRoutes({
     store: faultyStore(svc, plan),
     verify: createVerifier(svc.config),
+    verifyAdmin: createAdminVerifier(svc.config),
+    cursors: cursorCodecFor(svc.config),
     logger: new Logger({ logLevel: 'SILENT' }),
     maxSnapshotBytes: svc.config.maxSnapshotBytes,
   });

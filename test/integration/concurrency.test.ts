@@ -117,7 +117,7 @@ describe('forced interleavings with a clear (I1, I4)', () => {
     const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv };
     const oldIat = Math.floor(Date.now() / 1000) - 5;
     // The first attempt claims run 3 and dies before publishing (BatchGetItem, PutObject, PutItem chain, PutItem claim, ✗ UpdateItem).
-    const plan = new FaultPlan().failBeforeCall(5);
+    const plan = new FaultPlan().failBeforeCommand('UpdateItemCommand');
     await expect(faultyStore(svc, plan).write({ ...ids, issuedAt: oldIat }, { runId: 3, status: 'completed', body: Buffer.from('old\n') })).rejects.toThrow(
       'injected',
     );

@@ -164,8 +164,9 @@ describe('commits verify exactly what they keep', () => {
   it('the reconciler publishes a completed run whose writer died between its claim and its publish', async () => {
     const { api, svc } = ctx;
     const scope = freshScope('rollforward');
-    // BatchGetItem (admission), PutObject, PutItem (chain), PutItem (claim), then the process dies before UpdateItem (publish).
-    const crash = new FaultPlan().failBeforeCall(5);
+    // BatchGetItem (admission), PutItem (registry) + BatchGetItem (fences again: a new conversation), PutObject,
+    // PutItem (chain), PutItem (claim), then the process dies before UpdateItem (publish).
+    const crash = new FaultPlan().failBeforeCommand('UpdateItemCommand');
     await expect(faultyStore(svc, crash).write({ ...ids(scope), issuedAt: now(), generation: 0 }, { runId: 1, status: 'completed', body: Buffer.from('claimed\n') })).rejects.toThrow('injected');
     expect(await api.hydrate(scope)).toBeUndefined();
     const later = faultyStore(svc, new FaultPlan(), { now: () => Date.now() + 2 * 3600_000 });

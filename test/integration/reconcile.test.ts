@@ -26,8 +26,17 @@ async function keysOf(scope: Scope): Promise<string[]> {
 
 /** A writer that dies between its upload and its claim leaves exactly one orphan. */
 async function orphanOf(scope: Scope, runId: number): Promise<void> {
-  // A writer that echoes its generation: call 1 reads HEAD, call 2 uploads, call 3 (its chain record) never happens.
-  const plan = new FaultPlan().failBeforeCall(3);
+  // A writer that echoes its generation: the call after its upload (its chain record) never happens.
+  const plan = new FaultPlan();
+  let uploaded = false;
+  let armed = false;
+  plan.onCall((name, n) => {
+    if (uploaded && !armed) {
+      armed = true;
+      plan.failBeforeCall(n);
+    }
+    if (name === 'PutObjectCommand') uploaded = true;
+  });
   await expect(faultyStore(ctx.svc, plan).write({ ...ids(scope), generation: 0 }, { runId, status: 'completed', body: Buffer.from(`orphan ${runId}\n`) })).rejects.toThrow('injected');
 }
 

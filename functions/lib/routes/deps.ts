@@ -1,18 +1,22 @@
 import type { Logger } from '@aws-lambda-powertools/logger';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { createVerifier, type SecretLoader, type TokenScope, type Verifier } from '../auth.js';
+import { createAdminVerifier, createJwtVerifier, createVerifier, type AdminVerifier, type SecretLoader, type TokenScope, type Verifier } from '../auth.js';
 import type { Config } from '../config.js';
 import { ERRORS, HEADER_GENERATION } from '../contract.js';
 import { HttpError } from '../errors.js';
 import { header, type HttpEvent } from '../http.js';
 import { createStoreContext, type StoreContext, type StoreLimits } from '../store/context.js';
-import { uploadIdCodecFor } from '../upload-id.js';
+import { cursorCodecFor, uploadIdCodecFor, type UploadIdCodec } from '../upload-id.js';
 
 /** Everything a route handler needs; built once per cold start (runtime.ts) or per local service. */
 export interface RouteDeps {
   readonly store: StoreContext;
   readonly verify: Verifier;
+  /** Verifies admin tokens (operator API); shares the worker verifier's key source. */
+  readonly verifyAdmin: AdminVerifier;
+  /** Seals and opens the operator API's listing cursors (HMAC, upload-id.ts `cursorCodecFor`). */
+  readonly cursors: UploadIdCodec;
   readonly logger: Logger;
   /** Largest decoded `snapshotJsonl` a direct POST accepts (bytes). */
   readonly maxSnapshotBytes: number;
@@ -53,6 +57,8 @@ export function createRouteDeps(
       }
       return p;
     });
+  // One verify path (one JWKS cache, one secret fetch) for worker and admin tokens.
+  const jwt = createJwtVerifier(config, load);
   return {
     store: createStoreContext({
       ...clients,
@@ -63,7 +69,9 @@ export function createRouteDeps(
       legacyFenceWindowSeconds: config.legacyFenceWindowSeconds,
       uploadIds: uploadIdCodecFor(config, load),
     }),
-    verify: createVerifier(config, load),
+    verify: createVerifier(config, load, jwt),
+    verifyAdmin: createAdminVerifier(config, load, jwt),
+    cursors: cursorCodecFor(config, load),
     logger,
     maxSnapshotBytes: config.maxSnapshotBytes,
     requestDeadlineMs: config.requestDeadlineMs,

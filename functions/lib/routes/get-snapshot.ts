@@ -20,7 +20,7 @@ export function snapshotHeaders(meta: SnapshotMeta, generation: number): Record<
 }
 
 /** A 200 or 226 carrying bytes: base64 so they pass through API Gateway exactly, whatever they are. */
-function bytesAnswer(
+export function bytesAnswer(
   statusCode: 200 | 226,
   result: { meta: SnapshotMeta; generation: number; body: Buffer; encoding: 'gzip' | 'identity' },
   extraHeaders: Record<string, string> = {},

@@ -97,6 +97,36 @@ export async function hydrate(ctx: StoreContext, scope: ConversationScope, opts:
   }
 }
 
+/**
+ * Any stored run — whatever its status or generation — answered like a hydrate answers the latest one
+ * (operator API, `GET /admin/run`): verified bytes in the negotiated encoding, a presigned redirect past
+ * the inline limit (a chain run through a materialized copy), not-modified on a matching tag, or
+ * not-acceptable. `pk` is the run's conversation key. 'gone' when its object or chain is missing (the
+ * caller reads the record again: a clear, retention or erasure may have removed both). Throws
+ * StoreError('INTEGRITY') when the stored bytes do not match the record. No delta (`opts.base` is ignored).
+ */
+export async function answerRun(ctx: StoreContext, pk: string, run: RunRecord, opts: HydrateOptions = {}): Promise<HydrateResult | 'gone'> {
+  const asLatest: LatestRecord = {
+    runId: run.runId,
+    sha256: run.sha256,
+    bytes: run.bytes,
+    s3Key: run.s3Key,
+    encoding: run.encoding,
+    storedBytes: run.storedBytes,
+    storedSha256: run.storedSha256,
+    chainId: run.chainId,
+    extents: undefined,
+    chainVersion: undefined,
+    hashState: run.hashState,
+    crcState: run.crcState,
+    crc32: run.crc32,
+  };
+  const plain = { ...opts, base: undefined };
+  return asLatest.chainId !== undefined
+    ? answerFromChain(ctx, pk, asLatest, asLatest.chainId, run.generation, undefined, plain)
+    : answer(ctx, asLatest, run.generation, plain);
+}
+
 /** HEAD (consistent: the next run may be on another pod right after the write), and the client's base run when it named one. */
 async function readHeadAndBase(ctx: StoreContext, pk: string, opts: HydrateOptions): Promise<{ head: Item | undefined; base: RunRecord | undefined }> {
   if (opts.base === undefined) {

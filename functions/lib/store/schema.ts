@@ -80,6 +80,11 @@ export interface HeadRecord extends ResetState {
   readonly latestKey: string | undefined;
   /** Run id of the published run, when there is one. */
   readonly latestRunId: number | undefined;
+  /**
+   * True when HEAD carries the listing attributes (registry.ts): the conversation is in its organization's
+   * registry. False for a new conversation, one erased since, or one last written before listing existed.
+   */
+  readonly registered: boolean;
 }
 
 /** The published run as HEAD stores it: everything hydrate needs in one read. */
@@ -146,23 +151,35 @@ const LATEST_FIELDS = {
 } as const satisfies Record<string, keyof RunRecord>;
 const LATEST_ATTRIBUTES = Object.keys(LATEST_FIELDS) as (keyof typeof LATEST_FIELDS)[];
 
+/** More clauses for the same UpdateItem (registry.ts `listingUpdate`): `SET` and `ADD` parts and their values. */
+export interface ExtraClauses {
+  readonly set: readonly string[];
+  readonly add: readonly string[];
+  readonly values: Item;
+}
+
 /**
  * `SET latest… = :latest…` for publishing `r` on HEAD; placeholders are named after the attributes.
- * `layout`: the layout of `r`'s chain to cache on HEAD (chain runs only).
+ * `layout`: the layout of `r`'s chain to cache on HEAD (chain runs only). `extra`: clauses to add (the
+ * conversation's listing attributes and counters).
  */
-export function setLatest(r: RunRecord, layout?: ChainLayout): { expression: string; values: Item } {
+export function setLatest(r: RunRecord, layout?: ChainLayout, extra?: ExtraClauses): { expression: string; values: Item } {
   const value = (a: (typeof LATEST_ATTRIBUTES)[number]) => r[LATEST_FIELDS[a]];
   const present = LATEST_ATTRIBUTES.filter((a) => value(a) !== undefined);
   const absent: string[] = LATEST_ATTRIBUTES.filter((a) => value(a) === undefined);
   const withLayout = r.chainId !== undefined && layout !== undefined;
   if (!withLayout) absent.push(...LAYOUT_ATTRIBUTES);
-  const set = [...present.map((a) => `${a} = :${a}`), ...(withLayout ? LAYOUT_ATTRIBUTES.map((a) => `${a} = :${a}`) : [])];
+  const set = [...present.map((a) => `${a} = :${a}`), ...(withLayout ? LAYOUT_ATTRIBUTES.map((a) => `${a} = :${a}`) : []), ...(extra?.set ?? [])];
   return {
-    expression: `SET ${set.join(', ')}${absent.length ? ` REMOVE ${absent.join(', ')}` : ''}`,
-    values: marshall({
+    expression:
+      `SET ${set.join(', ')}${absent.length ? ` REMOVE ${absent.join(', ')}` : ''}` + (extra?.add.length ? ` ADD ${extra.add.join(', ')}` : ''),
+    values: {
+      ...extra?.values,
+      ...marshall({
       ...Object.fromEntries(present.map((a) => [`:${a}`, value(a)])),
       ...(withLayout && { ':latestExtents': layout.extents.map(extentAttribute), ':latestChainVersion': layout.version }),
-    }),
+      }),
+    },
   };
 }
 
@@ -238,6 +255,7 @@ export function fromHeadItem(item: Item | undefined): HeadRecord {
     clearedAtMs: typeof v['clearedAtMs'] === 'number' ? v['clearedAtMs'] : undefined,
     latestKey: typeof v['latestKey'] === 'string' ? v['latestKey'] : undefined,
     latestRunId: typeof v['latestRunId'] === 'number' ? v['latestRunId'] : undefined,
+    registered: typeof v['orgKey'] === 'string',
   };
 }
 

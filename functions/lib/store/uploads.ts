@@ -161,7 +161,7 @@ export async function commitUpload(ctx: StoreContext, scope: WriterScope, input:
 
   // Placed by the evidence the ticket was signed with (the generation or iat of the writer that asked
   // for it: the run started no later than that), never by a later request's.
-  const admission = await admit(ctx, pk, evidenceOf(ref, scope), opts.signal);
+  const admission = await admit(ctx, pk, evidenceOf(ref, scope), opts.signal, scope);
   if (!admission) {
     await deleteObjectQuietly(ctx, source, opts.signal);
     return { kind: 'fenced' };
@@ -232,7 +232,7 @@ export async function commitUpload(ctx: StoreContext, scope: WriterScope, input:
       iat: scope.issuedAt,
       generation,
     },
-    { ...opts, head: admission.head },
+    { ...opts, head: admission.head, listing: { scope }, storedDelta: measured.storedBytes },
   );
   // Stored, duplicate or fenced: either way this upload will never be committed again.
   await deleteObjectQuietly(ctx, source, opts.signal);

@@ -17,6 +17,15 @@ import type { CallOptions, StoreContext } from './context.js';
 import { resumeDigests, sha256Hex, type DigestState, type ResumedDigest } from './digest.js';
 import { StoreError } from './errors.js';
 import { deleteObjects } from './objects.js';
+import {
+  agentFenceKey,
+  fromFenceItem,
+  listingUpdate,
+  orgFenceKey,
+  registryItem,
+  segmentsOf,
+  type ScopeFence,
+} from './registry.js';
 import { currentGenerationCondition, isCurrent, legacyGeneration, staleGenerationCondition } from './fence.js';
 import {
   chainObjectKey,
@@ -33,6 +42,7 @@ import {
   type ChainLayout,
   type ChainRecord,
   type Extent,
+  type ExtraClauses,
   type HeadRecord,
   type Item,
   type LatestRecord,
@@ -119,9 +129,10 @@ export interface WriteInput {
  */
 export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input: WriteInput, opts: CallOptions = {}): Promise<WriteResult> {
   const pk = conversationKey(scope);
-  const admission = await admitRun(ctx, pk, input.runId, { generation: scope.generation, issuedAt: scope.issuedAt }, opts.signal);
+  const admission = await admitRun(ctx, pk, input.runId, { generation: scope.generation, issuedAt: scope.issuedAt }, opts.signal, undefined, scope);
   if (admission.kind !== 'admitted') return admission.result;
   const { generation, head, latest } = admission;
+  const listing: Listing = { scope };
   const body = input.body;
 
   if (input.status === 'completed') {
@@ -131,19 +142,19 @@ export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input
       const digest = await resumeDigests(latestState, appended);
       if (digest) {
         const base: ChainBase = { chainId: latest.chainId, storedEnd: latest.storedBytes, bytes: latest.bytes, layout: layoutOf(latest) };
-        const extended = await extendRun(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, base, appended, digest, opts);
+        const extended = await extendRun(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head, listing }, base, appended, digest, opts);
         // A whole-file write never answers 412 (existing workers do not know it): when its base went
         // away without a reset, it is stored whole below.
         if (extended.kind !== 'base-mismatch') return extended;
       }
     }
     const digest = (await resumeDigests(undefined, body))!;
-    return newChain(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, await fragmentOf(body), { bytes: body.length, ...digest }, opts);
+    return newChain(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head, listing }, await fragmentOf(body), { bytes: body.length, ...digest }, opts);
   }
 
   const meta: SnapshotMeta = { runId: input.runId, sha256: sha256Hex(body), bytes: body.length };
   const compressed = await gzip(body);
-  return putSingleObject(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head }, compressed, meta, opts);
+  return putSingleObject(ctx, pk, { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head, listing }, compressed, meta, opts);
 }
 
 /** An append's input: the bytes after the base run's, and the whole file's sha256 as the client computed it. */
@@ -171,15 +182,16 @@ export interface AppendInput {
  */
 export async function appendSnapshot(ctx: StoreContext, scope: WriterScope, input: AppendInput, opts: CallOptions = {}): Promise<WriteResult> {
   const pk = conversationKey(scope);
-  const admission = await admitRun(ctx, pk, input.runId, { generation: scope.generation, issuedAt: scope.issuedAt }, opts.signal, input.base.runId);
+  const admission = await admitRun(ctx, pk, input.runId, { generation: scope.generation, issuedAt: scope.issuedAt }, opts.signal, input.base.runId, scope);
   if (admission.kind !== 'admitted') return admission.result;
   const { generation, head } = admission;
+  const listing: Listing = { scope };
   const base = admission.base;
   if (!base || base.status !== 'completed' || base.generation !== generation || base.bytes !== input.base.bytes || base.sha256 !== input.base.sha256) {
     return { kind: 'base-mismatch' };
   }
   if (base.bytes + input.append.length > ctx.limits.maxUploadBytes) return { kind: 'upload-too-large' };
-  const run: Admitted = { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head };
+  const run: Admitted = { runId: input.runId, status: input.status, iat: scope.issuedAt, generation, head, listing };
   const baseState = digestStateOf(base);
   if (base.chainId === undefined || baseState === undefined) return promote(ctx, pk, run, base, input, opts);
   const digest = await resumeDigests(baseState, input.append);
@@ -235,6 +247,15 @@ interface Admitted {
   readonly iat: number;
   readonly generation: number;
   readonly head: HeadRecord;
+  readonly listing: Listing;
+}
+
+/**
+ * What a write's HEAD update needs to list the conversation (registry.ts): the token's ids, for the
+ * listing attributes. Registration itself happens at admission (`register`), before anything is stored.
+ */
+export interface Listing {
+  readonly scope: ConversationScope;
 }
 
 /** What an append extends: a prefix of a chain. `layout`: the chain's layout as HEAD cached it, if known. */
@@ -271,7 +292,7 @@ async function extendRun(
     // chain, whatever came after it — no object, no chain update. Its key names no object: it is only the
     // claim's identity (a retry of this request is a duplicate, and finishes the publish).
     const key = chainObjectKey(pk, run.runId, run.generation, ctx.newId(), base.chainId);
-    return commitRun(ctx, pk, { ...chainRun(run, key, base.storedEnd, digest, bytes), chainId: base.chainId }, { ...opts, head: run.head, layout: base.layout });
+    return commitRun(ctx, pk, { ...chainRun(run, key, base.storedEnd, digest, bytes), chainId: base.chainId }, { ...opts, head: run.head, layout: base.layout, listing: run.listing, storedDelta: 0 });
   }
   const member = await fragmentOf(appended);
 
@@ -299,7 +320,7 @@ async function extendRun(
           ctx,
           pk,
           { ...chainRun(run, key, end, digest, bytes), chainId: chain.chainId },
-          { ...opts, head: run.head, layout: { extents, version: chain.version + 1 } },
+          { ...opts, head: run.head, layout: { extents, version: chain.version + 1 }, listing: run.listing, storedDelta: member.length },
         );
       }
       await deleteObjectQuietly(ctx, key, signal);
@@ -345,7 +366,7 @@ async function newChain(
   // 1. The object, then the chain that names it: nothing refers to either until the claim.
   const extent = await putChainObject(ctx, key, stored, opts.signal);
   await createChain(ctx, pk, { chainId, generation: run.generation, extents: [extent], end: stored.length, version: 1 }, opts.signal);
-  return commitRun(ctx, pk, { ...chainRun(run, key, stored.length, digest, digest.bytes), chainId }, { ...opts, head: run.head, layout: { extents: [extent], version: 1 } });
+  return commitRun(ctx, pk, { ...chainRun(run, key, stored.length, digest, digest.bytes), chainId }, { ...opts, head: run.head, layout: { extents: [extent], version: 1 }, listing: run.listing, storedDelta: stored.length });
 }
 
 function chainRun(run: Admitted, key: string, end: number, digest: ResumedDigest, bytes: number): Omit<RunRecord, 'createdAtMs'> {
@@ -400,7 +421,7 @@ async function putSingleObject(ctx: StoreContext, pk: string, run: Admitted, com
       iat: run.iat,
       generation: run.generation,
     },
-    { ...opts, head: run.head },
+    { ...opts, head: run.head, listing: run.listing, storedDelta: compressed.length },
   );
 }
 
@@ -421,13 +442,15 @@ async function admitRun(
   evidence: RunEvidence,
   abortSignal: AbortSignal | undefined,
   baseRunId?: number,
+  scope?: ConversationScope,
 ): Promise<
   | { kind: 'admitted'; generation: number; head: HeadRecord; latest: LatestRecord | undefined; base: RunRecord | undefined }
   | { kind: 'done'; result: WriteResult }
 > {
-  const keys = [headKey(pk), runKey(pk, runId), ...(baseRunId !== undefined && baseRunId !== runId ? [runKey(pk, baseRunId)] : [])];
+  const fenceKeys = scope ? scopeFenceKeys(scope) : [];
+  const keys = [headKey(pk), runKey(pk, runId), ...(baseRunId !== undefined && baseRunId !== runId ? [runKey(pk, baseRunId)] : []), ...fenceKeys];
   const items = await batchGet(ctx, keys, abortSignal);
-  const bySk = new Map(items.map((item) => [item['sk']?.S, item]));
+  const bySk = new Map(items.filter((item) => item['pk']?.S === pk).map((item) => [item['sk']?.S, item]));
   const headItem = bySk.get(HEAD_SK);
   const head = fromHeadItem(headItem);
   const generation = placeRun(ctx, head, evidence);
@@ -440,8 +463,46 @@ async function admitRun(
     if (own.status === 'completed' && !(head.latestRunId !== undefined && head.latestRunId >= own.runId)) await publish(ctx, pk, own, abortSignal);
     return { kind: 'done', result: { kind: 'duplicate' } };
   }
+  if (scope && !(await admitToScope(ctx, scope, head, fencesOf(scope, items), abortSignal))) return { kind: 'done', result: { kind: 'fenced' } };
   const baseItem = baseRunId !== undefined ? bySk.get(RUN_SK_PREFIX + padRunId(baseRunId)) : undefined;
   return { kind: 'admitted', generation, head, latest: latestFromHeadItem(headItem), base: baseItem ? fromRunItem(baseItem) : undefined };
+}
+
+/** The organization's and the agent's erasure fences, as read. */
+interface ScopeFences {
+  readonly org: ScopeFence;
+  readonly agent: ScopeFence;
+}
+
+function scopeFenceKeys(scope: ConversationScope): Item[] {
+  const s = segmentsOf(scope);
+  return [orgFenceKey(s.org), agentFenceKey(s.org, s.agent)];
+}
+
+/** Picks the two fences of `scope` out of BatchGetItem results (an absent item is epoch 0, not erasing). */
+function fencesOf(scope: ConversationScope, items: readonly Item[]): ScopeFences {
+  const [orgKey, agentKey] = scopeFenceKeys(scope);
+  const find = (key: Item) => items.find((item) => item['pk']?.S === key['pk']?.S && item['sk']?.S === key['sk']?.S);
+  return { org: fromFenceItem(find(orgKey!)), agent: fromFenceItem(find(agentKey!)) };
+}
+
+function sameFences(a: ScopeFences, b: ScopeFences): boolean {
+  return a.org.epoch === b.org.epoch && a.agent.epoch === b.agent.epoch && !b.org.erasing && !b.agent.erasing;
+}
+
+/**
+ * The erasure half of admission (docs/DESIGN.md § Registry, activity and scope fences). False when the write
+ * must be fenced: an erasure of its organization or agent is running, or one started since `fences` were read.
+ * A conversation HEAD does not list yet is registered first — Put of its registry item, then a second read
+ * of the fences — so an erasure that bumps a fence either is seen here, or finds the registry item and fences
+ * the conversation's HEAD before this write's conditional HEAD update. Nothing has been stored yet either way.
+ */
+async function admitToScope(ctx: StoreContext, scope: ConversationScope, head: HeadRecord, fences: ScopeFences, abortSignal?: AbortSignal): Promise<boolean> {
+  if (fences.org.erasing || fences.agent.erasing) return false;
+  if (head.registered) return true;
+  await ctx.ddb.send(new PutItemCommand({ TableName: ctx.table, Item: registryItem(scope, ctx.now()) }), { abortSignal });
+  const again = fencesOf(scope, await batchGet(ctx, scopeFenceKeys(scope), abortSignal));
+  return sameFences(fences, again);
 }
 
 async function deleteObjectsQuietly(ctx: StoreContext, keys: readonly string[], abortSignal?: AbortSignal): Promise<void> {
@@ -462,12 +523,26 @@ export interface RunEvidence {
  * Step 0: reads HEAD (consistent) and places the run. Returns its generation with the HEAD it was judged
  * against, or undefined when the run must be fenced: an echoed generation other than HEAD's (older: a
  * reset since its hydrate; newer: never announced, so it must never become publishable by a later
- * reset), or no echo and the legacy rule (fence.ts) places it before the last reset.
+ * reset), or no echo and the legacy rule (fence.ts) places it before the last reset. With `scope`, also
+ * fenced while an erasure of its organization or agent runs (the registration of `admitToScope`).
  */
-export async function admit(ctx: StoreContext, pk: string, evidence: RunEvidence, abortSignal?: AbortSignal): Promise<{ generation: number; head: HeadRecord } | undefined> {
-  const head = await readHead(ctx, pk, abortSignal);
+export async function admit(
+  ctx: StoreContext,
+  pk: string,
+  evidence: RunEvidence,
+  abortSignal?: AbortSignal,
+  scope?: ConversationScope,
+): Promise<{ generation: number; head: HeadRecord } | undefined> {
+  if (!scope) {
+    const head = await readHead(ctx, pk, abortSignal);
+    const generation = placeRun(ctx, head, evidence);
+    return generation === undefined ? undefined : { generation, head };
+  }
+  const items = await batchGet(ctx, [headKey(pk), ...scopeFenceKeys(scope)], abortSignal);
+  const head = fromHeadItem(items.find((item) => item['pk']?.S === pk));
   const generation = placeRun(ctx, head, evidence);
-  return generation === undefined ? undefined : { generation, head };
+  if (generation === undefined || !(await admitToScope(ctx, scope, head, fencesOf(scope, items), abortSignal))) return undefined;
+  return { generation, head };
 }
 
 /** The generation a run belongs to against `head`, or undefined when it must be fenced (see `admit`). */
@@ -487,9 +562,17 @@ export async function commitRun(
   ctx: StoreContext,
   pk: string,
   fields: Omit<RunRecord, 'createdAtMs'>,
-  opts: CallOptions & { head?: HeadRecord | undefined; layout?: ChainLayout | undefined },
+  opts: CallOptions & {
+    head?: HeadRecord | undefined;
+    layout?: ChainLayout | undefined;
+    /** The writer's ids: its HEAD update lists the conversation (registry.ts). Absent for roll-forwards. */
+    listing?: Listing | undefined;
+    /** Bytes this request added to storage, for the conversation's `storedBytesTotal` counter. */
+    storedDelta?: number | undefined;
+  },
 ): Promise<WriteResult> {
   let record: RunRecord = { ...fields, createdAtMs: ctx.now() };
+  const listed = opts.listing && listingUpdate(opts.listing.scope, pk, record.createdAtMs, opts.storedDelta ?? 0);
   // A chain run's object belongs to its chain: it is never deleted on its own.
   const dropOwnObject = () => (record.chainId === undefined ? deleteObjectQuietly(ctx, record.s3Key, opts.signal) : Promise.resolve());
   const meta: SnapshotMeta = { runId: record.runId, sha256: record.sha256, bytes: record.bytes };
@@ -520,14 +603,28 @@ export async function commitRun(
     return { kind: 'duplicate' };
   }
 
-  // Non-completed runs are kept for the record but never published, so never served (I1).
-  if (record.status !== 'completed') return { kind: 'stored', meta, latest: false };
+  // Non-completed runs are kept for the record but never published, so never served (I1). They still
+  // list the conversation (an operator must see a runaway agent's failed runs), with an update conditional
+  // on the run's generation: a clear or erasure since admission fences the run here.
+  if (record.status !== 'completed') {
+    if (!listed) return { kind: 'stored', meta, latest: false };
+    const fence = currentGenerationCondition(record.generation);
+    const touched = await updateHeadIf(
+      ctx,
+      pk,
+      { update: `SET ${listed.set.join(', ')} ADD ${listed.add.join(', ')}`, condition: fence.expression, values: { ...listed.values, ...fence.values } },
+      opts.signal,
+    );
+    if (touched === true) return { kind: 'stored', meta, latest: false };
+    await deleteRunQuietly(ctx, pk, record, opts.signal);
+    return { kind: 'fenced' };
+  }
   // HEAD, read at admission, already serves a higher run: a publish could only fail.
   const known = opts.head?.latestRunId;
   if (known !== undefined && known >= record.runId && opts.head?.latestKey !== record.s3Key) return { kind: 'stored', meta, latest: false };
 
   // 3. Publish.
-  const published = await publish(ctx, pk, record, opts.signal, opts.layout);
+  const published = await publish(ctx, pk, record, opts.signal, opts.layout, listed);
   if (published === true) return { kind: 'stored', meta, latest: true };
 
   // Not published: a higher run is already latest (fine: stored, 200), or a clear fenced this run, or
@@ -601,6 +698,7 @@ export async function publish(
   r: RunRecord,
   abortSignal?: AbortSignal,
   layout?: ChainLayout,
+  listed?: ExtraClauses,
 ): Promise<true | { head: Item | undefined }> {
   if (r.chainId !== undefined && layout === undefined) {
     // Roll-forward of a chain run: cache the chain's current layout (the chain is gone after a clear).
@@ -609,7 +707,7 @@ export async function publish(
     layout = { extents: chain.extents, version: chain.version };
   }
   const fence = currentGenerationCondition(r.generation);
-  const set = setLatest(r, layout);
+  const set = setLatest(r, layout, listed);
   return updateHeadIf(
     ctx,
     pk,
@@ -664,7 +762,7 @@ export async function readHead(ctx: StoreContext, pk: string, abortSignal?: Abor
       TableName: ctx.table,
       Key: headKey(pk),
       ConsistentRead: true,
-      ProjectionExpression: 'generation, clearedAtMs, latestKey, latestRunId',
+      ProjectionExpression: 'generation, clearedAtMs, latestKey, latestRunId, orgKey',
     }),
     { abortSignal },
   );
