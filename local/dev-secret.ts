@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
+import { ADMIN_SCOPE } from '../functions/lib/auth.js';
 
 /**
  * A development secret: the variable `name` (default JWT_SECRET) when set, otherwise one random secret
@@ -69,9 +70,6 @@ export async function mintDevToken(secret: string, c: DevTokenClaims): Promise<s
   return jwt.sign(new TextEncoder().encode(secret));
 }
 
-/** The scope claim (RFC 8693 §4.2, space-delimited) that makes a token an admin token (docs/DESIGN.md § Operator API). */
-export const ADMIN_SCOPE = 'transcripts:admin';
-
 export interface DevAdminTokenClaims {
   org: string;
   /** Recorded as the actor in audit log lines (default `dev-console`). */
@@ -82,7 +80,7 @@ export interface DevAdminTokenClaims {
   audience?: string;
 }
 
-/** An admin token for the operator API and console: `organizationId`, `scope: transcripts:admin`, `sub`. HS256. */
+/** An admin token for the operator API and console: `organizationId`, `scope` {@link ADMIN_SCOPE}, `sub`. HS256. */
 export async function mintDevAdminToken(secret: string, c: DevAdminTokenClaims): Promise<string> {
   const iat = Math.floor(Date.now() / 1000);
   let jwt = new SignJWT({ organizationId: c.org, scope: ADMIN_SCOPE })

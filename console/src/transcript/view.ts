@@ -50,6 +50,7 @@ export class TranscriptView {
   private search: SearchState = { query: '', matches: [], set: new Set(), stale: true };
   private further: AbortController | undefined;
   private readonly statusEl: HTMLElement;
+  private readonly downloadStatus: HTMLElement;
   private readonly searchStatus: HTMLElement;
   private readonly searchInput: HTMLInputElement;
   private readonly furtherButton: HTMLButtonElement;
@@ -71,6 +72,7 @@ export class TranscriptView {
     this.furtherButton = h('button', { type: 'button', id: 'search-further', onclick: () => void this.searchFurther() }, 'Search further');
     this.stopButton = h('button', { type: 'button', id: 'search-stop', hidden: true, onclick: () => this.further?.abort() }, 'Stop');
     this.downloadButton = h('button', { type: 'button', id: 'download', onclick: () => void this.download() }, 'Download .jsonl');
+    this.downloadStatus = h('span', { class: 'status', id: 'download-status', 'aria-live': 'polite' });
     this.runInfo = h('div', { class: 'run-info', id: 'run-info' });
 
     const viewport = h('div', {
@@ -123,7 +125,7 @@ export class TranscriptView {
     this.root = h(
       'section',
       { class: 'transcript-view', 'aria-labelledby': 'transcript-title' },
-      h('div', { class: 'transcript-head' }, h('h1', { id: 'transcript-title' }, `Run ${scope.runId ?? '(latest)'}`), this.runInfo, this.downloadButton),
+      h('div', { class: 'transcript-head' }, h('h1', { id: 'transcript-title' }, `Run ${scope.runId ?? '(latest)'}`), this.runInfo, this.downloadStatus, this.downloadButton),
       form,
       this.searchStatus,
       viewport,
@@ -599,7 +601,7 @@ export class TranscriptView {
     const runId = this.source.runId ?? this.scope.runId;
     try {
       if (runId === undefined) throw new Error('the run is not known yet');
-      this.statusEl.textContent = 'Preparing the download…';
+      this.downloadStatus.textContent = 'Preparing the download…';
       let blob = await this.api.runBlob({ agentId: this.scope.agentId, conversationId: this.scope.conversationId, runId });
       if (!blob) blob = await this.assembleFromLines(runId);
       let verified = '';
@@ -613,9 +615,10 @@ export class TranscriptView {
       a.click();
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
-      this.statusEl.textContent = `Downloaded ${formatBytes(blob.size)}${verified}.`;
+      this.downloadStatus.textContent = `Downloaded ${formatBytes(blob.size)}${verified}.`;
     } catch (err) {
-      this.fail(err);
+      this.downloadStatus.textContent = `Download failed: ${err instanceof Error ? err.message : String(err)}`;
+      this.onError(err);
     } finally {
       btn.disabled = false;
     }
@@ -631,7 +634,7 @@ export class TranscriptView {
         if (l.truncatedBytes !== undefined) throw new Error(`line ${l.line} is too long to assemble here (${formatBytes(l.truncatedBytes)}); fetch the run with the API instead`);
         parts.push(l.text, '\n');
       }
-      this.statusEl.textContent = `Preparing the download… ${formatBytes(src.pages[p]?.endOffset)} of ${formatBytes(src.bytes)}`;
+      this.downloadStatus.textContent = `Preparing the download… ${formatBytes(src.pages[p]?.endOffset)} of ${formatBytes(src.bytes)}`;
       if (src.hasAfter(p) === false) break;
     }
     // The last line has a newline only if the run ends with one.
