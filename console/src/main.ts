@@ -109,5 +109,9 @@ function route(): void {
 const fromFragment = takeTokenFromFragment();
 const initial = fromFragment ?? storedToken();
 if (initial) useToken(initial);
-window.addEventListener('hashchange', route);
+window.addEventListener('hashchange', () => {
+  route();
+  // A new view: start keyboard and screen-reader users at its content.
+  main.focus({ preventScroll: true });
+});
 route();

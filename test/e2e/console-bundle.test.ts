@@ -49,7 +49,15 @@ describe('bundled console function', () => {
        out.push(await handler({ ...events[0], headers: { 'if-none-match': page.headers.etag } }, {}));
        console.log(JSON.stringify(out));`,
     );
-    const events = [event('/console'), event('/console/app.js'), event('/console/app.css'), event('/console/other.js'), event('/console/index.html')];
+    // The last: as API Gateway sends it for the `/console/{asset}` route behind a custom-domain base path.
+    const events = [
+      event('/console'),
+      event('/console/app.js'),
+      event('/console/app.css'),
+      event('/console/other.js'),
+      event('/console/index.html'),
+      { ...event('/ops/console/app.css'), routeKey: 'GET /console/{asset}', pathParameters: { asset: 'app.css' } },
+    ];
     const child = spawn(process.execPath, [driver, JSON.stringify(events)], { env: { PATH: process.env['PATH'], POWERTOOLS_LOG_LEVEL: 'SILENT' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
@@ -57,7 +65,7 @@ describe('bundled console function', () => {
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     expect(code, err).toBe(0);
-    const [page, js, css, unknown, indexByName, revalidated] = JSON.parse(out.trim().split('\n').at(-1)!) as { statusCode: number; headers: Record<string, string>; body?: string }[];
+    const [page, js, css, unknown, indexByName, viaParameter, revalidated] = JSON.parse(out.trim().split('\n').at(-1)!) as { statusCode: number; headers: Record<string, string>; body?: string }[];
     expect(page!.statusCode).toBe(200);
     expect(page!.headers['content-type']).toBe('text/html; charset=utf-8');
     expect(page!.body).toContain('<script defer src="console/app.js"></script>');
@@ -73,6 +81,8 @@ describe('bundled console function', () => {
     expect(unknown!.statusCode).toBe(404);
     expect(JSON.parse(unknown!.body!)).toEqual({ error: 'Not found', code: 'not_found' });
     expect(indexByName!.statusCode).toBe(404);
+    expect(viaParameter!.statusCode).toBe(200);
+    expect(viaParameter!.body).toBe(css!.body);
     expect(revalidated!.statusCode).toBe(304);
     expect(revalidated!.body).toBeUndefined();
   }, 60_000);

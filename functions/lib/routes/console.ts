@@ -3,8 +3,8 @@ import { readFile } from 'node:fs/promises';
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { ERRORS } from '../contract.js';
 import { HttpError } from '../errors.js';
-import { header, httpHandler, type HttpResult, type LambdaHttpHandler } from '../http.js';
-import { CONSOLE_FILES, CONSOLE_SECURITY_HEADERS, consoleFilePath, type ConsoleFileName } from './console-files.js';
+import { header, httpHandler, type HttpEvent, type HttpResult, type LambdaHttpHandler } from '../http.js';
+import { CONSOLE_FILES, CONSOLE_PATH, CONSOLE_SECURITY_HEADERS, consoleFilePath, type ConsoleFileName } from './console-files.js';
 
 /** One built console file, ready to serve. */
 export interface ConsoleAsset {
@@ -59,7 +59,7 @@ export function consoleRoute(load: () => Promise<ConsoleAssets>, logger: Logger)
     return cached;
   };
   return httpHandler('console', logger, async (event, ctx): Promise<HttpResult> => {
-    const path = event.rawPath ?? event.requestContext?.http?.path ?? '';
+    const path = requestedPath(event);
     ctx.fields['path'] = path;
     const asset = (await assets()).get(path);
     if (!asset) throw new HttpError(ERRORS.notFound, { headers: CONSOLE_SECURITY_HEADERS });
@@ -75,4 +75,15 @@ function matches(ifNoneMatch: string | undefined, etag: string): boolean {
     const tag = t.trim().replace(/^W\//, '');
     return tag === '*' || tag === etag;
   });
+}
+
+/**
+ * The console path asked for: from the route (`GET /console`) or its `{asset}` path parameter on API Gateway,
+ * so a custom-domain base path in `rawPath` does not matter; else `rawPath` (the local adapter's exact routes).
+ */
+function requestedPath(event: HttpEvent): string {
+  const asset = event.pathParameters?.['asset'];
+  if (asset !== undefined) return `${CONSOLE_PATH}/${asset}`;
+  if (event.routeKey === `GET ${CONSOLE_PATH}`) return CONSOLE_PATH;
+  return event.rawPath ?? event.requestContext?.http?.path ?? '';
 }
