@@ -102,7 +102,7 @@ function fixtureKinds(): { types: Set<string>; blocks: Set<string> } {
 
 const describeBrowser = haveChromium ? describe : describe.skip;
 
-describeBrowser('operator console in headless Chromium against npm start', () => {
+describeBrowser('operator console in headless Chromium against npm start', { timeout: 90_000 }, () => {
   let dataDir: string;
   let child: ChildProcess;
   let baseUrl: string;
@@ -182,7 +182,7 @@ describeBrowser('operator console in headless Chromium against npm start', () =>
     });
     context = await browser.newContext({ viewport: { width: 1280, height: 860 }, acceptDownloads: true });
     page = await context.newPage();
-    page.setDefaultTimeout(20_000);
+    page.setDefaultTimeout(30_000); // waits are for states; the limit only bounds a broken run on a busy machine
     page.on('pageerror', (e) => pageErrors.push(e.message));
     page.on('console', (m) => {
       // The refused worker token's 403 is expected (sign-in test); anything else (a CSP violation, …) is not.
@@ -373,7 +373,7 @@ describeBrowser('operator console in headless Chromium against npm start', () =>
     expect(await page.evaluate(() => document.activeElement!.dataset['line'])).toBe(String(callLine + 1));
     await page.keyboard.press('ArrowDown');
     expect(await page.evaluate(() => document.activeElement!.dataset['line'])).toBe(String(callLine + 2));
-  }, 60_000);
+  });
 
   it('searches within the loaded lines, then further, and says which', async () => {
     const query = 'user-message-selector';
