@@ -33,9 +33,14 @@ export interface ObjectAccess {
   readonly actions: readonly ObjectAction[];
 }
 
+/** The table's GSIs (functions/lib/store/registry.ts `INDEX`; the infra test checks they agree). */
+export type IndexName = 'ByOrganization' | 'ByAgent' | 'ByRetentionDue';
+
 export interface RouteAccess {
-  /** DynamoDB actions on the table (no indexes exist). */
+  /** DynamoDB actions on the table itself (its items; a table grant does not reach its indexes). */
   readonly table: readonly TableAction[];
+  /** `dynamodb:Query` on these GSIs only, each by its own index ARN. */
+  readonly indexes?: readonly IndexName[];
   /** S3 object actions, each scoped to a key prefix. */
   readonly objects: readonly ObjectAccess[];
   /** `s3:ListBucket`, restricted by an `s3:prefix` condition to `<prefix>*`. */
@@ -55,9 +60,13 @@ export interface RouteSpec {
   readonly access: RouteAccess;
   /** Signs or checks upload ids (needs the upload-id key: derived from the HS256 secret, or its own secret with a JWKS). */
   readonly signsUploadIds?: boolean;
+  /** Signs or checks operator-API cursors (needs the same signing secret as upload ids, see `signsUploadIds`). */
+  readonly signsCursors?: boolean;
 }
 
 export const SNAPSHOT_PATH = '/worker/transcript/snapshot';
+/** The operator API (admin tokens): functions/lib/contract.ts ADMIN_PATHS. */
+export const ADMIN_PREFIX = '/admin';
 
 export const ROUTES: readonly RouteSpec[] = [
   {
@@ -139,6 +148,74 @@ export const ROUTES: readonly RouteSpec[] = [
       // Signs the presigned PUT / UploadPart URLs and starts multipart uploads, under uploads/ only.
       objects: [{ prefix: UPLOADS_PREFIX, actions: ['s3:PutObject'] }],
     },
+  },
+  // ---------------------------------------------------------------- operator API (admin tokens)
+  {
+    id: 'AdminListConversations',
+    method: 'GET',
+    path: `${ADMIN_PREFIX}/conversations`,
+    entry: 'functions/admin-conversations.ts',
+    description: 'Operator API: list an organization\'s conversations (newest first), or one agent\'s',
+    timeoutSeconds: 15,
+    signsCursors: true,
+    // One Query of ByOrganization or ByAgent per page; nothing else.
+    access: { table: [], indexes: ['ByOrganization', 'ByAgent'], objects: [] },
+  },
+  {
+    id: 'AdminListRuns',
+    method: 'GET',
+    path: `${ADMIN_PREFIX}/runs`,
+    entry: 'functions/admin-runs.ts',
+    description: 'Operator API: list a conversation\'s stored runs with their state',
+    timeoutSeconds: 15,
+    signsCursors: true,
+    // GetItem: HEAD; Query: the conversation's RUN records.
+    access: { table: ['dynamodb:GetItem', 'dynamodb:Query'], objects: [] },
+  },
+  {
+    id: 'AdminReadRun',
+    method: 'GET',
+    path: `${ADMIN_PREFIX}/run`,
+    entry: 'functions/admin-run.ts',
+    description: 'Operator API: one stored run\'s bytes, any status (audited)',
+    timeoutSeconds: 28,
+    access: {
+      // GetItem: the RUN record, and its CHAIN record for a chain run.
+      table: ['dynamodb:GetItem'],
+      objects: [
+        { prefix: SNAPSHOTS_PREFIX, actions: ['s3:GetObject'] },
+        // A 307 for a chain run names a materialized copy of it, made once (as GET does).
+        { prefix: MATERIALIZED_PREFIX, actions: ['s3:GetObject', 's3:PutObject'] },
+      ],
+      // So that a missing object is 404 NoSuchKey (a run deleted under the read), not 403 (see GET).
+      listPrefixes: [SNAPSHOTS_PREFIX, MATERIALIZED_PREFIX],
+    },
+  },
+  {
+    id: 'AdminReadLines',
+    method: 'GET',
+    path: `${ADMIN_PREFIX}/lines`,
+    entry: 'functions/admin-lines.ts',
+    description: 'Operator API: a run\'s JSONL lines by range (streamed, stops after the page)',
+    timeoutSeconds: 28,
+    signsCursors: true,
+    access: {
+      // GetItem: HEAD (the default run), the RUN and CHAIN records; Query: the chain's run boundaries.
+      table: ['dynamodb:GetItem', 'dynamodb:Query'],
+      objects: [{ prefix: SNAPSHOTS_PREFIX, actions: ['s3:GetObject'] }],
+      listPrefixes: [SNAPSHOTS_PREFIX],
+    },
+  },
+  {
+    id: 'AdminListAgents',
+    method: 'GET',
+    path: `${ADMIN_PREFIX}/agents`,
+    entry: 'functions/admin-agents.ts',
+    description: 'Operator API: an organization\'s agents with conversation, run and byte counts',
+    timeoutSeconds: 28,
+    signsCursors: true,
+    // Query: the registry in the organization's partition (the agents), ByAgent (their counters).
+    access: { table: ['dynamodb:Query'], indexes: ['ByAgent'], objects: [] },
   },
 ];
 

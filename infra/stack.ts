@@ -44,6 +44,9 @@ const KMS_FOR_OBJECT_ACTION: Record<ObjectAction, string[]> = {
   's3:DeleteObject': [],
 };
 
+/** Routes that need the service's signing key (upload ids, operator-API cursors). */
+const signs = (route: RouteSpec): boolean => route.signsUploadIds === true || route.signsCursors === true;
+
 const RETENTION: Record<number, logs.RetentionDays> = Object.fromEntries(
   Object.values(logs.RetentionDays)
     .filter((v): v is logs.RetentionDays => typeof v === 'number')
@@ -202,24 +205,25 @@ export class TranscriptStoreStack extends Stack {
     // ---------------------------------------------------------------- functions
     const makeFunction = (spec: FunctionSpec, env: Record<string, string>, secret: SecretGrant | undefined) =>
       this.createFunction(spec, env, { settings, retention, removalPolicy, bucketKey, secret });
-    // Upload ids are signed with a key derived from the HS256 secret; a JWKS deployment has no shared
-    // secret, so the upload routes get one of their own (generated, never in the template).
+    // Upload ids and operator-API cursors are signed with a key derived from the HS256 secret; a JWKS
+    // deployment has no shared secret, so the routes that sign get one of their own (generated, never in
+    // the template).
     let uploadIdSecret: SecretGrant | undefined;
-    if (keySource.kind === 'jwks' && routes.some((r) => r.signsUploadIds)) {
+    if (keySource.kind === 'jwks' && routes.some(signs)) {
       const secret = new secretsmanager.Secret(this, 'UploadIdSecret', {
-        description: `${SERVICE_NAME}: HMAC key that signs presigned-upload ids`,
+        description: `${SERVICE_NAME}: HMAC key that signs presigned-upload ids and operator-API cursors`,
         generateSecretString: { passwordLength: 64, excludePunctuation: true, includeSpace: false },
         removalPolicy,
       });
       Validations.of(secret).acknowledge({
         id: 'AwsSolutions-SMG4',
-        reason: 'Signs short-lived upload ids (valid for PRESIGN_TTL_SECONDS); rotating it only invalidates uploads in flight, so it is rotated manually (docs/DEPLOY.md) rather than by a rotation Lambda.',
+        reason: 'Signs short-lived upload ids (valid for PRESIGN_TTL_SECONDS) and operator-API listing cursors; rotating it only invalidates uploads and cursors in flight, so it is rotated manually (docs/DEPLOY.md) rather than by a rotation Lambda.',
       });
       uploadIdSecret = { arn: secret.secretArn, kmsKeyArn: undefined };
     }
     const functions = new Map<string, NodejsFunction>();
     for (const route of routes) {
-      const own = route.signsUploadIds ? uploadIdSecret : undefined;
+      const own = signs(route) ? uploadIdSecret : undefined;
       functions.set(route.id, makeFunction(route, own ? { ...environment, UPLOAD_ID_SECRET_ARN: own.arn } : environment, own ?? secretGrant));
     }
     this.functions = functions;
@@ -251,7 +255,7 @@ export class TranscriptStoreStack extends Stack {
     Validations.of(this.api).acknowledge({
       id: 'AwsSolutions-APIG4',
       reason:
-        'Every handler verifies the worker JWT itself (jose, explicit algorithm allowlist, exp/iat required) before any storage call; HTTP API JWT authorizers cannot verify the HS256 shared-secret tokens existing gateways issue. The console routes serve public static files only (the app sends the operator token to the admin routes).',
+        'Every handler verifies the worker or admin JWT itself (jose, explicit algorithm allowlist, exp/iat required) before any storage call; HTTP API JWT authorizers cannot verify the HS256 shared-secret tokens existing gateways issue. The console routes serve public static files only (the app sends the operator token to the admin routes).',
     });
     this.stage = this.api.addStage('DefaultStage', {
       stageName: '$default',
@@ -418,6 +422,12 @@ export class TranscriptStoreStack extends Stack {
     const statements: iam.PolicyStatement[] = [];
     if (access.table.length > 0) {
       statements.push(new iam.PolicyStatement({ actions: [...access.table], resources: [this.table.tableArn] }));
+    }
+    if (access.indexes && access.indexes.length > 0) {
+      // A table ARN does not cover its indexes: each GSI is its own resource, `<table ARN>/index/<name>`.
+      statements.push(
+        new iam.PolicyStatement({ actions: ['dynamodb:Query'], resources: access.indexes.map((name) => `${this.table.tableArn}/index/${name}`) }),
+      );
     }
     for (const objects of access.objects) {
       statements.push(

@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
-import { ADMIN_SCOPE } from '../functions/lib/auth.js';
 
 /**
  * A development secret: the variable `name` (default JWT_SECRET) when set, otherwise one random secret
@@ -41,53 +40,64 @@ export async function loadOrCreateDevSecret(
   }
 }
 
-export interface DevTokenClaims {
-  org: string;
-  agent: string;
-  conv: string;
-  runId?: number;
+/** Registered and timing claims every dev token may set. */
+interface DevTokenTiming {
   /** Lifetime in seconds (default 2 h). */
   ttlSeconds?: number;
   /** Override `iat` (seconds) — tests of the reset fence. */
   issuedAt?: number;
   issuer?: string;
   audience?: string;
+  /** `sub` claim (an admin token's actor, recorded in audit log lines). */
+  sub?: string;
 }
 
+/** A worker token's claims: the conversation scope, and `runId` for a per-run token. */
+export interface DevTokenClaims extends DevTokenTiming {
+  org: string;
+  agent: string;
+  conv: string;
+  runId?: number;
+  /** `scope` claim (RFC 8693 §4.2); worker tokens carry none — a worker token with the admin scope is both. */
+  scope?: string;
+}
+
+/** An admin token's claims (docs/DESIGN.md § Operator API): the organization, and worker claims only when given. */
+export interface DevAdminTokenClaims extends DevTokenTiming {
+  org: string;
+  /** `scope` claim; default {@link DEV_ADMIN_SCOPE}. */
+  scope?: string;
+  agent?: string;
+  conv?: string;
+  runId?: number;
+}
+
+/** The `scope` value of admin tokens (functions/lib/auth.ts `ADMIN_SCOPE`). */
+export const DEV_ADMIN_SCOPE = 'transcripts:admin';
+
+/** Signs a dev worker token (HS256) with `secret`: `organizationId`, `agentId`, `conversationId`, optional `runId`. */
 export async function mintDevToken(secret: string, c: DevTokenClaims): Promise<string> {
+  return sign(secret, c, c.scope);
+}
+
+/** Signs a dev admin token (HS256) with `secret`: `organizationId`, `scope` (default transcripts:admin), optional `sub`. */
+export async function mintDevAdminToken(secret: string, c: DevAdminTokenClaims): Promise<string> {
+  return sign(secret, c, c.scope ?? DEV_ADMIN_SCOPE);
+}
+
+async function sign(secret: string, c: DevTokenTiming & { org: string; agent?: string; conv?: string; runId?: number }, scope: string | undefined): Promise<string> {
   const iat = c.issuedAt ?? Math.floor(Date.now() / 1000);
   let jwt = new SignJWT({
     organizationId: c.org,
-    agentId: c.agent,
-    conversationId: c.conv,
+    ...(c.agent !== undefined && { agentId: c.agent }),
+    ...(c.conv !== undefined && { conversationId: c.conv }),
     ...(c.runId !== undefined && { runId: c.runId }),
+    ...(scope !== undefined && { scope }),
   })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setIssuedAt(iat)
     .setExpirationTime(iat + (c.ttlSeconds ?? 7200));
-  if (c.issuer) jwt = jwt.setIssuer(c.issuer);
-  if (c.audience) jwt = jwt.setAudience(c.audience);
-  return jwt.sign(new TextEncoder().encode(secret));
-}
-
-export interface DevAdminTokenClaims {
-  org: string;
-  /** Recorded as the actor in audit log lines (default `dev-console`). */
-  sub?: string;
-  /** Lifetime in seconds (default 8 h). */
-  ttlSeconds?: number;
-  issuer?: string;
-  audience?: string;
-}
-
-/** An admin token for the operator API and console: `organizationId`, `scope` {@link ADMIN_SCOPE}, `sub`. HS256. */
-export async function mintDevAdminToken(secret: string, c: DevAdminTokenClaims): Promise<string> {
-  const iat = Math.floor(Date.now() / 1000);
-  let jwt = new SignJWT({ organizationId: c.org, scope: ADMIN_SCOPE })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(c.sub ?? 'dev-console')
-    .setIssuedAt(iat)
-    .setExpirationTime(iat + (c.ttlSeconds ?? 8 * 3600));
+  if (c.sub !== undefined) jwt = jwt.setSubject(c.sub);
   if (c.issuer) jwt = jwt.setIssuer(c.issuer);
   if (c.audience) jwt = jwt.setAudience(c.audience);
   return jwt.sign(new TextEncoder().encode(secret));

@@ -1,3 +1,5 @@
+// First: loads s3rver's bucket controller with continuation tokens that need no legacy OpenSSL cipher.
+import './s3rver-tokens.js';
 import { mkdir } from 'node:fs/promises';
 import { Server as HttpServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';

@@ -132,9 +132,23 @@ export async function migrateTable(ddb: DynamoDBClient, table: string, dir: stri
   for await (const page of paginateScan({ client: ddb }, { TableName: table, ConsistentRead: true })) items.push(...(page.Items ?? []));
   await mkdir(dir, { recursive: true });
   const file = join(dir, MIGRATION_FILE);
-  await writeFile(`${file}.tmp`, JSON.stringify({ table, items }));
+  await writeFile(`${file}.tmp`, JSON.stringify({ table, items }, binaryReplacer));
   await rename(`${file}.tmp`, file);
   await resumeMigration(ddb, table, dir);
+}
+
+/** JSON for binary attribute values (`B`, `BS`): a Uint8Array becomes `{"$b64": "<base64>"}`. */
+function binaryReplacer(this: Record<string, unknown>, key: string, value: unknown): unknown {
+  const raw = this[key];
+  return raw instanceof Uint8Array ? { $b64: Buffer.from(raw).toString('base64') } : value;
+}
+
+function binaryReviver(_key: string, value: unknown): unknown {
+  if (value && typeof value === 'object' && !Array.isArray(value)) {
+    const v = value as Record<string, unknown>;
+    if (typeof v['$b64'] === 'string' && Object.keys(v).length === 1) return new Uint8Array(Buffer.from(v['$b64'], 'base64'));
+  }
+  return value;
 }
 
 /** Finishes a migration whose saved items exist (see {@link migrateTable}); does nothing otherwise. */
@@ -142,7 +156,7 @@ async function resumeMigration(ddb: DynamoDBClient, table: string, dir: string):
   const file = join(dir, MIGRATION_FILE);
   let saved: { table: string; items: Record<string, never>[] };
   try {
-    saved = JSON.parse(await readFile(file, 'utf8'));
+    saved = JSON.parse(await readFile(file, 'utf8'), binaryReviver);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;

@@ -303,7 +303,6 @@ async function main(): Promise<number> {
   const fixture = await readFile(FIXTURE);
   const baseEnv: NodeJS.ProcessEnv = {
     ...process.env,
-    NODE_OPTIONS: `${process.env['NODE_OPTIONS'] ?? ''} --openssl-legacy-provider`.trim(),
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };
 

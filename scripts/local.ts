@@ -47,7 +47,7 @@ try {
   try {
     const issuer = svc.config.issuer;
     const audience = svc.config.audience;
-    const token = await svc.mintAdminToken({ org: consoleOrg, ...(issuer && { issuer }), ...(audience && { audience }) });
+    const token = await svc.mintAdminToken({ org: consoleOrg, sub: 'dev-console', ttlSeconds: 8 * 3600, ...(issuer && { issuer }), ...(audience && { audience }) });
     consoleUrl += `#token=${token}`;
   } catch {
     consoleUrl += '  (paste an admin token)';

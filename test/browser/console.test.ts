@@ -135,7 +135,6 @@ describeBrowser('operator console in headless Chromium against npm start', { tim
       DATA_DIR: dataDir,
       PORT: '0',
       CONSOLE_ORG: ORG,
-      NODE_OPTIONS: '--openssl-legacy-provider',
       // Small, so the fixture's download answers 307 and the console assembles it from lines.
       INLINE_RESPONSE_MAX_BYTES: '100000',
     };

@@ -23,7 +23,7 @@ afterAll(async () => {
 });
 
 function env(): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0', NODE_OPTIONS: '--openssl-legacy-provider' };
+  const e: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0' };
   delete e['JWT_SECRET'];
   delete e['AWS_ENDPOINT_URL'];
   delete e['AWS_ENDPOINT_URL_S3'];

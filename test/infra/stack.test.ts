@@ -1,3 +1,4 @@
+import { TABLE_ATTRIBUTES, TABLE_INDEXES } from '../../local/provision.js';
 import { readFileSync } from 'node:fs';
 import { App, Validations } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
@@ -7,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { CONSOLE_ROUTE, MATERIALIZED_PREFIX, RECONCILER, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
 import { MATERIALIZED_PREFIX as STORE_MATERIALIZED_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX } from '../../functions/lib/store/schema.js';
 import { settingsFromContext } from '../../infra/settings.js';
+import { INDEX } from '../../functions/lib/store/registry.js';
 import { TranscriptStoreStack } from '../../infra/stack.js';
 
 /** Same feature flags as `cdk synth`, bundling skipped (handlers are bundled only by the real synth). */
@@ -106,12 +108,17 @@ function acknowledgements(scope: IConstruct): { path: string; id: string; reason
 }
 
 describe('HTTP API', () => {
-  it('routes GET, POST, DELETE /worker/transcript/snapshot and POST …/uploads to their own function with payload format 2.0', () => {
+  it('routes the worker routes and the operator API (/admin/…) to their own function with payload format 2.0', () => {
     const { template } = synth();
     const resources = template.toJSON().Resources as Record<string, Json>;
     const routes = Object.values(resources).filter((r) => r.Type === 'AWS::ApiGatewayV2::Route');
     expect(routes.map((r) => r.Properties.RouteKey).sort()).toEqual([
       'DELETE /worker/transcript/snapshot',
+      'GET /admin/agents',
+      'GET /admin/conversations',
+      'GET /admin/lines',
+      'GET /admin/run',
+      'GET /admin/runs',
       'GET /console',
       'GET /console/{asset}',
       'GET /worker/transcript/snapshot',
@@ -274,6 +281,59 @@ describe('least privilege', () => {
     ]);
   });
 
+  const index = (name: string) => `{"Fn::Join":["",[TABLE,"/index/${name}"]]}`;
+
+  it('names the indexes the table has (infra and store agree)', () => {
+    const granted = new Set(ROUTES.flatMap((r) => r.access.indexes ?? []));
+    for (const name of granted) expect(Object.values(INDEX).map((i) => i.name)).toContain(name);
+  });
+
+  it('lets the conversations listing only Query the ByOrganization and ByAgent indexes, by their ARNs', () => {
+    const { template } = synth();
+    expect(permissions(template, 'AdminListConversations')).toEqual([
+      `dynamodb:Query -> [${index('ByAgent')},${index('ByOrganization')}]`,
+      `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
+    ]);
+  });
+
+  it('lets the runs listing only read HEAD and Query the table (the conversation’s partition)', () => {
+    const { template } = synth();
+    expect(permissions(template, 'AdminListRuns')).toEqual([
+      'dynamodb:GetItem,dynamodb:Query -> TABLE',
+      `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
+    ]);
+  });
+
+  it('lets the run reader only read records and snapshot objects, and keep materialized copies (as GET)', () => {
+    const { template } = synth();
+    expect(permissions(template, 'AdminReadRun')).toEqual([
+      'dynamodb:GetItem -> TABLE',
+      `s3:GetObject -> ${SNAPSHOT_OBJECTS}`,
+      `s3:GetObject,s3:PutObject -> ${MATERIALIZED_OBJECTS}`,
+      list(SNAPSHOTS_PREFIX, MATERIALIZED_PREFIX),
+      `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
+    ]);
+  });
+
+  it('lets the lines reader only read records, Query run boundaries and read snapshot objects', () => {
+    const { template } = synth();
+    expect(permissions(template, 'AdminReadLines')).toEqual([
+      'dynamodb:GetItem,dynamodb:Query -> TABLE',
+      `s3:GetObject -> ${SNAPSHOT_OBJECTS}`,
+      list(SNAPSHOTS_PREFIX),
+      `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
+    ]);
+  });
+
+  it('lets the agents listing only Query the table (registry) and the ByAgent index', () => {
+    const { template } = synth();
+    expect(permissions(template, 'AdminListAgents')).toEqual([
+      // CDK merges the table and index statements (same action).
+      `dynamodb:Query -> [TABLE,${index('ByAgent')}]`,
+      `secretsmanager:GetSecretValue -> ${secretRef(template)}`,
+    ]);
+  });
+
   it('grants no wildcard actions and no table-wide or bucket-wide data access to any function', () => {
     const { template } = synth({ bucketEncryption: 'kms', jwtSecretArn: SECRET_ARN, jwtSecretKmsKeyArn: KMS_KEY_ARN });
     for (const spec of ROUTES) {
@@ -305,12 +365,12 @@ describe('least privilege', () => {
     }
   });
 
-  it('uses a JWKS URL without any JWT secret; only the upload routes get the upload-id signing secret', () => {
+  it('uses a JWKS URL without any JWT secret; only the routes that sign upload ids or cursors get the signing secret', () => {
     const { template } = synth({ jwksUrl: 'https://issuer.example/.well-known/jwks.json', jwtAlgorithms: 'RS256,ES256' });
-    // No shared secret to derive the upload-id key from: the stack generates one for the upload routes.
+    // No shared secret to derive the signing keys from: the stack generates one for the routes that sign.
     template.resourceCountIs('AWS::SecretsManager::Secret', 1);
-    const signers = ROUTES.filter((r) => r.signsUploadIds).map((r) => r.id);
-    expect(signers.sort()).toEqual(['CreateUpload', 'PostSnapshot']);
+    const signers = ROUTES.filter((r) => r.signsUploadIds || r.signsCursors).map((r) => r.id);
+    expect(signers.sort()).toEqual(['AdminListAgents', 'AdminListConversations', 'AdminListRuns', 'AdminReadLines', 'CreateUpload', 'PostSnapshot']);
     for (const spec of ROUTES) {
       const vars = fnProps(template, spec.id).Environment.Variables;
       expect(vars).toMatchObject({ JWKS_URL: 'https://issuer.example/.well-known/jwks.json', JWT_ALGORITHMS: 'RS256,ES256' });
@@ -426,16 +486,33 @@ describe('DynamoDB table', () => {
           { AttributeName: 'pk', KeyType: 'HASH' },
           { AttributeName: 'sk', KeyType: 'RANGE' },
         ],
-        AttributeDefinitions: [
+        AttributeDefinitions: Match.arrayWith([
           { AttributeName: 'pk', AttributeType: 'S' },
           { AttributeName: 'sk', AttributeType: 'S' },
-        ],
+        ]),
         BillingMode: 'PAY_PER_REQUEST',
         PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
         TimeToLiveSpecification: { AttributeName: 'expiresAt', Enabled: true },
         DeletionProtectionEnabled: true,
       },
     });
+  });
+
+  it('has the sparse listing and retention GSIs the local tables have (the same definitions as local/provision.ts)', () => {
+    const { template } = synth();
+    const table = Object.values(template.findResources('AWS::DynamoDB::Table'))[0] as { Properties: Record<string, unknown> };
+    const indexes = table.Properties['GlobalSecondaryIndexes'] as { IndexName: string; KeySchema: unknown; Projection: { ProjectionType: string; NonKeyAttributes: string[] } }[];
+    expect(indexes.map((i) => i.IndexName).sort()).toEqual(TABLE_INDEXES.map((i) => i.IndexName).sort());
+    for (const local of TABLE_INDEXES) {
+      const deployed = indexes.find((i) => i.IndexName === local.IndexName)!;
+      expect(deployed.KeySchema).toEqual(local.KeySchema);
+      expect(deployed.Projection.ProjectionType).toBe('INCLUDE');
+      expect([...deployed.Projection.NonKeyAttributes].sort()).toEqual([...local.Projection!.NonKeyAttributes!].sort());
+    }
+    const attributes = table.Properties['AttributeDefinitions'] as { AttributeName: string; AttributeType: string }[];
+    expect([...attributes].sort((a, b) => a.AttributeName.localeCompare(b.AttributeName))).toEqual(
+      [...TABLE_ATTRIBUTES].sort((a, b) => a.AttributeName!.localeCompare(b.AttributeName!)),
+    );
   });
 
   it('can be destroyed with the stack for throwaway (e.g. LocalStack) deployments', () => {

@@ -91,7 +91,7 @@ describe('one external store, the other embedded', () => {
       expect(svc.endpoints).toEqual({ s3: svc.emulators!.s3Endpoint, dynamodb: outside.dynamodbEndpoint });
       await roundTrip(svc);
       // The run and HEAD records are in the external DynamoDB …
-      expect((await outDdb.send(new ScanCommand({ TableName: 'one-by-one-table' }))).Count).toBe(3); // HEAD, RUN, CHAIN
+      expect((await outDdb.send(new ScanCommand({ TableName: 'one-by-one-table' }))).Count).toBe(4); // HEAD, RUN, CHAIN, and the conversation's registry item
       // … the object in the embedded S3, and nothing in the external S3.
       expect((await inS3.send(new ListObjectsV2Command({ Bucket: 'one-by-one-bucket' }))).KeyCount).toBe(1);
       expect((await outS3.send(new ListBucketsCommand({}))).Buckets ?? []).toEqual([]);
@@ -113,7 +113,7 @@ describe('one external store, the other embedded', () => {
       expect(svc.endpoints).toEqual({ s3: outside.s3Endpoint, dynamodb: svc.emulators!.dynamodbEndpoint });
       await roundTrip(svc);
       expect((await outS3.send(new ListObjectsV2Command({ Bucket: 'one-by-one-bucket' }))).KeyCount).toBe(1);
-      expect((await inDdb.send(new ScanCommand({ TableName: 'one-by-one-table' }))).Count).toBe(3); // HEAD, RUN, CHAIN
+      expect((await inDdb.send(new ScanCommand({ TableName: 'one-by-one-table' }))).Count).toBe(4); // HEAD, RUN, CHAIN, and the conversation's registry item
       expect((await outDdb.send(new ListTablesCommand({}))).TableNames).toEqual([]);
     } finally {
       [outS3, outDdb, inDdb].forEach((c) => c.destroy());

@@ -52,14 +52,30 @@ async function countCalls(fn: (api: Api) => Promise<Response>): Promise<{ calls:
 describe('POST survives a crash at every AWS call (I3)', () => {
   it('a clean write makes exactly 1 S3 write and 2 DynamoDB writes, after one read of HEAD (admission)', async () => {
     const scope = freshScope();
-    const { calls } = await countCalls((api) => api.write(scope, 1, 'a\n'));
+    expect((await ctx.api.write(scope, 1, 'first\n')).status).toBe(200);
+    const { calls } = await countCalls((api) => api.write(scope, 2, 'a\n'));
     expect(calls).toEqual(['BatchGetItemCommand', 'PutObjectCommand', 'PutItemCommand', 'PutItemCommand', 'UpdateItemCommand']);
+  });
+
+  it('the first write of a conversation registers it first: a Put of its registry item and a second read of the erasure fences', async () => {
+    const scope = freshScope();
+    const { calls } = await countCalls((api) => api.write(scope, 1, 'a\n'));
+    expect(calls).toEqual([
+      'BatchGetItemCommand',
+      'PutItemCommand',
+      'BatchGetItemCommand',
+      'PutObjectCommand',
+      'PutItemCommand',
+      'PutItemCommand',
+      'UpdateItemCommand',
+    ]);
   });
 
   it('a clean write that echoes the reset generation makes the same calls: the admission read checks the generation', async () => {
     const scope = freshScope();
+    expect((await ctx.api.write(scope, 1, 'first\n')).status).toBe(200);
     const { calls } = await countCalls(async (api) =>
-      api.post(await api.token(scope, { runId: 1 }), { terminalStatus: 'completed', snapshotJsonl: 'a\n', runId: 1 }, { 'x-snapshot-generation': '0' }),
+      api.post(await api.token(scope, { runId: 2 }), { terminalStatus: 'completed', snapshotJsonl: 'a\n', runId: 2 }, { 'x-snapshot-generation': '0' }),
     );
     expect(calls).toEqual(['BatchGetItemCommand', 'PutObjectCommand', 'PutItemCommand', 'PutItemCommand', 'UpdateItemCommand']);
   });
@@ -68,7 +84,8 @@ describe('POST survives a crash at every AWS call (I3)', () => {
     it(`fails call N ${mode} it is made, for every N: hydrate serves old or new, never broken, and a retry converges`, async () => {
       const { api } = ctx;
       const scope0 = freshScope();
-      const { calls } = await countCalls((a) => a.write(scope0, 1, 'probe\n'));
+      expect((await api.write(scope0, 1, 'first\n')).status).toBe(200);
+      const { calls } = await countCalls((a) => a.write(scope0, 2, 'probe\n'));
       for (let n = 1; n <= calls.length; n++) {
         const scope = freshScope(`post-${mode}-${n}`);
         const oldBody = `old ${n}\n`;
@@ -161,11 +178,12 @@ describe('committing a presigned upload survives a crash at every AWS call (I3)'
   it('a clean commit reads HEAD, copies the upload, measures the copy, claims, publishes, then removes the upload', async () => {
     const { api } = ctx;
     const scope = freshScope();
+    expect((await api.write(scope, 1, 'first\n')).status).toBe(200);
     const { commit } = await prepare(api, scope, Buffer.from('probe\n'));
     const { calls } = await countCalls(async (a) => a.post(await a.token(scope, { runId: 2, issuedAt: issuedAt() }), commit));
-    // GetItem: the writer echoes no generation (legacy rule). The copy is measured, so the recorded
-    // digest is that of the bytes kept, whatever is PUT to the upload URL afterwards.
-    expect(calls).toEqual(['GetItemCommand', 'CopyObjectCommand', 'GetObjectCommand', 'PutItemCommand', 'UpdateItemCommand', 'DeleteObjectCommand']);
+    // BatchGetItem: HEAD (the writer echoes no generation: legacy rule) and the erasure fences. The copy is
+    // measured, so the recorded digest is that of the bytes kept, whatever is PUT to the upload URL afterwards.
+    expect(calls).toEqual(['BatchGetItemCommand', 'CopyObjectCommand', 'GetObjectCommand', 'PutItemCommand', 'UpdateItemCommand', 'DeleteObjectCommand']);
   });
 
   for (const mode of ['before', 'after'] as const) {

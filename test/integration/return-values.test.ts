@@ -70,6 +70,7 @@ describe('a write that loses a race (DynamoDB returning the failing item)', () =
     const store = faultyStore(svc, plan);
     withReturnValuesShim(store, svc.ddb);
     const ids = { organizationId: scope.org, agentId: scope.agent, conversationId: scope.conv, issuedAt: Math.floor(Date.now() / 1000), generation: 0 };
+    expect((await api.write(scope, 1, 'one\n')).status).toBe(200); // a listed conversation: no registration calls
     const writing = store.write(ids, { runId: 4, status: 'completed', body: Buffer.from('four\n') });
     await admitted.wait;
     expect((await api.write(scope, 9, 'nine\n')).status).toBe(200);

@@ -45,7 +45,7 @@ export interface NpmStart {
 
 /** The environment for a child `npm start` on `dataDir`, on a free port, with embedded emulators. */
 export function npmStartEnv(dataDir: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0', NODE_OPTIONS: '--openssl-legacy-provider', ...extra };
+  const e: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: '0', ...extra };
   delete e['JWT_SECRET'];
   delete e['AWS_ENDPOINT_URL'];
   delete e['AWS_ENDPOINT_URL_S3'];
