@@ -393,11 +393,11 @@ export class TranscriptView {
     this.list.update();
   }
 
-  /** Replaces the window by page `index` and selects the line `pick` chooses in it. */
-  private async jumpTo(index: number, pick: (lines: Line[]) => Line | undefined): Promise<Line | undefined> {
+  /** Replaces the window by page `index` (its `lines` when already fetched) and selects the line `pick` chooses in it. */
+  private async jumpTo(index: number, pick: (lines: Line[]) => Line | undefined, fetched?: Line[]): Promise<Line | undefined> {
     this.loading = true;
     try {
-      const lines = await this.source.fetch(index);
+      const lines = fetched ?? (await this.source.fetch(index));
       if (this.destroyed) return undefined;
       this.lo = index;
       this.hi = index + 1;
@@ -541,7 +541,7 @@ export class TranscriptView {
         if (ctl.signal.aborted || this.destroyed) return;
         const hit = lines.find((l) => lineMatches(l.text, query));
         if (hit) {
-          const target = await this.jumpTo(p, (ls) => ls.find((l) => l.line === hit.line));
+          const target = await this.jumpTo(p, () => hit, lines);
           this.refreshMatches();
           if (target) {
             this.focusMatch(target);
