@@ -113,7 +113,7 @@ export async function clearConversation(ctx: StoreContext, scope: ConversationSc
 }
 
 /** Deletes a CHAIN record while it is still of a generation before `generation` (a chain is never re-created under its id). */
-async function deleteStaleChain(ctx: StoreContext, pk: string, c: ChainRecord, generation: number, abortSignal?: AbortSignal): Promise<void> {
+export async function deleteStaleChain(ctx: StoreContext, pk: string, c: ChainRecord, generation: number, abortSignal?: AbortSignal): Promise<void> {
   try {
     await ctx.ddb.send(
       new DeleteItemCommand({
@@ -129,8 +129,11 @@ async function deleteStaleChain(ctx: StoreContext, pk: string, c: ChainRecord, g
   }
 }
 
-/** True when an object with this key belongs before the fence `reset` (by its generation, or its writer's iat). */
-function beforeFence(s3Key: string, reset: ResetState, windowSeconds: number): boolean {
+/**
+ * True when an object with this key belongs before the fence `reset` (by its generation, or its writer's iat).
+ * False for a key without a tag (`tagOfKey`): a clear never deletes what it does not understand.
+ */
+export function beforeFence(s3Key: string, reset: ResetState, windowSeconds: number): boolean {
   const tag = tagOfKey(s3Key);
   if (!tag) return false; // never delete what we do not understand
   if ('generation' in tag) return tag.generation < reset.generation;

@@ -11,7 +11,9 @@ export type StoreErrorCode =
   /** An upload declared gzip is not valid gzip. */
   | 'UPLOAD_NOT_GZIP'
   /** The record moved under every attempt to read it (resets and writes racing): transient, retry. */
-  | 'CONTENDED';
+  | 'CONTENDED'
+  /** A paging cursor that this store did not hand out (malformed, or of another listing). */
+  | 'INVALID_CURSOR';
 
 export class StoreError extends Error {
   override readonly name = 'StoreError';

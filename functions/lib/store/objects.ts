@@ -35,3 +35,4 @@ export async function* listObjectPages(
   );
   for await (const page of pages) yield page.Contents ?? [];
 }
+

@@ -11,13 +11,22 @@ import { itemKey, type Item } from './schema.js';
  *   FENCE                          the organization's erasure fence: `epoch`, `erasing` (receipt id, while erasing)
  *   FENCE#<agentSegment>           an agent's erasure fence
  *   CONV#<agentSegment>/<convSeg>  registry: the conversation exists (read consistently by erasure)
- *   ERASURE#<receiptId>[#<agent>/<conv>]  receipts and per-conversation erasure progress
+ *   ERASURE#<receiptId>            an erasure receipt (erasure.ts)
+ *   ERASING#<receiptId>#<agent>/<conv>        one conversation's progress within an erasure
+ *   ERASED#<receiptId>#<agent>/<conv>#<mark>  one record or object an erasure removed (what it counts)
+ * Partition `~erasing` (no `/`): one pointer per running erasure, `sk` = the scope's key path
+ * (`<org>`, `<org>/<agent>` or `<org>/<agent>/<conv>`).
  */
 export const ORG_PK_PREFIX = '~org#';
 export const FENCE_SK = 'FENCE';
 export const AGENT_FENCE_SK_PREFIX = 'FENCE#';
 export const REGISTRY_SK_PREFIX = 'CONV#';
 export const ERASURE_SK_PREFIX = 'ERASURE#';
+/** Progress items sort apart from receipts, so a Query of `ERASURE#` lists receipts only. */
+export const ERASURE_PROGRESS_SK_PREFIX = 'ERASING#';
+export const ERASURE_MARK_SK_PREFIX = 'ERASED#';
+/** Partition of the running-erasure pointers; contains no `/`, so it can never be a conversation key. */
+export const ERASING_PK = '~erasing';
 
 /** GSI names and their keys (all sparse: only registered HEAD items carry the attributes). */
 export const INDEX = {
@@ -153,7 +162,7 @@ export function listingUpdate(
   };
 }
 
-/** The registry item of a conversation (written in the same transaction as its first listed HEAD write). */
+/** The registry item of a conversation (Put before its first listed HEAD write: § Registration). */
 export function registryItem(scope: ConversationScope, nowMs: number): Item {
   const s = segmentsOf(scope);
   return {
