@@ -57,3 +57,14 @@ export function esbuildOptions(entry: string, outfile: string): BuildOptions {
     logLevel: 'warning',
   };
 }
+
+/**
+ * Shell commands (NodejsFunction `commandHooks.afterBundling`) that build the operator console into
+ * `<outputDir>/<assetsDir>` with the repository's own build (`console/build.ts` through tsx, both from
+ * `node_modules` — no network, no Docker), so the deployed function serves files built from the sources
+ * being deployed. Paths are quoted for a POSIX shell.
+ */
+export function consoleAfterBundling(inputDir: string, outputDir: string, assetsDir: string): string[] {
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  return [`${q(`${inputDir}/node_modules/.bin/tsx`)} ${q(`${inputDir}/console/build.ts`)} ${q(`${outputDir}/${assetsDir}`)}`];
+}

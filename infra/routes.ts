@@ -311,14 +311,27 @@ export const RECONCILER: JobSpec = {
 };
 
 /**
- * The retention pass (functions/retention.ts, docs/DESIGN.md § Retention): Queries the `ByRetentionDue` index
- * for conversations due, Queries each one's partition, deletes RUN and CHAIN records (DeleteItem) and the
- * objects only they referred to (DeleteObjects, under snapshots/ only: RUN records and chains name nothing
- * else), stamps chains and writes HEAD's counters and next due time back (UpdateItem). Runs every
- * RETENTION_INTERVAL_MINUTES (the stack sets `everyMinutes` from the setting; this is the default).
- * The expiry of idle conversations (CONVERSATION_TTL_DAYS) is an erasure (erasure.ts), and the pass also
- * resumes erasures whose caller died: it has erasure's access ({@link ERASURE_ACCESS}).
+ * The operator console (docs/DESIGN.md § Operator console): a static web app, served by one function at
+ * `GET /console` (the page) and `GET /console/{asset}` (its script and stylesheet). It holds no data and
+ * checks no token (the app sends the operator's admin token to the operator API), so its function gets
+ * no storage access, no secret and no configuration. Its bundling hook (infra/bundling.ts
+ * `consoleAfterBundling`) builds the files into {@link CONSOLE_ASSETS_DIR} next to the bundle.
  */
+export const CONSOLE_ROUTE = {
+  id: 'Console',
+  method: 'GET',
+  path: '/console',
+  /** The assets' route on API Gateway; locally each file has its own exact path (local/service.ts). */
+  assetPath: '/console/{asset}',
+  entry: 'functions/console.ts',
+  description: 'Serve the operator console (static page, script and stylesheet; no data)',
+  timeoutSeconds: 5,
+  access: { table: [], objects: [] },
+} as const satisfies RouteSpec & { assetPath: string };
+
+/** Directory, next to the console function's `index.mjs`, holding the built console files. */
+export const CONSOLE_ASSETS_DIR = 'console';
+
 /**
  * What an erasure (functions/lib/store/erasure.ts) does to storage, for the retention job (expiry, resumed
  * erasures) and the erasure route:
@@ -338,6 +351,15 @@ export const ERASURE_ACCESS = {
   listPrefixes: [SNAPSHOTS_PREFIX, UPLOADS_PREFIX, MATERIALIZED_PREFIX],
 } as const satisfies RouteAccess;
 
+/**
+ * The retention pass (functions/retention.ts, docs/DESIGN.md § Retention): Queries the `ByRetentionDue` index
+ * for conversations due, Queries each one's partition, deletes RUN and CHAIN records (DeleteItem) and the
+ * objects only they referred to (DeleteObjects, under snapshots/ only: RUN records and chains name nothing
+ * else), stamps chains and writes HEAD's counters and next due time back (UpdateItem). Runs every
+ * RETENTION_INTERVAL_MINUTES (the stack sets `everyMinutes` from the setting; this is the default).
+ * The expiry of idle conversations (CONVERSATION_TTL_DAYS) is an erasure (erasure.ts), and the pass also
+ * resumes erasures whose caller died: it has erasure's access ({@link ERASURE_ACCESS}).
+ */
 export const RETENTION: JobSpec = {
   id: 'Retention',
   entry: 'functions/retention.ts',

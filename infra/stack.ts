@@ -20,9 +20,9 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
-import { LAMBDA_BUNDLE, NODE_MAJOR } from './bundling.js';
+import { consoleAfterBundling, LAMBDA_BUNDLE, NODE_MAJOR } from './bundling.js';
 import { Observability } from './observability.js';
-import { MATERIALIZED_PREFIX, RECONCILER, RETENTION as RETENTION_JOB, ROUTES, UPLOADS_PREFIX, type JobSpec, type ObjectAction, type RouteAccess, type RouteSpec } from './routes.js';
+import { CONSOLE_ASSETS_DIR, CONSOLE_ROUTE, MATERIALIZED_PREFIX, RECONCILER, RETENTION as RETENTION_JOB, ROUTES, UPLOADS_PREFIX, type JobSpec, type ObjectAction, type RouteAccess, type RouteSpec } from './routes.js';
 import { DEFAULT_RETENTION } from '../functions/lib/store/retention-settings.js';
 import type { StoreSettings } from './settings.js';
 
@@ -74,6 +74,8 @@ export class TranscriptStoreStack extends Stack {
   readonly reconciler: NodejsFunction;
   /** The scheduled retention pass. */
   readonly retention: NodejsFunction;
+  /** The operator console's static files (no storage, no secret, no configuration). */
+  readonly consoleFunction: NodejsFunction;
   /** The secret holding the HS256 key, when one is used (created or given). */
   readonly jwtSecretArn: string | undefined;
 
@@ -260,6 +262,13 @@ export class TranscriptStoreStack extends Stack {
       // A failed pass is retried by the next one (what failed stays due).
       targets: [new targets.LambdaFunction(this.retention, { retryAttempts: 0 })],
     });
+    // The operator console: static files built from console/ by a bundling hook; nothing else.
+    this.consoleFunction = this.createFunction(
+      CONSOLE_ROUTE,
+      { POWERTOOLS_SERVICE_NAME: SERVICE_NAME, POWERTOOLS_LOG_LEVEL: settings.logLevel, NODE_OPTIONS: '--enable-source-maps' },
+      { settings, retention, removalPolicy, bucketKey, secret: undefined },
+      (inputDir, outputDir) => consoleAfterBundling(inputDir, outputDir, CONSOLE_ASSETS_DIR),
+    );
 
     // ---------------------------------------------------------------- HTTP API
     const accessLogGroup = new logs.LogGroup(this, 'ApiAccessLogs', { retention, removalPolicy });
@@ -271,7 +280,7 @@ export class TranscriptStoreStack extends Stack {
     Validations.of(this.api).acknowledge({
       id: 'AwsSolutions-APIG4',
       reason:
-        'Every handler verifies the worker or admin JWT itself (jose, explicit algorithm allowlist, exp/iat required) before any storage call; HTTP API JWT authorizers cannot verify the HS256 shared-secret tokens existing gateways issue.',
+        'Every handler verifies the worker or admin JWT itself (jose, explicit algorithm allowlist, exp/iat required) before any storage call; HTTP API JWT authorizers cannot verify the HS256 shared-secret tokens existing gateways issue. The console routes serve public static files only (the app sends the operator token to the admin routes).',
     });
     this.stage = this.api.addStage('DefaultStage', {
       stageName: '$default',
@@ -310,6 +319,13 @@ export class TranscriptStoreStack extends Stack {
       });
     }
 
+    const consoleIntegration = new HttpLambdaIntegration(`${CONSOLE_ROUTE.id}Integration`, this.consoleFunction, {
+      payloadFormatVersion: apigwv2.PayloadFormatVersion.VERSION_2_0,
+    });
+    for (const path of [CONSOLE_ROUTE.path, CONSOLE_ROUTE.assetPath]) {
+      this.api.addRoutes({ path, methods: [apigwv2.HttpMethod.GET], integration: consoleIntegration });
+    }
+
     // ---------------------------------------------------------------- alarms & dashboard
     let alarmTopic: sns.ITopic | undefined;
     if (settings.alarmTopicArn) {
@@ -327,7 +343,7 @@ export class TranscriptStoreStack extends Stack {
     new Observability(this, 'Observability', {
       api: this.api,
       table: this.table,
-      functions: routes.map((r) => ({ route: r, fn: functions.get(r.id)! })),
+      functions: [...routes.map((r) => ({ route: r, fn: functions.get(r.id)! })), { route: CONSOLE_ROUTE, fn: this.consoleFunction }],
       alarmTopic,
       api5xxRatePercent: settings.api5xxRatePercent,
       apiLatencyP99Ms: settings.apiLatencyP99Ms,
@@ -365,6 +381,10 @@ export class TranscriptStoreStack extends Stack {
       value: this.api.apiEndpoint,
       description: 'API base URL (the workers\' gatewayUrl); routes live under /worker/transcript/snapshot',
     });
+    new CfnOutput(this, 'ConsoleUrl', {
+      value: `${this.api.apiEndpoint}${CONSOLE_ROUTE.path}`,
+      description: 'The operator console (sign in with an admin token: docs/DEPLOY.md)',
+    });
     new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName, description: 'S3 bucket holding snapshot objects' });
     new CfnOutput(this, 'TableName', { value: this.table.tableName, description: 'DynamoDB table with one record set per conversation' });
     if (this.jwtSecretArn) {
@@ -377,7 +397,12 @@ export class TranscriptStoreStack extends Stack {
   }
 
   /** One function with its own role (exactly its statements), log group and cdk-nag acknowledgements. */
-  private createFunction(spec: FunctionSpec, environment: Record<string, string>, ctx: FunctionContext): NodejsFunction {
+  private createFunction(
+    spec: FunctionSpec,
+    environment: Record<string, string>,
+    ctx: FunctionContext,
+    afterBundling?: (inputDir: string, outputDir: string) => string[],
+  ): NodejsFunction {
     const { settings, retention, removalPolicy, bucketKey, secret } = ctx;
     const role = new iam.Role(this, `${spec.id}Role`, {
       assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
@@ -418,6 +443,9 @@ export class TranscriptStoreStack extends Stack {
         sourcesContent: LAMBDA_BUNDLE.sourcesContent,
         banner: LAMBDA_BUNDLE.banner,
         externalModules: [...LAMBDA_BUNDLE.external],
+        ...(afterBundling && {
+          commandHooks: { beforeBundling: () => [], beforeInstall: () => [], afterBundling },
+        }),
       },
     });
     Validations.of(fn).acknowledge({

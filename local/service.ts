@@ -9,8 +9,12 @@ import { createApp, type Routes } from '../functions/lib/app.js';
 import { createClients, type ClientOverrides } from '../functions/lib/aws.js';
 import { loadConfig, type Config } from '../functions/lib/config.js';
 import { ADMIN_PATHS, SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
+import type { LambdaHttpHandler } from '../functions/lib/http.js';
 import type { RetentionResult, SnapshotStore } from '../functions/lib/store/index.js';
 import { startAdapter, type RouteTable } from './adapter.js';
+import { consoleAssets, consoleRoute } from '../functions/lib/routes/console.js';
+import { CONSOLE_FILES, consoleFilePath, type ConsoleFileName } from '../functions/lib/routes/console-files.js';
+import { buildConsoleAssets } from '../console/build.js';
 import { loadOrCreateDevSecret, mintDevAdminToken, mintDevToken, type DevAdminTokenClaims, type DevTokenClaims } from './dev-secret.js';
 import { startEmulators, type Emulators } from './emulators.js';
 import { ensureBucket, ensureTable } from './provision.js';
@@ -53,7 +57,7 @@ export interface LocalService {
   /** The endpoint each client talks to (undefined: the SDK's standard resolution, i.e. AWS). */
   readonly endpoints: { readonly s3: string | undefined; readonly dynamodb: string | undefined };
   mintToken(claims: DevTokenClaims): Promise<string>;
-  /** An admin token (operator API) signed with the dev secret. */
+  /** An admin token (operator API, console) for `claims.org`; HS256 with the same secret as {@link mintToken}. */
   mintAdminToken(claims: DevAdminTokenClaims): Promise<string>;
   /**
    * Runs a retention pass now (docs/DESIGN.md § Retention) and answers its counts. Passes never overlap: a
@@ -75,6 +79,14 @@ export function storeLocations(env: Readonly<Record<string, string | undefined>>
     s3: any || env['AWS_ENDPOINT_URL_S3'] ? 'external' : 'embedded',
     dynamodb: any || env['AWS_ENDPOINT_URL_DYNAMODB'] ? 'external' : 'embedded',
   };
+}
+
+/**
+ * The operator console's paths (`/console` and each of its files), all answered by one handler, as on
+ * AWS (one function behind `GET /console` and `GET /console/{asset}`).
+ */
+export function consoleRouteTable(handler: LambdaHttpHandler): RouteTable {
+  return Object.fromEntries((Object.keys(CONSOLE_FILES) as ConsoleFileName[]).map((name) => [`GET ${consoleFilePath(name)}`, handler]));
 }
 
 export function routeTable(routes: Routes): RouteTable {
@@ -178,7 +190,9 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
 
     const logger = opts.logger ?? new Logger({ serviceName: 'transcript-store' });
     const { store, routes } = createApp(config, { s3, ddb, presigner }, logger);
-    const http = await startAdapter(routeTable(routes), { host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
+    // The console is built from its sources on its first request (esbuild, in memory): nothing built is committed.
+    const consoleHandler = consoleRoute(async () => consoleAssets(await buildConsoleAssets()), logger);
+    const http = await startAdapter({ ...routeTable(routes), ...consoleRouteTable(consoleHandler) }, { host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
     cleanup.push(() => http.close());
     // Retention as the schedule runs it on AWS: a pass every RETENTION_INTERVAL_MINUTES (stopped first on stop()).
     const retention = retentionTimer(store, config.retentionIntervalMinutes * 60_000, logger);

@@ -1,7 +1,7 @@
 /**
  * `npm run admin -- <command> [options]`: the operator API from a terminal (docs/DESIGN.md § Operator API).
  *
- * The base URL comes from TRANSCRIPT_STORE_URL (or BASE_URL), the admin token from TRANSCRIPT_STORE_ADMIN_TOKEN —
+ * The base URL comes from TRANSCRIPT_STORE_URL (the one documented name), the admin token from TRANSCRIPT_STORE_ADMIN_TOKEN —
  * never from the command line, where it would show in process lists and shell history. Tables by default,
  * `--json` for scripts. Exit codes: 0 done, 1 the service or the network said no, 2 usage.
  */
@@ -32,7 +32,7 @@ options:
   -h, --help       this text
 
 environment:
-  TRANSCRIPT_STORE_URL (or BASE_URL)   the service, e.g. http://127.0.0.1:8787
+  TRANSCRIPT_STORE_URL                the service, e.g. http://127.0.0.1:8787
   TRANSCRIPT_STORE_ADMIN_TOKEN         an admin token (scope transcripts:admin); dev: npm run -s token -- --admin --org O`;
 
 class UsageError extends Error {}
@@ -59,8 +59,8 @@ interface Client {
 }
 
 function client(): Client {
-  const raw = process.env['TRANSCRIPT_STORE_URL'] || process.env['BASE_URL'];
-  if (!raw) throw new UsageError('set TRANSCRIPT_STORE_URL (or BASE_URL) to the service URL, e.g. http://127.0.0.1:8787');
+  const raw = process.env['TRANSCRIPT_STORE_URL'];
+  if (!raw) throw new UsageError('set TRANSCRIPT_STORE_URL to the service URL, e.g. http://127.0.0.1:8787');
   let base: URL;
   try {
     base = new URL(raw);

@@ -3,6 +3,7 @@
  * data under DATA_DIR (default .data/, kept across restarts), on 127.0.0.1:${PORT:-8787}.
  */
 import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
+import { CONSOLE_PATH } from '../functions/lib/routes/console-files.js';
 import { acquireDataDirLock, DataDirInUseError, type DataDirLock } from '../local/data-dir-lock.js';
 import { startLocalService, storeLocations, type StoreLocation } from '../local/service.js';
 
@@ -11,6 +12,8 @@ process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'; // N
 const dataDir = process.env['DATA_DIR'] || '.data';
 const port = Number(process.env['PORT'] || 8787);
 const host = process.env['HOST'] || '127.0.0.1';
+/** The organization the printed console URL's dev admin token reads. */
+const consoleOrg = process.env['CONSOLE_ORG'] || 'dev';
 
 // Embedded emulators keep their data in DATA_DIR: one npm start per DATA_DIR (a second one would
 // corrupt it). Against AWS_ENDPOINT_URL* endpoints DATA_DIR only holds the dev secret: no lock.
@@ -37,6 +40,18 @@ try {
     describe('S3', svc.storage.s3, svc.endpoints.s3, 's3rver'),
     describe('DynamoDB', svc.storage.dynamodb, svc.endpoints.dynamodb, 'dynalite'),
   ].join('; ') + `; bucket ${svc.config.bucketName}, table ${svc.config.tableName}`;
+  // The dev admin token rides in the URL fragment, which the browser never sends; the console reads it
+  // into sessionStorage and removes it from the address bar. Without a dev secret (JWKS, Secrets
+  // Manager) the operator pastes a token instead.
+  let consoleUrl = `${svc.url}${CONSOLE_PATH}`;
+  try {
+    const issuer = svc.config.issuer;
+    const audience = svc.config.audience;
+    const token = await svc.mintAdminToken({ org: consoleOrg, sub: 'dev-console', ttlSeconds: 8 * 3600, ...(issuer && { issuer }), ...(audience && { audience }) });
+    consoleUrl += `#token=${token}`;
+  } catch {
+    consoleUrl += '  (paste an admin token)';
+  }
   process.stderr.write(
     [
       `transcript-store listening on ${svc.url}`,
@@ -45,6 +60,8 @@ try {
       `  token:    ${dataDir === '.data' ? '' : `DATA_DIR=${dataDir} `}npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h]`,
       `  worker:   TRANSCRIPT_STORE_URL=${svc.url}  (existing workers: DISPATCHER_URL)`,
       `  admin:    TRANSCRIPT_STORE_URL=${svc.url} TRANSCRIPT_STORE_ADMIN_TOKEN=$(${dataDir === '.data' ? '' : `DATA_DIR=${dataDir} `}npm run -s token -- --admin --org O) npm run admin -- conversations`,
+      `  console:  ${consoleUrl}`,
+      `            (organization "${consoleOrg}", dev admin token valid 8 h; CONSOLE_ORG=… npm start for another)`,
       `Ctrl-C to stop.`,
       '',
     ].join('\n'),

@@ -152,14 +152,14 @@ describe('npm run admin', () => {
     await new Promise((resolve) => probe.close(resolve));
     const [noUrl, noToken, tokenFlag, badToken, notFound, unreachable, help] = await Promise.all([
       run('scripts/admin.ts', ['conversations'], { TRANSCRIPT_STORE_ADMIN_TOKEN: 'x' }),
-      run('scripts/admin.ts', ['conversations'], { BASE_URL: local.svc.url }),
+      run('scripts/admin.ts', ['conversations'], { TRANSCRIPT_STORE_URL: local.svc.url }),
       admin('conversations', '--token', 'secret'),
       run('scripts/admin.ts', ['agents'], { ...env, TRANSCRIPT_STORE_ADMIN_TOKEN: 'not-a-jwt' }),
       admin('get', '--agent', 'bot', '--conv', 'c-1', '--run', '99'),
       run('scripts/admin.ts', ['agents'], { ...env, TRANSCRIPT_STORE_URL: `http://127.0.0.1:${closed}` }),
       admin('--help'),
     ]);
-    expect([noUrl.code, noUrl.stderr.split('\n')[0]]).toEqual([2, 'admin: set TRANSCRIPT_STORE_URL (or BASE_URL) to the service URL, e.g. http://127.0.0.1:8787']);
+    expect([noUrl.code, noUrl.stderr.split('\n')[0]]).toEqual([2, 'admin: set TRANSCRIPT_STORE_URL to the service URL, e.g. http://127.0.0.1:8787']);
     expect(noToken.code).toBe(2);
     expect(noToken.stderr).toContain('set TRANSCRIPT_STORE_ADMIN_TOKEN');
     expect(tokenFlag.code).toBe(2);

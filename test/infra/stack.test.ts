@@ -5,7 +5,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
-import { MATERIALIZED_PREFIX, RECONCILER, RETENTION, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
+import { CONSOLE_ROUTE, MATERIALIZED_PREFIX, RECONCILER, RETENTION, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
 import { MATERIALIZED_PREFIX as STORE_MATERIALIZED_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX } from '../../functions/lib/store/schema.js';
 import { settingsFromContext } from '../../infra/settings.js';
 import { INDEX } from '../../functions/lib/store/registry.js';
@@ -121,12 +121,14 @@ describe('HTTP API', () => {
       'GET /admin/lines',
       'GET /admin/run',
       'GET /admin/runs',
+      'GET /console',
+      'GET /console/{asset}',
       'GET /worker/transcript/snapshot',
       'POST /admin/erasures',
       'POST /worker/transcript/snapshot',
       'POST /worker/transcript/snapshot/uploads',
     ]);
-    for (const spec of ROUTES) {
+    for (const spec of [...ROUTES, CONSOLE_ROUTE, { ...CONSOLE_ROUTE, path: CONSOLE_ROUTE.assetPath }]) {
       const route = routes.find((r) => r.Properties.RouteKey === `${spec.method} ${spec.path}`)!;
       const integrationId = (route.Properties.Target['Fn::Join'][1][1] as Json).Ref as string;
       const integration = resources[integrationId]!;
@@ -150,9 +152,9 @@ describe('HTTP API', () => {
 });
 
 describe('Lambda functions', () => {
-  it('run Node.js 22 on arm64 as bundled ESM with source maps enabled, one per route plus the reconciler and the retention pass', () => {
+  it('run Node.js 22 on arm64 as bundled ESM with source maps enabled, one per route plus the reconciler, the retention pass and the console', () => {
     const { template } = synth();
-    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 2);
+    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 3);
     template.allResourcesProperties('AWS::Lambda::Function', {
       Runtime: 'nodejs22.x',
       Architectures: ['arm64'],
@@ -317,6 +319,19 @@ describe('least privilege', () => {
     expect(statementsOf(template, RETENTION.id).flatMap(actions).filter((a) => /^s3:(Get|Put)|^secretsmanager:|^kms:/.test(a))).toEqual([]);
   });
 
+  it('serves the operator console from a function with no data access, no secret and no storage configuration', () => {
+    const { template } = synth({ bucketEncryption: 'kms' });
+    const statements = statementsOf(template, CONSOLE_ROUTE.id);
+    expect(statements.flatMap(actions).sort()).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents']);
+    expect(fnProps(template, CONSOLE_ROUTE.id).Environment.Variables).toEqual({
+      POWERTOOLS_SERVICE_NAME: 'transcript-store',
+      POWERTOOLS_LOG_LEVEL: 'INFO',
+      NODE_OPTIONS: '--enable-source-maps',
+    });
+    const outputs = template.toJSON().Outputs as Record<string, Json>;
+    expect(JSON.stringify(outputs['ConsoleUrl']!.Value)).toContain('/console');
+  });
+
   it('lets the upload function only sign uploads under uploads/, with no table access', () => {
     const { template } = synth();
     expect(permissions(template, 'CreateUpload')).toEqual([
@@ -464,7 +479,7 @@ describe('least privilege', () => {
     };
     const { stack } = build({}, [...ROUTES, extra]);
     const template = Template.fromStack(stack);
-    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 3); // + the extra route, the reconciler, the retention pass
+    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 4); // + the extra route, the reconciler, the retention pass, the console
     template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: 'POST /worker/transcript/snapshot/extra' });
     const statements = statementsOf(template, 'ExtraRoute').filter((s) => !actions(s)[0]!.startsWith('logs:'));
     expect(statements.map((s) => [actions(s), s.Resource])).toEqual([
@@ -604,7 +619,7 @@ describe('alarms and dashboard', () => {
   it('alarm on API 5xx rate and p99 latency, per-function errors, throttles and p99 duration, and DynamoDB throttles', () => {
     const { template } = synth();
     const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')) as Json[];
-    expect(alarms).toHaveLength(2 + 3 * ROUTES.length + 1 + 1 + 1);
+    expect(alarms).toHaveLength(2 + 3 * (ROUTES.length + 1) + 1 + 1 + 1);
     const summary = alarms
       .map((a) => {
         const p = a.Properties;
@@ -619,7 +634,7 @@ describe('alarms and dashboard', () => {
         '5xx+Count:expr',
         'Latency:p99',
         'ReadThrottleEvents+WriteThrottleEvents:expr',
-        ...ROUTES.flatMap(() => ['Errors:Sum', 'Throttles:Sum', 'Duration:p99']),
+        ...[...ROUTES, CONSOLE_ROUTE].flatMap(() => ['Errors:Sum', 'Throttles:Sum', 'Duration:p99']),
         'Errors:Sum', // the reconciler
         'Errors:Sum', // the retention pass
       ].sort(),
@@ -682,7 +697,7 @@ describe('cdk-nag AwsSolutions', () => {
         'HttpApi AwsSolutions-APIG4',
         'JwtSigningSecret AwsSolutions-SMG4',
         'AlarmTopic AwsSolutions-SNS2',
-        ...[...ROUTES, RECONCILER, RETENTION].flatMap((r) => [
+        ...[...ROUTES, RECONCILER, RETENTION, CONSOLE_ROUTE].flatMap((r) => [
           `${r.id} AwsSolutions-L1`,
           ...r.access.objects.map((o) => `${r.id}Role AwsSolutions-IAM5[Resource::<${bucket}.Arn>/${o.prefix}*]`),
         ]),
