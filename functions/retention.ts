@@ -28,7 +28,7 @@ export const handler = async (_event: unknown, context?: { getRemainingTimeInMil
   const remaining = context?.getRemainingTimeInMillis?.() ?? 60_000;
   const deadlineAt = Date.now() + Math.max(1_000, remaining - RESERVE_MS);
   // Expires idle conversations (CONVERSATION_TTL_DAYS) by erasure, then finishes erasures whose caller died.
-  const result = await store.runRetention({ deadlineAt, log: logger });
+  const result = await store.runScheduledRetention({ deadlineAt, log: logger });
   if (result.failed > 0) throw new Error(`retention pass: ${result.failed} conversation(s) or shard(s) failed (see the log); they stay due`);
   return result;
 };

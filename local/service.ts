@@ -236,19 +236,19 @@ export async function startLocalService(opts: LocalServiceOptions = {}): Promise
 }
 
 /**
- * Runs `store.runRetention` every `intervalMs` on an unref'd timer (it never keeps the process alive) and on
+ * Runs `store.runScheduledRetention` (retention, expiry, resumed erasures) every `intervalMs` on an unref'd timer (it never keeps the process alive) and on
  * demand; passes never overlap (a tick while one runs is skipped; `runNow` waits for it, then runs). `stop`
  * clears the timer and waits for a pass in progress, so storage is never closed under it.
  */
 export function retentionTimer(
-  store: Pick<SnapshotStore, 'runRetention'>,
+  store: Pick<SnapshotStore, 'runScheduledRetention'>,
   intervalMs: number,
   logger: Logger,
 ): { runNow(): Promise<RetentionResult>; stop(): Promise<void> } {
   let running: Promise<RetentionResult> | undefined;
   let stopped = false;
   const start = (): Promise<RetentionResult> => {
-    const pass = store.runRetention({ log: logger });
+    const pass = store.runScheduledRetention({ log: logger });
     running = pass;
     const clear = () => {
       if (running === pass) running = undefined;

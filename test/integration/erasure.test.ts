@@ -355,7 +355,7 @@ describe('retention expiry', () => {
     expect(receipt).toMatchObject({ reason: 'expired', state: 'completed', conversations: 1, runs: inv.runs, objects: inv.objects, bytes: inv.bytes });
   });
 
-  it('the scheduled pass (SnapshotStore.runRetention, as the Lambda and npm start run it) expires idle conversations by erasure and keeps active ones', async () => {
+  it('the scheduled pass (SnapshotStore.runScheduledRetention, as the Lambda and npm start run it) expires idle conversations by erasure and keeps active ones', async () => {
     const { svc } = ctx;
     const idle = isolatedScope('ttl-pass-idle');
     const active = isolatedScope('ttl-pass-active');
@@ -370,7 +370,7 @@ describe('retention expiry', () => {
     const ids = { organizationId: active.org, agentId: active.agent, conversationId: active.conv, issuedAt: Math.floor(Date.now() / 1000) };
     expect(await write29.write(ids, { runId: 99, status: 'failed', body: Buffer.from('{"late":true}\n') })).toMatchObject({ kind: 'stored' });
     const before = await ctx.api.hydrate(active);
-    for (let i = 0; i < 5; i++) await pass.runRetention();
+    for (let i = 0; i < 5; i++) await pass.runScheduledRetention();
     await expectErased(svc, idle);
     expect((await ctx.api.hydrate(active))?.body).toEqual(before?.body);
     const receipts = (await listReceipts(svc.store, idle.org)).receipts.filter((r) => r.reason === 'expired' && r.scope.conversationId === idle.conv);

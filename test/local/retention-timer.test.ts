@@ -18,7 +18,7 @@ function fakeStore() {
   return {
     stats,
     finish: () => pending.shift()?.(),
-    runRetention: () => {
+    runScheduledRetention: () => {
       stats.started += 1;
       stats.running += 1;
       stats.maxRunning = Math.max(stats.maxRunning, stats.running);
@@ -103,7 +103,7 @@ describe('retention timer (npm start)', () => {
     const log = new Logger({ logLevel: 'SILENT' });
     vi.spyOn(log, 'error').mockImplementation((...args: unknown[]) => void errors.push(args));
     let calls = 0;
-    const timer = retentionTimer({ runRetention: () => (++calls === 1 ? Promise.reject(new Error('storage down')) : Promise.resolve(RESULT)) }, 60_000, log);
+    const timer = retentionTimer({ runScheduledRetention: () => (++calls === 1 ? Promise.reject(new Error('storage down')) : Promise.resolve(RESULT)) }, 60_000, log);
     await vi.advanceTimersByTimeAsync(60_000);
     expect(errors).toHaveLength(1);
     await vi.advanceTimersByTimeAsync(60_000);

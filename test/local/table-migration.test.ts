@@ -44,6 +44,10 @@ async function oldTable(n: number): Promise<void> {
       ],
     }),
   );
+  // dynalite creates tables asynchronously: wait until it is ACTIVE before writing.
+  for (let i = 0; i < 100 && (await ddb.send(new DescribeTableCommand({ TableName: TABLE }))).Table?.TableStatus !== 'ACTIVE'; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
   for (let i = 0; i < n; i++) {
     await ddb.send(new PutItemCommand({ TableName: TABLE, Item: marshall({ pk: `o/a/c${i % 7}`, sk: `RUN#${String(i).padStart(16, '0')}`, payload: Buffer.from([i % 256, 1, 2]), n: i }) }));
   }

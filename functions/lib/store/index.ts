@@ -67,15 +67,21 @@ export class SnapshotStore {
   }
 
   /**
-   * A scheduled retention pass ({@link runRetention}) with the expiry of idle conversations wired to
-   * erasure ({@link retentionExpiry}; unless `opts.expireConversation` is given), then {@link resumeErasures}
-   * within the same deadline: an erasure whose caller died (an expiry, an admin's request cut off) finishes
-   * here. Throws what either throws.
+   * A retention pass ({@link runRetention}) with the expiry of idle conversations wired to erasure
+   * ({@link retentionExpiry}), unless `opts.expireConversation` is given.
    */
-  async runRetention(opts: RetentionOptions = {}): Promise<RetentionResult> {
-    const bounds = { ...(opts.signal && { signal: opts.signal }), ...(opts.deadlineAt !== undefined && { deadlineAt: opts.deadlineAt }) };
-    const result = await runRetention(this, { expireConversation: retentionExpiry(this, bounds), ...opts });
-    await resumeErasures(this, bounds);
+  runRetention(opts: RetentionOptions = {}): Promise<RetentionResult> {
+    return runRetention(this, { expireConversation: retentionExpiry(this, boundsOf(opts)), ...opts });
+  }
+
+  /**
+   * What the schedule runs (the retention Lambda, `npm start`'s timer): {@link SnapshotStore.runRetention}, then
+   * {@link resumeErasures} within the same deadline, so an erasure whose caller died (an expiry, an admin's
+   * request cut off) finishes here. Throws what either throws.
+   */
+  async runScheduledRetention(opts: RetentionOptions = {}): Promise<RetentionResult> {
+    const result = await this.runRetention(opts);
+    await resumeErasures(this, boundsOf(opts));
     return result;
   }
 
@@ -103,4 +109,9 @@ export class SnapshotStore {
   retainConversation(pk: string, opts?: RetentionOptions): Promise<ConversationRetention> {
     return retainConversation(this, pk, opts);
   }
+}
+
+/** The signal and deadline of a pass, for the erasures it runs. */
+function boundsOf(opts: RetentionOptions): { signal?: AbortSignal; deadlineAt?: number } {
+  return { ...(opts.signal && { signal: opts.signal }), ...(opts.deadlineAt !== undefined && { deadlineAt: opts.deadlineAt }) };
 }
