@@ -6,6 +6,7 @@
  *
  * Plain data (no aws-cdk-lib import) so `scripts/bench-coldstart.ts` can read the entries cheaply.
  */
+import { HEALTH_PATH, OPENAPI_PATH } from '../functions/lib/contract.js';
 import { INDEX } from '../functions/lib/store/registry.js';
 
 /** Committed snapshot objects: `snapshots/<org>/<agent>/<conv>/<runId>/<...>`. Never age-expired. */
@@ -328,6 +329,34 @@ export const CONSOLE_ROUTE = {
   timeoutSeconds: 5,
   access: { table: [], objects: [] },
 } as const satisfies RouteSpec & { assetPath: string };
+
+/**
+ * Public routes with no token, no storage, no secret and no configuration (docs/DESIGN.md § Health and API
+ * description): each function's role may only write its own log group, like the console's.
+ */
+export const HEALTH_ROUTE = {
+  id: 'Health',
+  method: 'GET',
+  path: HEALTH_PATH,
+  entry: 'functions/health.ts',
+  description: 'Liveness: status, service name and version (no token, no storage call)',
+  timeoutSeconds: 5,
+  access: { table: [], objects: [] },
+} as const satisfies RouteSpec;
+
+/** `GET /openapi.json`: the OpenAPI 3.1 document of every route (functions/lib/openapi.ts). */
+export const OPENAPI_ROUTE = {
+  id: 'OpenApi',
+  method: 'GET',
+  path: OPENAPI_PATH,
+  entry: 'functions/openapi.ts',
+  description: 'Serve the OpenAPI 3.1 document of every route (no token, no storage call)',
+  timeoutSeconds: 5,
+  access: { table: [], objects: [] },
+} as const satisfies RouteSpec;
+
+/** The public routes: health and the API description. */
+export const PUBLIC_ROUTES: readonly RouteSpec[] = [HEALTH_ROUTE, OPENAPI_ROUTE];
 
 /** Directory, next to the console function's `index.mjs`, holding the built console files. */
 export const CONSOLE_ASSETS_DIR = 'console';

@@ -22,7 +22,7 @@ import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { consoleAfterBundling, LAMBDA_BUNDLE, NODE_MAJOR } from './bundling.js';
 import { Observability } from './observability.js';
-import { CONSOLE_ASSETS_DIR, CONSOLE_ROUTE, MATERIALIZED_PREFIX, RECONCILER, RETENTION as RETENTION_JOB, ROUTES, UPLOADS_PREFIX, type JobSpec, type ObjectAction, type RouteAccess, type RouteSpec } from './routes.js';
+import { CONSOLE_ASSETS_DIR, CONSOLE_ROUTE, MATERIALIZED_PREFIX, OPENAPI_ROUTE, PUBLIC_ROUTES, RECONCILER, RETENTION as RETENTION_JOB, ROUTES, UPLOADS_PREFIX, type JobSpec, type ObjectAction, type RouteAccess, type RouteSpec } from './routes.js';
 import { DEFAULT_RETENTION } from '../functions/lib/store/retention-settings.js';
 import type { StoreSettings } from './settings.js';
 
@@ -76,6 +76,8 @@ export class TranscriptStoreStack extends Stack {
   readonly retention: NodejsFunction;
   /** The operator console's static files (no storage, no secret, no configuration). */
   readonly consoleFunction: NodejsFunction;
+  /** `GET /health` and `GET /openapi.json` by route id (no storage, no secret, no configuration). */
+  readonly publicFunctions: ReadonlyMap<string, NodejsFunction>;
   /** The secret holding the HS256 key, when one is used (created or given). */
   readonly jwtSecretArn: string | undefined;
 
@@ -263,11 +265,16 @@ export class TranscriptStoreStack extends Stack {
       targets: [new targets.LambdaFunction(this.retention, { retryAttempts: 0 })],
     });
     // The operator console: static files built from console/ by a bundling hook; nothing else.
+    const publicEnvironment = { POWERTOOLS_SERVICE_NAME: SERVICE_NAME, POWERTOOLS_LOG_LEVEL: settings.logLevel, NODE_OPTIONS: '--enable-source-maps' };
     this.consoleFunction = this.createFunction(
       CONSOLE_ROUTE,
-      { POWERTOOLS_SERVICE_NAME: SERVICE_NAME, POWERTOOLS_LOG_LEVEL: settings.logLevel, NODE_OPTIONS: '--enable-source-maps' },
+      publicEnvironment,
       { settings, retention, removalPolicy, bucketKey, secret: undefined },
       (inputDir, outputDir) => consoleAfterBundling(inputDir, outputDir, CONSOLE_ASSETS_DIR),
+    );
+    // Health and the OpenAPI document: code only; no storage, no secret, no configuration.
+    this.publicFunctions = new Map(
+      PUBLIC_ROUTES.map((route) => [route.id, this.createFunction(route, publicEnvironment, { settings, retention, removalPolicy, bucketKey, secret: undefined })]),
     );
 
     // ---------------------------------------------------------------- HTTP API
@@ -280,7 +287,7 @@ export class TranscriptStoreStack extends Stack {
     Validations.of(this.api).acknowledge({
       id: 'AwsSolutions-APIG4',
       reason:
-        'Every handler verifies the worker or admin JWT itself (jose, explicit algorithm allowlist, exp/iat required) before any storage call; HTTP API JWT authorizers cannot verify the HS256 shared-secret tokens existing gateways issue. The console routes serve public static files only (the app sends the operator token to the admin routes).',
+        'Every handler verifies the worker or admin JWT itself (jose, explicit algorithm allowlist, exp/iat required) before any storage call; HTTP API JWT authorizers cannot verify the HS256 shared-secret tokens existing gateways issue. The console routes serve public static files only (the app sends the operator token to the admin routes); /health and /openapi.json answer constant public data and have no storage access.',
     });
     this.stage = this.api.addStage('DefaultStage', {
       stageName: '$default',
@@ -308,8 +315,8 @@ export class TranscriptStoreStack extends Stack {
         ),
       },
     });
-    for (const route of routes) {
-      const fn = functions.get(route.id)!;
+    for (const route of [...routes, ...PUBLIC_ROUTES]) {
+      const fn = functions.get(route.id) ?? this.publicFunctions.get(route.id)!;
       this.api.addRoutes({
         path: route.path,
         methods: [apigwv2.HttpMethod[route.method]],
@@ -343,7 +350,11 @@ export class TranscriptStoreStack extends Stack {
     new Observability(this, 'Observability', {
       api: this.api,
       table: this.table,
-      functions: [...routes.map((r) => ({ route: r, fn: functions.get(r.id)! })), { route: CONSOLE_ROUTE, fn: this.consoleFunction }],
+      functions: [
+        ...routes.map((r) => ({ route: r, fn: functions.get(r.id)! })),
+        { route: CONSOLE_ROUTE, fn: this.consoleFunction },
+        ...PUBLIC_ROUTES.map((r) => ({ route: r, fn: this.publicFunctions.get(r.id)! })),
+      ],
       alarmTopic,
       api5xxRatePercent: settings.api5xxRatePercent,
       apiLatencyP99Ms: settings.apiLatencyP99Ms,
@@ -384,6 +395,10 @@ export class TranscriptStoreStack extends Stack {
     new CfnOutput(this, 'ConsoleUrl', {
       value: `${this.api.apiEndpoint}${CONSOLE_ROUTE.path}`,
       description: 'The operator console (sign in with an admin token: docs/DEPLOY.md)',
+    });
+    new CfnOutput(this, 'OpenApiUrl', {
+      value: `${this.api.apiEndpoint}${OPENAPI_ROUTE.path}`,
+      description: 'The OpenAPI 3.1 document of every route (no token)',
     });
     new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName, description: 'S3 bucket holding snapshot objects' });
     new CfnOutput(this, 'TableName', { value: this.table.tableName, description: 'DynamoDB table with one record set per conversation' });

@@ -8,7 +8,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { createApp, type Routes } from '../functions/lib/app.js';
 import { createClients, type ClientOverrides } from '../functions/lib/aws.js';
 import { loadConfig, type Config } from '../functions/lib/config.js';
-import { ADMIN_PATHS, SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
+import { ADMIN_PATHS, HEALTH_PATH, OPENAPI_PATH, SNAPSHOT_PATH, UPLOADS_PATH } from '../functions/lib/contract.js';
 import type { LambdaHttpHandler } from '../functions/lib/http.js';
 import type { RetentionResult, SnapshotStore } from '../functions/lib/store/index.js';
 import { startAdapter, type RouteTable } from './adapter.js';
@@ -89,6 +89,10 @@ export function consoleRouteTable(handler: LambdaHttpHandler): RouteTable {
   return Object.fromEntries((Object.keys(CONSOLE_FILES) as ConsoleFileName[]).map((name) => [`GET ${consoleFilePath(name)}`, handler]));
 }
 
+/**
+ * The local route table (`"<METHOD> <path>"` → handler) of the worker, operator and public routes, as on
+ * API Gateway (infra/routes.ts); the console's paths are {@link consoleRouteTable}'s.
+ */
 export function routeTable(routes: Routes): RouteTable {
   return {
     [`GET ${SNAPSHOT_PATH}`]: routes.getSnapshot,
@@ -103,6 +107,8 @@ export function routeTable(routes: Routes): RouteTable {
     [`POST ${ADMIN_PATHS.erasures}`]: routes.adminErase,
     [`GET ${ADMIN_PATHS.erasures}`]: routes.adminReceipts,
     [`GET ${ADMIN_PATHS.erasure}`]: routes.adminReceipt,
+    [`GET ${HEALTH_PATH}`]: routes.health,
+    [`GET ${OPENAPI_PATH}`]: routes.openApi,
   };
 }
 

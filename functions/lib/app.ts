@@ -16,6 +16,8 @@ import { createUploadRoute } from './routes/create-upload.js';
 import { deleteSnapshotRoute } from './routes/delete-snapshot.js';
 import { createRouteDeps, type RouteDeps } from './routes/deps.js';
 import { getSnapshotRoute } from './routes/get-snapshot.js';
+import { healthRoute } from './routes/health.js';
+import { openApiRoute } from './routes/openapi.js';
 import { postSnapshotRoute } from './routes/post-snapshot.js';
 import { SnapshotStore } from './store/index.js';
 
@@ -40,6 +42,9 @@ export interface Routes {
   readonly adminErase: LambdaHttpHandler;
   readonly adminReceipt: LambdaHttpHandler;
   readonly adminReceipts: LambdaHttpHandler;
+  // Public, no token and no storage (only the logger of the deps).
+  readonly health: LambdaHttpHandler;
+  readonly openApi: LambdaHttpHandler;
 }
 
 /** Every route over the same dependencies. */
@@ -57,6 +62,8 @@ export function createRoutes(deps: RouteDeps): Routes {
     adminErase: adminEraseRoute(deps),
     adminReceipt: adminReceiptRoute(deps),
     adminReceipts: adminReceiptsRoute(deps),
+    health: healthRoute(deps.logger),
+    openApi: openApiRoute(deps.logger),
   };
 }
 

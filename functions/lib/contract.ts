@@ -23,6 +23,29 @@ export const ADMIN_PATHS = Object.freeze({
   erasure: '/admin/erasures/{receiptId}',
 });
 
+/**
+ * Page sizes of the operator API's listings (docs/DESIGN.md § Operator API): `limit` query parameter bounds
+ * and the default when it is absent. Shared by the routes and the OpenAPI document (openapi.ts).
+ */
+export const ADMIN_PAGE_LIMITS = Object.freeze({
+  conversations: Object.freeze({ default: 50, max: 100 }),
+  runs: Object.freeze({ default: 50, max: 100 }),
+  /** Lines per page; a page also carries at most {@link LINES_PAGE_TEXT_BYTES} of text. */
+  lines: Object.freeze({ default: 200, max: 1000 }),
+  /** Each agent costs a registry Query and its counters' Queries, hence the smaller default. */
+  agents: Object.freeze({ default: 20, max: 100 }),
+  erasures: Object.freeze({ default: 50, max: 100 }),
+});
+/** Most text per `GET /admin/lines` page (JSON-encoded bytes of the lines' `text`): 1 MiB; a longer line is cut. */
+export const LINES_PAGE_TEXT_BYTES = 1024 * 1024;
+
+/**
+ * Public routes: no token, no storage (docs/DESIGN.md § Health and API description). `GET /health` answers
+ * `200 {"status": "ok", "service", "version"}`; `GET /openapi.json` the OpenAPI 3.1 document of every route.
+ */
+export const HEALTH_PATH = '/health';
+export const OPENAPI_PATH = '/openapi.json';
+
 export const NDJSON_CONTENT_TYPE = 'application/x-ndjson; charset=utf-8';
 export const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
 

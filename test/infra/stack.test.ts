@@ -5,7 +5,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
-import { CONSOLE_ROUTE, MATERIALIZED_PREFIX, RECONCILER, RETENTION, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
+import { CONSOLE_ROUTE, HEALTH_ROUTE, MATERIALIZED_PREFIX, OPENAPI_ROUTE, PUBLIC_ROUTES, RECONCILER, RETENTION, ROUTES, SNAPSHOTS_PREFIX, UPLOADS_PREFIX, type RouteSpec } from '../../infra/routes.js';
 import { MATERIALIZED_PREFIX as STORE_MATERIALIZED_PREFIX, SNAPSHOT_PREFIX, UPLOAD_PREFIX } from '../../functions/lib/store/schema.js';
 import { settingsFromContext } from '../../infra/settings.js';
 import { INDEX } from '../../functions/lib/store/registry.js';
@@ -108,7 +108,7 @@ function acknowledgements(scope: IConstruct): { path: string; id: string; reason
 }
 
 describe('HTTP API', () => {
-  it('routes the worker routes and the operator API (/admin/…) to their own function with payload format 2.0', () => {
+  it('routes the worker routes, the operator API (/admin/…), the console, /health and /openapi.json to their own function with payload format 2.0', () => {
     const { template } = synth();
     const resources = template.toJSON().Resources as Record<string, Json>;
     const routes = Object.values(resources).filter((r) => r.Type === 'AWS::ApiGatewayV2::Route');
@@ -123,12 +123,14 @@ describe('HTTP API', () => {
       'GET /admin/runs',
       'GET /console',
       'GET /console/{asset}',
+      'GET /health',
+      'GET /openapi.json',
       'GET /worker/transcript/snapshot',
       'POST /admin/erasures',
       'POST /worker/transcript/snapshot',
       'POST /worker/transcript/snapshot/uploads',
     ]);
-    for (const spec of [...ROUTES, CONSOLE_ROUTE, { ...CONSOLE_ROUTE, path: CONSOLE_ROUTE.assetPath }]) {
+    for (const spec of [...ROUTES, ...PUBLIC_ROUTES, CONSOLE_ROUTE, { ...CONSOLE_ROUTE, path: CONSOLE_ROUTE.assetPath }]) {
       const route = routes.find((r) => r.Properties.RouteKey === `${spec.method} ${spec.path}`)!;
       const integrationId = (route.Properties.Target['Fn::Join'][1][1] as Json).Ref as string;
       const integration = resources[integrationId]!;
@@ -152,9 +154,10 @@ describe('HTTP API', () => {
 });
 
 describe('Lambda functions', () => {
-  it('run Node.js 22 on arm64 as bundled ESM with source maps enabled, one per route plus the reconciler, the retention pass and the console', () => {
+  it('run Node.js 22 on arm64 as bundled ESM with source maps enabled, one per route plus the reconciler, the retention pass, the console, health and the OpenAPI document', () => {
     const { template } = synth();
-    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 3);
+    expect(PUBLIC_ROUTES.map((r) => r.id)).toEqual([HEALTH_ROUTE.id, OPENAPI_ROUTE.id]);
+    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 3 + PUBLIC_ROUTES.length);
     template.allResourcesProperties('AWS::Lambda::Function', {
       Runtime: 'nodejs22.x',
       Architectures: ['arm64'],
@@ -332,6 +335,26 @@ describe('least privilege', () => {
     expect(JSON.stringify(outputs['ConsoleUrl']!.Value)).toContain('/console');
   });
 
+  it('serves /health and /openapi.json from functions that may only write their logs: no data, no secret, no KMS, no storage configuration', () => {
+    // The KMS bucket and an existing secret: the configuration under which every data route gets the most grants.
+    const { template } = synth({ bucketEncryption: 'kms', jwtSecretArn: SECRET_ARN, jwtSecretKmsKeyArn: KMS_KEY_ARN });
+    for (const route of PUBLIC_ROUTES) {
+      expect(route.access).toEqual({ table: [], objects: [] });
+      const logsId = logicalIdOf(template, 'AWS::Logs::LogGroup', `${route.id}Logs`);
+      expect(statementsOf(template, route.id), route.id).toEqual([
+        { Effect: 'Allow', Action: ['logs:CreateLogStream', 'logs:PutLogEvents'], Resource: { 'Fn::GetAtt': [logsId, 'Arn'] } },
+      ]);
+      expect(fnProps(template, route.id).Environment.Variables, route.id).toEqual({
+        POWERTOOLS_SERVICE_NAME: 'transcript-store',
+        POWERTOOLS_LOG_LEVEL: 'INFO',
+        NODE_OPTIONS: '--enable-source-maps',
+      });
+      expect(fnProps(template, route.id).Timeout).toBe(route.timeoutSeconds);
+    }
+    const outputs = template.toJSON().Outputs as Record<string, Json>;
+    expect(JSON.stringify(outputs['OpenApiUrl']!.Value)).toContain('/openapi.json');
+  });
+
   it('lets the upload function only sign uploads under uploads/, with no table access', () => {
     const { template } = synth();
     expect(permissions(template, 'CreateUpload')).toEqual([
@@ -411,7 +434,7 @@ describe('least privilege', () => {
 
   it('grants no wildcard actions and no table-wide or bucket-wide data access to any function', () => {
     const { template } = synth({ bucketEncryption: 'kms', jwtSecretArn: SECRET_ARN, jwtSecretKmsKeyArn: KMS_KEY_ARN });
-    for (const spec of [...ROUTES, RECONCILER, RETENTION]) {
+    for (const spec of [...ROUTES, RECONCILER, RETENTION, CONSOLE_ROUTE, ...PUBLIC_ROUTES]) {
       for (const s of statementsOf(template, spec.id)) {
         for (const a of actions(s)) expect(a, `${spec.id} action`).not.toContain('*');
         expect(JSON.stringify(s.Resource), `${spec.id} resource`).not.toBe('"*"');
@@ -479,7 +502,8 @@ describe('least privilege', () => {
     };
     const { stack } = build({}, [...ROUTES, extra]);
     const template = Template.fromStack(stack);
-    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 4); // + the extra route, the reconciler, the retention pass, the console
+    // + the extra route, the reconciler, the retention pass, the console, health and the OpenAPI document
+    template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 4 + PUBLIC_ROUTES.length);
     template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: 'POST /worker/transcript/snapshot/extra' });
     const statements = statementsOf(template, 'ExtraRoute').filter((s) => !actions(s)[0]!.startsWith('logs:'));
     expect(statements.map((s) => [actions(s), s.Resource])).toEqual([
@@ -619,7 +643,7 @@ describe('alarms and dashboard', () => {
   it('alarm on API 5xx rate and p99 latency, per-function errors, throttles and p99 duration, and DynamoDB throttles', () => {
     const { template } = synth();
     const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')) as Json[];
-    expect(alarms).toHaveLength(2 + 3 * (ROUTES.length + 1) + 1 + 1 + 1);
+    expect(alarms).toHaveLength(2 + 3 * (ROUTES.length + 1 + PUBLIC_ROUTES.length) + 1 + 1 + 1);
     const summary = alarms
       .map((a) => {
         const p = a.Properties;
@@ -634,7 +658,7 @@ describe('alarms and dashboard', () => {
         '5xx+Count:expr',
         'Latency:p99',
         'ReadThrottleEvents+WriteThrottleEvents:expr',
-        ...[...ROUTES, CONSOLE_ROUTE].flatMap(() => ['Errors:Sum', 'Throttles:Sum', 'Duration:p99']),
+        ...[...ROUTES, CONSOLE_ROUTE, ...PUBLIC_ROUTES].flatMap(() => ['Errors:Sum', 'Throttles:Sum', 'Duration:p99']),
         'Errors:Sum', // the reconciler
         'Errors:Sum', // the retention pass
       ].sort(),
@@ -661,6 +685,8 @@ describe('outputs', () => {
     template.hasOutput('GatewayUrl', { Value: { 'Fn::GetAtt': [logicalIdOf(template, 'AWS::ApiGatewayV2::Api', 'HttpApi'), 'ApiEndpoint'] } });
     template.hasOutput('BucketName', { Value: { Ref: bucketId(template) } });
     template.hasOutput('TableName', { Value: { Ref: tableId(template) } });
+    const api = logicalIdOf(template, 'AWS::ApiGatewayV2::Api', 'HttpApi');
+    template.hasOutput('OpenApiUrl', { Value: { 'Fn::Join': ['', [{ 'Fn::GetAtt': [api, 'ApiEndpoint'] }, '/openapi.json']] } });
     template.hasOutput('JwtSecretArn', { Value: { Ref: logicalIdOf(template, 'AWS::SecretsManager::Secret', 'JwtSigningSecret') } });
   });
 });
@@ -697,7 +723,7 @@ describe('cdk-nag AwsSolutions', () => {
         'HttpApi AwsSolutions-APIG4',
         'JwtSigningSecret AwsSolutions-SMG4',
         'AlarmTopic AwsSolutions-SNS2',
-        ...[...ROUTES, RECONCILER, RETENTION, CONSOLE_ROUTE].flatMap((r) => [
+        ...[...ROUTES, RECONCILER, RETENTION, CONSOLE_ROUTE, ...PUBLIC_ROUTES].flatMap((r) => [
           `${r.id} AwsSolutions-L1`,
           ...r.access.objects.map((o) => `${r.id}Role AwsSolutions-IAM5[Resource::<${bucket}.Arn>/${o.prefix}*]`),
         ]),

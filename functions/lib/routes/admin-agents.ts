@@ -1,5 +1,5 @@
 import * as z from 'zod/mini';
-import { ADMIN_PATHS } from '../contract.js';
+import { ADMIN_PAGE_LIMITS, ADMIN_PATHS } from '../contract.js';
 import { httpHandler, json, type LambdaHttpHandler } from '../http.js';
 import { encodeId } from '../ids.js';
 import { isAgentSegment, listAgents } from '../store/listing.js';
@@ -7,12 +7,12 @@ import { cursorParam, intOr, intParam, openCursor, parseQuery, sealCursor, verif
 import { handlerOptions, type RouteDeps } from './deps.js';
 
 const query = z.strictObject({
-  limit: z.optional(intParam(1, 100)),
+  limit: z.optional(intParam(1, ADMIN_PAGE_LIMITS.agents.max)),
   cursor: z.optional(cursorParam()),
 });
 
 /** Default page size of `GET /admin/agents` (each agent costs a registry Query and its counters' Queries). */
-export const DEFAULT_AGENTS_LIMIT = 20;
+export const DEFAULT_AGENTS_LIMIT = ADMIN_PAGE_LIMITS.agents.default;
 
 /**
  * `GET /admin/agents?limit=&cursor=` — the organization's agents with their counts: `200 {agents: [{agentId,

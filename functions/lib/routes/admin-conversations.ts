@@ -1,5 +1,5 @@
 import * as z from 'zod/mini';
-import { ADMIN_PATHS } from '../contract.js';
+import { ADMIN_PAGE_LIMITS, ADMIN_PATHS } from '../contract.js';
 import { httpHandler, json, type LambdaHttpHandler } from '../http.js';
 import { conversationPartition, isConversationStartKey, listConversations } from '../store/listing.js';
 import { cursorParam, idParam, intOr, intParam, isoTime, objectField, openCursor, parseQuery, sealCursor, verifyAdmin } from './admin-common.js';
@@ -7,12 +7,12 @@ import { handlerOptions, type RouteDeps } from './deps.js';
 
 const query = z.strictObject({
   agentId: z.optional(idParam()),
-  limit: z.optional(intParam(1, 100)),
+  limit: z.optional(intParam(1, ADMIN_PAGE_LIMITS.conversations.max)),
   cursor: z.optional(cursorParam()),
 });
 
 /** Default page size of `GET /admin/conversations`. */
-export const DEFAULT_CONVERSATIONS_LIMIT = 50;
+export const DEFAULT_CONVERSATIONS_LIMIT = ADMIN_PAGE_LIMITS.conversations.default;
 
 /**
  * `GET /admin/conversations?agentId=&limit=&cursor=` — the token's organization's conversations (or one

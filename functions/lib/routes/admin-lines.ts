@@ -1,5 +1,5 @@
 import * as z from 'zod/mini';
-import { ADMIN_PATHS, ERRORS } from '../contract.js';
+import { ADMIN_PAGE_LIMITS, ADMIN_PATHS, ERRORS, LINES_PAGE_TEXT_BYTES } from '../contract.js';
 import { HttpError } from '../errors.js';
 import { httpHandler, json, type LambdaHttpHandler } from '../http.js';
 import { conversationKey } from '../ids.js';
@@ -14,14 +14,12 @@ const query = z.strictObject({
   agentId: idParam(),
   conversationId: idParam(),
   runId: z.optional(intParam(1, Number.MAX_SAFE_INTEGER)),
-  limit: z.optional(intParam(1, 1000)),
+  limit: z.optional(intParam(1, ADMIN_PAGE_LIMITS.lines.max)),
   cursor: z.optional(cursorParam()),
 });
 
-/** Default and largest number of lines per page of `GET /admin/lines`. */
-export const DEFAULT_LINES_LIMIT = 200;
-/** Most text per page (JSON-encoded bytes of the lines' `text`): 1 MiB; a longer line is cut. */
-export const LINES_PAGE_TEXT_BYTES = 1024 * 1024;
+/** Default number of lines per page of `GET /admin/lines` (the largest: `ADMIN_PAGE_LIMITS.lines.max`). */
+export const DEFAULT_LINES_LIMIT = ADMIN_PAGE_LIMITS.lines.default;
 
 /** A lines cursor's contents: the run (id and sha256), where the next page starts and where it can decode from. */
 interface LinesCursor {

@@ -1,5 +1,5 @@
 import * as z from 'zod/mini';
-import { ADMIN_PATHS, ERRORS } from '../contract.js';
+import { ADMIN_PAGE_LIMITS, ADMIN_PATHS, ERRORS } from '../contract.js';
 import { HttpError } from '../errors.js';
 import { httpHandler, json, type LambdaHttpHandler } from '../http.js';
 import { conversationKey } from '../ids.js';
@@ -10,12 +10,12 @@ import { handlerOptions, type RouteDeps } from './deps.js';
 const query = z.strictObject({
   agentId: idParam(),
   conversationId: idParam(),
-  limit: z.optional(intParam(1, 100)),
+  limit: z.optional(intParam(1, ADMIN_PAGE_LIMITS.runs.max)),
   cursor: z.optional(cursorParam()),
 });
 
 /** Default page size of `GET /admin/runs`. */
-export const DEFAULT_RUNS_LIMIT = 50;
+export const DEFAULT_RUNS_LIMIT = ADMIN_PAGE_LIMITS.runs.default;
 
 /**
  * `GET /admin/runs?agentId=&conversationId=&limit=&cursor=` — one conversation's stored runs, highest run id

@@ -10,6 +10,7 @@ import {
   type QueryCommandInput,
 } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
+import { ADMIN_PAGE_LIMITS } from '../contract.js';
 import { decodeId, encodeId, isValidId } from '../ids.js';
 import { batchPut } from './batch.js';
 import { beforeFence, deleteStaleChain } from './clear.js';
@@ -125,8 +126,8 @@ export interface ReceiptPage {
 }
 
 /** Default and largest page size of {@link listReceipts}. */
-export const RECEIPTS_DEFAULT_LIMIT = 50;
-export const RECEIPTS_MAX_LIMIT = 100;
+export const RECEIPTS_DEFAULT_LIMIT = ADMIN_PAGE_LIMITS.erasures.default;
+export const RECEIPTS_MAX_LIMIT = ADMIN_PAGE_LIMITS.erasures.max;
 /** Marks expire (DynamoDB TTL `expiresAt`) this long after they are written: far past any running erasure. */
 export const ERASURE_MARK_TTL_SECONDS = 30 * 24 * 3600;
 
