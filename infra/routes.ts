@@ -322,7 +322,7 @@ export const CONSOLE_ROUTE = {
   id: 'Console',
   method: 'GET',
   path: '/console',
-  /** The assets' route on API Gateway; locally each file has its own exact path (local/service.ts). */
+  /** The assets' route (API Gateway, and the local route table: local/service.ts `consoleRouteTable`). */
   assetPath: '/console/{asset}',
   entry: 'functions/console.ts',
   description: 'Serve the operator console (static page, script and stylesheet; no data)',

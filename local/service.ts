@@ -13,7 +13,7 @@ import type { LambdaHttpHandler } from '../functions/lib/http.js';
 import type { RetentionResult, SnapshotStore } from '../functions/lib/store/index.js';
 import { startAdapter, type RouteTable } from './adapter.js';
 import { consoleAssets, consoleRoute } from '../functions/lib/routes/console.js';
-import { CONSOLE_FILES, consoleFilePath, type ConsoleFileName } from '../functions/lib/routes/console-files.js';
+import { CONSOLE_PATH } from '../functions/lib/routes/console-files.js';
 import { buildConsoleAssets } from '../console/build.js';
 import { loadOrCreateDevSecret, mintDevAdminToken, mintDevToken, type DevAdminTokenClaims, type DevTokenClaims } from './dev-secret.js';
 import { startEmulators, type Emulators } from './emulators.js';
@@ -82,11 +82,12 @@ export function storeLocations(env: Readonly<Record<string, string | undefined>>
 }
 
 /**
- * The operator console's paths (`/console` and each of its files), all answered by one handler, as on
- * AWS (one function behind `GET /console` and `GET /console/{asset}`).
+ * The operator console's routes, as on AWS: one handler behind `GET /console` (the page) and
+ * `GET /console/{asset}` (its files; an unknown one is the handler's `404 not_found`, with the console's
+ * security headers).
  */
 export function consoleRouteTable(handler: LambdaHttpHandler): RouteTable {
-  return Object.fromEntries((Object.keys(CONSOLE_FILES) as ConsoleFileName[]).map((name) => [`GET ${consoleFilePath(name)}`, handler]));
+  return { [`GET ${CONSOLE_PATH}`]: handler, [`GET ${CONSOLE_PATH}/{asset}`]: handler };
 }
 
 /**

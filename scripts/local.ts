@@ -2,7 +2,7 @@
  * `npm start`: the service on embedded S3/DynamoDB emulators (or AWS_ENDPOINT_URL* endpoints),
  * data under DATA_DIR (default .data/, kept across restarts), on 127.0.0.1:${PORT:-8787}.
  */
-import { SNAPSHOT_PATH } from '../functions/lib/contract.js';
+import { HEALTH_PATH, OPENAPI_PATH, SNAPSHOT_PATH } from '../functions/lib/contract.js';
 import { CONSOLE_PATH } from '../functions/lib/routes/console-files.js';
 import { acquireDataDirLock, DataDirInUseError, type DataDirLock } from '../local/data-dir-lock.js';
 import { startLocalService, storeLocations, type StoreLocation } from '../local/service.js';
@@ -57,6 +57,7 @@ try {
       `transcript-store listening on ${svc.url}`,
       `  storage:  ${storage}`,
       `  endpoint: ${svc.url}${SNAPSHOT_PATH}`,
+      `  api:      ${svc.url}${OPENAPI_PATH} (OpenAPI 3.1 of every route); health: ${svc.url}${HEALTH_PATH}`,
       `  token:    ${dataDir === '.data' ? '' : `DATA_DIR=${dataDir} `}npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h]`,
       `  worker:   TRANSCRIPT_STORE_URL=${svc.url}  (existing workers: DISPATCHER_URL)`,
       `  admin:    TRANSCRIPT_STORE_URL=${svc.url} TRANSCRIPT_STORE_ADMIN_TOKEN=$(${dataDir === '.data' ? '' : `DATA_DIR=${dataDir} `}npm run -s token -- --admin --org O) npm run admin -- conversations`,
