@@ -1,5 +1,5 @@
 import { Logger } from '@aws-lambda-powertools/logger';
-import { createClients, loadSecretFromSecretsManager } from './aws.js';
+import { createClients, secretsManagerLoader } from './aws.js';
 import { loadConfig } from './config.js';
 import { createRouteDeps, type RouteDeps } from './routes/deps.js';
 
@@ -12,4 +12,4 @@ import { createRouteDeps, type RouteDeps } from './routes/deps.js';
 const config = loadConfig();
 const logger = new Logger({ serviceName: process.env['POWERTOOLS_SERVICE_NAME'] ?? 'transcript-store' });
 
-export const deps: RouteDeps = createRouteDeps(config, createClients(config), logger, (arn) => loadSecretFromSecretsManager(config.region, arn));
+export const deps: RouteDeps = createRouteDeps(config, createClients(config), logger, secretsManagerLoader(config.region, config.secretMaxAgeSeconds));

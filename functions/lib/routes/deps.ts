@@ -44,16 +44,17 @@ export function createRouteDeps(
   logger: Logger,
   loadSecret?: SecretLoader,
 ): RouteDeps {
-  // One Secrets Manager fetch per secret per cold start, shared by the verifier and the upload-id key.
-  const cached = new Map<string, Promise<string>>();
+  // Concurrent fetches of one secret share one request (the verifier and the upload-id key at a cold start);
+  // the loader itself caches with a bounded age (production: Powertools Parameters, SECRET_MAX_AGE_SECONDS).
+  const inFlight = new Map<string, Promise<string>>();
   const load: SecretLoader | undefined =
     loadSecret &&
-    ((arn) => {
-      let p = cached.get(arn);
+    ((arn, opts) => {
+      if (opts?.forceFetch) return loadSecret(arn, opts);
+      let p = inFlight.get(arn);
       if (!p) {
-        p = loadSecret(arn);
-        cached.set(arn, p);
-        p.catch(() => cached.delete(arn));
+        p = loadSecret(arn).finally(() => inFlight.delete(arn));
+        inFlight.set(arn, p);
       }
       return p;
     });
