@@ -4,6 +4,9 @@ import { loadStorageConfig, retentionSettings } from './lib/config.js';
 import { createStoreContext } from './lib/store/context.js';
 import { SnapshotStore } from './lib/store/index.js';
 import type { RetentionResult } from './lib/store/retention.js';
+import { METRIC, powertoolsTelemetry } from './lib/telemetry.js';
+import { Tracer } from '@aws-lambda-powertools/tracer';
+import type { Context } from 'aws-lambda';
 
 /**
  * Scheduled (EventBridge, every RETENTION_INTERVAL_MINUTES) retention pass: deletes what RETAIN_COMPLETED_RUNS
@@ -12,9 +15,15 @@ import type { RetentionResult } from './lib/store/retention.js';
  * function's Errors metric (and the RetentionErrors alarm) sees it; what failed stays due for the next pass.
  */
 const config = loadStorageConfig();
-const logger = new Logger({ serviceName: process.env['POWERTOOLS_SERVICE_NAME'] ?? 'transcript-store' });
+const serviceName = process.env['POWERTOOLS_SERVICE_NAME'] ?? 'transcript-store';
+const logger = new Logger({ serviceName });
+const clients = createClients(config);
+const tracer = new Tracer({ serviceName });
+tracer.captureAWSv3Client(clients.s3);
+tracer.captureAWSv3Client(clients.ddb);
+const telemetry = await powertoolsTelemetry(serviceName);
 const store = new SnapshotStore(createStoreContext({
-  ...createClients(config),
+  ...clients,
   bucket: config.bucketName,
   table: config.tableName,
   retention: retentionSettings(config),
@@ -24,11 +33,13 @@ const store = new SnapshotStore(createStoreContext({
 /** Leave this much of the Lambda's time for the conversation in progress and the log line. */
 const RESERVE_MS = 30_000;
 
-export const handler = async (_event: unknown, context?: { getRemainingTimeInMillis?: () => number }): Promise<RetentionResult> => {
+export const handler = async (_event: unknown, context?: Partial<Context>): Promise<RetentionResult> => {
+  if (context?.awsRequestId !== undefined && context.functionName !== undefined) logger.addContext(context as Context);
   const remaining = context?.getRemainingTimeInMillis?.() ?? 60_000;
   const deadlineAt = Date.now() + Math.max(1_000, remaining - RESERVE_MS);
   // Expires idle conversations (CONVERSATION_TTL_DAYS) by erasure, then finishes erasures whose caller died.
   const result = await store.runScheduledRetention({ deadlineAt, log: logger });
+  telemetry.emit([{ name: METRIC.retentionDeletions, unit: 'Count', value: result.objects, dimensions: {} }]);
   if (result.failed > 0) throw new Error(`retention pass: ${result.failed} conversation(s) or shard(s) failed (see the log); they stay due`);
   return result;
 };

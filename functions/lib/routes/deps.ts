@@ -5,7 +5,8 @@ import { createAdminVerifier, createJwtVerifier, createVerifier, type AdminVerif
 import { retentionSettings, type Config } from '../config.js';
 import { ERRORS, HEADER_GENERATION } from '../contract.js';
 import { HttpError } from '../errors.js';
-import { header, type HttpEvent } from '../http.js';
+import { header, type HandlerOptions, type HttpEvent } from '../http.js';
+import type { Telemetry } from '../telemetry.js';
 import { createStoreContext, type StoreContext, type StoreLimits } from '../store/context.js';
 import { cursorCodecFor, uploadIdCodecFor, type UploadIdCodec } from '../upload-id.js';
 
@@ -22,6 +23,8 @@ export interface RouteDeps {
   readonly maxSnapshotBytes: number;
   /** Storage deadline per request in ms (default 25,000; API Gateway cuts at 30 s). */
   readonly requestDeadlineMs?: number | undefined;
+  /** Custom metrics (Lambda: Powertools Metrics, EMF); none locally. */
+  readonly telemetry?: Telemetry | undefined;
 }
 
 /** The store's size and transfer limits, from the config. */
@@ -99,6 +102,6 @@ export function echoedGeneration(event: HttpEvent): number | undefined {
 }
 
 /** Handler options derived from the deps. */
-export function handlerOptions(deps: RouteDeps): { deadlineMs: number } {
-  return { deadlineMs: deps.requestDeadlineMs ?? 25_000 };
+export function handlerOptions(deps: RouteDeps): HandlerOptions {
+  return { deadlineMs: deps.requestDeadlineMs ?? 25_000, telemetry: deps.telemetry };
 }
