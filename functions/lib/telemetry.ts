@@ -3,20 +3,20 @@ import { SNAPSHOT_PATH } from './contract.js';
 /**
  * Custom metrics (CloudWatch Embedded Metric Format through Powertools Metrics in Lambda; nothing locally).
  * Namespace {@link METRICS_NAMESPACE}, dimension `service` on every metric, plus the per-metric dimensions
- * below. The stack alarms on {@link METRIC.integrityFailures} and graphs the rest (infra/observability.ts).
+ * below (a CloudWatch metric is named by its whole dimension set: the stack's alarm and widgets use exactly these). The stack alarms on {@link METRIC.integrityFailures} and graphs the rest (infra/observability.ts).
  */
 export const METRICS_NAMESPACE = 'TranscriptStore';
 
 export const METRIC = {
   /** Hydrate answers (GET /worker/transcript/snapshot), dimension `status`: 200, 226, 304, 307, 404 … */
   hydrateResponses: 'HydrateResponses',
-  /** Request body bytes received (Bytes), dimension `route`. */
+  /** Request body bytes received (Bytes). */
   bytesIn: 'BytesIn',
-  /** Response body bytes sent (Bytes; a 307 sends none, S3 does), dimension `route`. */
+  /** Response body bytes sent (Bytes; a 307 sends none, S3 does). */
   bytesOut: 'BytesOut',
   /** Writes (POST /worker/transcript/snapshot), dimension `outcome`: stored, duplicate, fenced, rejected. */
   writes: 'Writes',
-  /** A stored object that does not match its record (loss or corruption: answered 500), dimension `route`. */
+  /** A stored object that does not match its record (loss or corruption: answered 500); the stack alarms on it. */
   integrityFailures: 'IntegrityFailures',
   /** Objects the orphan reconciler deleted. */
   reconcilerDeletions: 'ReconcilerDeletions',
@@ -64,18 +64,18 @@ function writeOutcome(o: RequestOutcome): string {
 }
 
 /**
- * The metric points of one request: bytes in and out per route, hydrate answers by status, writes by
+ * The metric points of one request: bytes in and out, hydrate answers by status, writes by
  * outcome, integrity failures. Pure (tested directly).
  */
 export function requestMetrics(o: RequestOutcome): MetricPoint[] {
   const points: MetricPoint[] = [
-    { name: METRIC.bytesIn, unit: 'Bytes', value: o.bytesIn, dimensions: { route: o.route } },
-    { name: METRIC.bytesOut, unit: 'Bytes', value: o.bytesOut, dimensions: { route: o.route } },
+    { name: METRIC.bytesIn, unit: 'Bytes', value: o.bytesIn, dimensions: {} },
+    { name: METRIC.bytesOut, unit: 'Bytes', value: o.bytesOut, dimensions: {} },
   ];
   if (o.route === HYDRATE) points.push({ name: METRIC.hydrateResponses, unit: 'Count', value: 1, dimensions: { status: String(o.status) } });
   if (o.route === WRITE) points.push({ name: METRIC.writes, unit: 'Count', value: 1, dimensions: { outcome: writeOutcome(o) } });
   if (o.integrityFailure) {
-    points.push({ name: METRIC.integrityFailures, unit: 'Count', value: 1, dimensions: { route: o.route } });
+    points.push({ name: METRIC.integrityFailures, unit: 'Count', value: 1, dimensions: {} });
   }
   return points;
 }

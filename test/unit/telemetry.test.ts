@@ -48,11 +48,11 @@ describe('requestMetrics', () => {
     expect(named(requestMetrics(outcome(HYDRATE, 200)), METRIC.writes)).toEqual([]);
   });
 
-  it('reports bytes in and out per route, and an integrity failure only when there was one', () => {
+  it('reports bytes in and out, and an integrity failure only when there was one', () => {
     const points = requestMetrics(outcome('GET /admin/run', 500, 'internal_error', true));
-    expect(named(points, METRIC.bytesIn)).toEqual([{ name: METRIC.bytesIn, unit: 'Bytes', value: 10, dimensions: { route: 'GET /admin/run' } }]);
+    expect(named(points, METRIC.bytesIn)).toEqual([{ name: METRIC.bytesIn, unit: 'Bytes', value: 10, dimensions: {} }]);
     expect(named(points, METRIC.bytesOut)[0]?.value).toBe(20);
-    expect(named(points, METRIC.integrityFailures)).toEqual([{ name: METRIC.integrityFailures, unit: 'Count', value: 1, dimensions: { route: 'GET /admin/run' } }]);
+    expect(named(points, METRIC.integrityFailures)).toEqual([{ name: METRIC.integrityFailures, unit: 'Count', value: 1, dimensions: {} }]);
     expect(named(requestMetrics(outcome(HYDRATE, 500, 'internal_error', false)), METRIC.integrityFailures)).toEqual([]);
   });
 });
