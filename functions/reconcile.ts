@@ -1,24 +1,25 @@
-import { Logger } from '@aws-lambda-powertools/logger';
-import { createClients } from './lib/aws.js';
+import type { Context } from 'aws-lambda';
 import { loadStorageConfig } from './lib/config.js';
+import { jobRuntime } from './lib/job-runtime.js';
 import { createStoreContext } from './lib/store/context.js';
 import { reconcile, type ReconcileResult } from './lib/store/reconcile.js';
+import { METRIC } from './lib/telemetry.js';
 
 /**
  * Scheduled (EventBridge) orphan reconciler: deletes snapshot objects no record refers to and that
  * are older than ORPHAN_GRACE_SECONDS. It needs storage only — no JWT configuration.
  */
 const config = loadStorageConfig();
-const logger = new Logger({ serviceName: process.env['POWERTOOLS_SERVICE_NAME'] ?? 'transcript-store' });
-const store = createStoreContext({ ...createClients(config), bucket: config.bucketName, table: config.tableName });
+const { logger, clients, telemetry, addContext, deadlineAt } = await jobRuntime(config);
+const store = createStoreContext({ ...clients, bucket: config.bucketName, table: config.tableName });
 
 /** Leave this much of the Lambda's time for saving the cursor and logging. */
 const RESERVE_MS = 10_000;
 
-export const handler = async (_event: unknown, context?: { getRemainingTimeInMillis?: () => number }): Promise<ReconcileResult> => {
-  const remaining = context?.getRemainingTimeInMillis?.() ?? 60_000;
-  const deadlineAt = Date.now() + Math.max(1_000, remaining - RESERVE_MS);
-  const result = await reconcile(store, { graceSeconds: config.orphanGraceSeconds, deadlineAt });
+export const handler = async (_event: unknown, context?: Partial<Context>): Promise<ReconcileResult> => {
+  addContext(context);
+  const result = await reconcile(store, { graceSeconds: config.orphanGraceSeconds, deadlineAt: deadlineAt(context, RESERVE_MS) });
   logger.info('reconcile', { ...result });
+  telemetry.emit([{ name: METRIC.reconcilerDeletions, unit: 'Count', value: result.deleted, dimensions: {} }]);
   return result;
 };

@@ -1,9 +1,10 @@
-import { Logger } from '@aws-lambda-powertools/logger';
-import { createClients } from './lib/aws.js';
+import type { Context } from 'aws-lambda';
 import { loadStorageConfig, retentionSettings } from './lib/config.js';
+import { jobRuntime } from './lib/job-runtime.js';
 import { createStoreContext } from './lib/store/context.js';
 import { SnapshotStore } from './lib/store/index.js';
 import type { RetentionResult } from './lib/store/retention.js';
+import { METRIC } from './lib/telemetry.js';
 
 /**
  * Scheduled (EventBridge, every RETENTION_INTERVAL_MINUTES) retention pass: deletes what RETAIN_COMPLETED_RUNS
@@ -12,9 +13,9 @@ import type { RetentionResult } from './lib/store/retention.js';
  * function's Errors metric (and the RetentionErrors alarm) sees it; what failed stays due for the next pass.
  */
 const config = loadStorageConfig();
-const logger = new Logger({ serviceName: process.env['POWERTOOLS_SERVICE_NAME'] ?? 'transcript-store' });
+const { logger, clients, telemetry, addContext, deadlineAt } = await jobRuntime(config);
 const store = new SnapshotStore(createStoreContext({
-  ...createClients(config),
+  ...clients,
   bucket: config.bucketName,
   table: config.tableName,
   retention: retentionSettings(config),
@@ -24,11 +25,11 @@ const store = new SnapshotStore(createStoreContext({
 /** Leave this much of the Lambda's time for the conversation in progress and the log line. */
 const RESERVE_MS = 30_000;
 
-export const handler = async (_event: unknown, context?: { getRemainingTimeInMillis?: () => number }): Promise<RetentionResult> => {
-  const remaining = context?.getRemainingTimeInMillis?.() ?? 60_000;
-  const deadlineAt = Date.now() + Math.max(1_000, remaining - RESERVE_MS);
+export const handler = async (_event: unknown, context?: Partial<Context>): Promise<RetentionResult> => {
+  addContext(context);
   // Expires idle conversations (CONVERSATION_TTL_DAYS) by erasure, then finishes erasures whose caller died.
-  const result = await store.runScheduledRetention({ deadlineAt, log: logger });
+  const result = await store.runScheduledRetention({ deadlineAt: deadlineAt(context, RESERVE_MS), log: logger });
+  telemetry.emit([{ name: METRIC.retentionDeletions, unit: 'Count', value: result.objects, dimensions: {} }]);
   if (result.failed > 0) throw new Error(`retention pass: ${result.failed} conversation(s) or shard(s) failed (see the log); they stay due`);
   return result;
 };

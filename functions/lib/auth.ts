@@ -15,8 +15,18 @@ export interface TokenScope extends ConversationScope {
 
 export type Verifier = (authorization: string | undefined) => Promise<TokenScope>;
 
-/** Loads the HS256 secret; production passes a Secrets Manager fetch (once per cold start). */
-export type SecretLoader = (arn: string) => Promise<string>;
+/**
+ * Loads the HS256 secret. Production passes a Secrets Manager fetch cached with a bounded age (Powertools
+ * Parameters, `SECRET_MAX_AGE_SECONDS`, aws.ts); `forceFetch` bypasses that cache (a rotated key).
+ */
+export type SecretLoader = (arn: string, opts?: { readonly forceFetch?: boolean }) => Promise<string>;
+
+/**
+ * A signature that does not verify with the cached HS256 key makes the verifier fetch the key again at most
+ * once per this many ms (per instance): a rotated secret takes effect on the first token signed with it,
+ * while forged tokens cannot turn into a Secrets Manager request storm.
+ */
+export const SECRET_REFETCH_COOLDOWN_MS = 30_000;
 
 const id = () => z.string().check(z.refine(isValidId));
 const scopeClaims = z.object({ organizationId: id(), agentId: id(), conversationId: id() });
@@ -62,8 +72,8 @@ const BEARER = /^Bearer[ \t]+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)[ \
 export type JwtVerifier = (authorization: string | undefined) => Promise<JWTPayload>;
 
 /** Builds the shared verify path for `config` (one key resolver: one JWKS cache, one secret fetch). */
-export function createJwtVerifier(config: Config, loadSecret?: SecretLoader): JwtVerifier {
-  const key = keyResolver(config, loadSecret);
+export function createJwtVerifier(config: Config, loadSecret?: SecretLoader, now: () => number = Date.now): JwtVerifier {
+  const key = keyResolver(config, loadSecret, now);
   const options = {
     algorithms: [...config.algorithms],
     requiredClaims: ['exp', 'iat'],
@@ -77,7 +87,14 @@ export function createJwtVerifier(config: Config, loadSecret?: SecretLoader): Jw
     if (token === undefined) throw invalidToken();
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, await key(), options));
+      try {
+        ({ payload } = await jwtVerify(token, await key(), options));
+      } catch (err) {
+        // The secret may have been rotated since it was cached: fetch it once more (rate-limited) and retry.
+        const fresh = err instanceof joseErrors.JWSSignatureVerificationFailed ? await key.refresh?.() : undefined;
+        if (fresh === undefined) throw err;
+        ({ payload } = await jwtVerify(token, fresh, options));
+      }
     } catch (err) {
       // A key source that is down or broken is our failure, not the caller's: 503, so clients retry.
       if (isKeySourceFailure(err)) throw unavailable(err);
@@ -186,9 +203,14 @@ function isKeySourceFailure(err: unknown): boolean {
   );
 }
 
-type KeyResolver = () => Promise<Uint8Array | JWTVerifyGetKey>;
+/**
+ * The verification key. `refresh` (HS256 keys from Secrets Manager only): fetches the secret again, bypassing
+ * the loader's cache, and resolves with the new key — or undefined when it is unchanged, or when the last
+ * refresh was less than {@link SECRET_REFETCH_COOLDOWN_MS} ago.
+ */
+type KeyResolver = (() => Promise<Uint8Array | JWTVerifyGetKey>) & { refresh?: () => Promise<Uint8Array | undefined> };
 
-function keyResolver(config: Config, loadSecret?: SecretLoader): KeyResolver {
+function keyResolver(config: Config, loadSecret?: SecretLoader, now: () => number = Date.now): KeyResolver {
   const source = config.keySource;
   switch (source.kind) {
     case 'secret': {
@@ -197,19 +219,31 @@ function keyResolver(config: Config, loadSecret?: SecretLoader): KeyResolver {
     }
     case 'secretArn': {
       if (!loadSecret) throw new Error('JWT_SECRET_ARN is set but no secret loader was provided');
-      // Fetched once per cold start and shared by concurrent first requests. A failed fetch is not
-      // cached, so the next invocation retries instead of the instance staying broken.
+      // Kept for at most secretMaxAgeSeconds (a rotated secret takes effect within it; the production loader
+      // caches for the same age: Powertools Parameters), and concurrent first requests share one fetch. A failed
+      // fetch is not kept: the next request retries.
+      const maxAgeMs = config.secretMaxAgeSeconds * 1000;
       let pending: Promise<Uint8Array> | undefined;
-      return () => {
-        pending ??= loadSecret(source.arn).then(
-          (s) => new TextEncoder().encode(s),
-          (err: unknown) => {
-            pending = undefined;
-            throw err;
-          },
-        );
-        return pending;
+      let current: { key: Uint8Array; at: number } | undefined;
+      let refreshedAt = Number.NEGATIVE_INFINITY;
+      const fetchKey = async (forceFetch: boolean): Promise<Uint8Array> => {
+        const at = now();
+        const key = new TextEncoder().encode(await loadSecret(source.arn, forceFetch ? { forceFetch } : undefined));
+        current = { key, at };
+        return key;
       };
+      const resolver: KeyResolver = async () => {
+        if (current && now() - current.at < maxAgeMs) return current.key;
+        return (pending ??= fetchKey(false).finally(() => (pending = undefined)));
+      };
+      resolver.refresh = async () => {
+        if (now() - refreshedAt < SECRET_REFETCH_COOLDOWN_MS) return undefined;
+        refreshedAt = now();
+        const before = current?.key;
+        const fresh = await fetchKey(true);
+        return before !== undefined && Buffer.compare(before, fresh) === 0 ? undefined : fresh;
+      };
+      return resolver;
     }
     case 'jwks': {
       // jose caches the key set, refetches on an unknown `kid` at most once per cooldown (no refetch

@@ -52,11 +52,30 @@ export function createClients(config: Pick<Config, 'region' | 's3ForcePathStyle'
   return { s3, ddb, presigner };
 }
 
-/** Loads an HS256 secret from Secrets Manager (the SDK is loaded only when this source is used). */
-export async function loadSecretFromSecretsManager(region: string, arn: string): Promise<string> {
-  const { SecretsManagerClient, GetSecretValueCommand } = await import('@aws-sdk/client-secrets-manager');
-  const client = new SecretsManagerClient({ region });
-  const res = await client.send(new GetSecretValueCommand({ SecretId: arn }));
-  if (!res.SecretString) throw new Error('JWT secret in Secrets Manager has no SecretString');
-  return res.SecretString;
+/**
+ * A Secrets Manager loader for HS256 keys: Powertools Parameters' SecretsProvider, which caches each value for
+ * `maxAgeSeconds` (SECRET_MAX_AGE_SECONDS) so a rotated secret is picked up without a cold start; `forceFetch`
+ * bypasses the cache (auth.ts asks for it, rate-limited, when a signature does not verify with the cached
+ * key). The SDK and Parameters are loaded only when this source is used. Throws when the secret has no
+ * SecretString, or what Secrets Manager throws.
+ */
+export function secretsManagerLoader(
+  region: string,
+  maxAgeSeconds: number,
+  /** Extra client settings (tests: a local endpoint and credentials). */
+  clientConfig: Record<string, unknown> = {},
+): (arn: string, opts?: { readonly forceFetch?: boolean }) => Promise<string> {
+  let provider: Promise<{ get(name: string, options: { maxAge: number; forceFetch?: boolean }): Promise<unknown> }> | undefined;
+  return async (arn, opts) => {
+    provider ??= (async () => {
+      const [{ SecretsProvider }, { SecretsManagerClient }] = await Promise.all([
+        import('@aws-lambda-powertools/parameters/secrets'),
+        import('@aws-sdk/client-secrets-manager'),
+      ]);
+      return new SecretsProvider({ awsSdkV3Client: new SecretsManagerClient({ region, ...clientConfig }) });
+    })();
+    const value = await (await provider).get(arn, { maxAge: maxAgeSeconds, ...(opts?.forceFetch && { forceFetch: true }) });
+    if (typeof value !== 'string' || value === '') throw new Error('JWT secret in Secrets Manager has no SecretString');
+    return value;
+  };
 }

@@ -38,6 +38,12 @@ export interface Config extends StorageConfig {
   readonly issuer: string | undefined;
   readonly audience: string | undefined;
   readonly clockToleranceSeconds: number;
+  /**
+   * How long an HS256 key from Secrets Manager (JWT_SECRET_ARN) is used before it is fetched again
+   * (SECRET_MAX_AGE_SECONDS, default 300): a rotated secret takes effect within this, or at once for a token
+   * signed with the new key (auth.ts refetches once on a signature mismatch, rate-limited).
+   */
+  readonly secretMaxAgeSeconds: number;
   /** Largest decoded `snapshotJsonl` accepted by a direct POST (see README: why 4 MiB). */
   readonly maxSnapshotBytes: number;
   /** Stored bytes above which GET redirects (307) to a presigned S3 URL instead of answering inline. */
@@ -243,6 +249,7 @@ export function loadConfig(env: Env = process.env): Config {
     issuer: read(env, 'JWT_ISSUER'),
     audience: read(env, 'JWT_AUDIENCE'),
     clockToleranceSeconds: nonNegativeInt(env, 'JWT_CLOCK_TOLERANCE_SECONDS', 5),
+    secretMaxAgeSeconds: positiveInt(env, 'SECRET_MAX_AGE_SECONDS', 300),
     maxSnapshotBytes: positiveInt(env, 'MAX_SNAPSHOT_BYTES', DEFAULT_MAX_SNAPSHOT_BYTES),
     inlineMaxBytes: positiveInt(env, 'INLINE_RESPONSE_MAX_BYTES', 4 * 1024 * 1024),
     presignTtlSeconds: positiveInt(env, 'PRESIGN_TTL_SECONDS', 300),

@@ -2,6 +2,8 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context
 import type { Logger } from '@aws-lambda-powertools/logger';
 import { ERRORS, JSON_CONTENT_TYPE, errorBody, type ErrorSpec } from './contract.js';
 import { HttpError, unavailable } from './errors.js';
+import { isStoreError } from './store/errors.js';
+import { requestMetrics, type Telemetry } from './telemetry.js';
 
 export type HttpEvent = APIGatewayProxyEventV2;
 export type HttpResult = APIGatewayProxyStructuredResultV2 & { statusCode: number; headers: Record<string, string> };
@@ -71,6 +73,8 @@ export interface RequestContext {
 export interface HandlerOptions {
   /** Upper bound for one request's storage work (API Gateway's own limit is 30 s). */
   deadlineMs: number;
+  /** Custom metrics of each request (telemetry.ts `requestMetrics`); none when absent (local service, tests). */
+  telemetry?: Telemetry | undefined;
 }
 
 /**
@@ -85,6 +89,8 @@ export function httpHandler(
 ): LambdaHttpHandler {
   return async (event, context) => {
     const started = performance.now();
+    // The Lambda context (function name, version, request id, cold start) on every log line of this invocation.
+    if (context?.awsRequestId !== undefined && context.functionName !== undefined) logger.addContext(context as Context);
     // Leave a second for answering; never wait longer than the Lambda itself has left.
     const remaining = context?.getRemainingTimeInMillis?.() ?? Number.POSITIVE_INFINITY;
     const budget = Math.max(1, Math.min(options.deadlineMs, remaining - 1_000));
@@ -121,6 +127,20 @@ export function httpHandler(
       bytesOut: typeof result.body === 'string' ? result.body.length : 0,
       ...log.fields,
     };
+    try {
+      options.telemetry?.emit(
+        requestMetrics({
+          route,
+          status: result.statusCode,
+          code: failure instanceof HttpError ? failure.code : undefined,
+          bytesIn: entry.bytesIn,
+          bytesOut: entry.bytesOut,
+          integrityFailure: isStoreError(failure, 'INTEGRITY'),
+        }),
+      );
+    } catch (err) {
+      logger.warn('metrics failed', { error: String(err) }); // never fails an answer
+    }
     if (result.statusCode >= 500) logger.error('request failed', { ...entry, error: describe(failure) });
     else logger.info('request', failure instanceof HttpError ? { ...entry, code: failure.code } : entry);
     return result;

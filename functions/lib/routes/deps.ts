@@ -5,7 +5,8 @@ import { createAdminVerifier, createJwtVerifier, createVerifier, type AdminVerif
 import { retentionSettings, type Config } from '../config.js';
 import { ERRORS, HEADER_GENERATION } from '../contract.js';
 import { HttpError } from '../errors.js';
-import { header, type HttpEvent } from '../http.js';
+import { header, type HandlerOptions, type HttpEvent } from '../http.js';
+import type { Telemetry } from '../telemetry.js';
 import { createStoreContext, type StoreContext, type StoreLimits } from '../store/context.js';
 import { cursorCodecFor, uploadIdCodecFor, type UploadIdCodec } from '../upload-id.js';
 
@@ -22,6 +23,8 @@ export interface RouteDeps {
   readonly maxSnapshotBytes: number;
   /** Storage deadline per request in ms (default 25,000; API Gateway cuts at 30 s). */
   readonly requestDeadlineMs?: number | undefined;
+  /** Custom metrics (Lambda: Powertools Metrics, EMF); none locally. */
+  readonly telemetry?: Telemetry | undefined;
 }
 
 /** The store's size and transfer limits, from the config. */
@@ -44,16 +47,17 @@ export function createRouteDeps(
   logger: Logger,
   loadSecret?: SecretLoader,
 ): RouteDeps {
-  // One Secrets Manager fetch per secret per cold start, shared by the verifier and the upload-id key.
-  const cached = new Map<string, Promise<string>>();
+  // Concurrent fetches of one secret share one request (the verifier and the upload-id key at a cold start);
+  // the loader itself caches with a bounded age (production: Powertools Parameters, SECRET_MAX_AGE_SECONDS).
+  const inFlight = new Map<string, Promise<string>>();
   const load: SecretLoader | undefined =
     loadSecret &&
-    ((arn) => {
-      let p = cached.get(arn);
+    ((arn, opts) => {
+      if (opts?.forceFetch) return loadSecret(arn, opts);
+      let p = inFlight.get(arn);
       if (!p) {
-        p = loadSecret(arn);
-        cached.set(arn, p);
-        p.catch(() => cached.delete(arn));
+        p = loadSecret(arn).finally(() => inFlight.delete(arn));
+        inFlight.set(arn, p);
       }
       return p;
     });
@@ -98,6 +102,6 @@ export function echoedGeneration(event: HttpEvent): number | undefined {
 }
 
 /** Handler options derived from the deps. */
-export function handlerOptions(deps: RouteDeps): { deadlineMs: number } {
-  return { deadlineMs: deps.requestDeadlineMs ?? 25_000 };
+export function handlerOptions(deps: RouteDeps): HandlerOptions {
+  return { deadlineMs: deps.requestDeadlineMs ?? 25_000, telemetry: deps.telemetry };
 }
