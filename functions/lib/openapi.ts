@@ -83,7 +83,7 @@ export const ERROR_WHEN = Object.freeze({
 
 // ------------------------------------------------------------------------------------------- helpers
 
-const ref = (kind: 'schemas' | 'headers' | 'parameters' | 'responses', name: string): Json => ({ $ref: `#/components/${kind}/${name}` });
+const ref = (kind: 'schemas' | 'headers', name: string): Json => ({ $ref: `#/components/${kind}/${name}` });
 const schemaRef = (name: string) => ref('schemas', name);
 /** The component name of an error's schema: `Error.<code>`. */
 export const errorSchemaName = (name: ErrorName) => `Error.${ERRORS[name].code}`;
@@ -285,14 +285,12 @@ const HEADERS: Record<string, Json> = {
   ...Object.fromEntries(Object.entries(CONSOLE_SECURITY_HEADERS).map(([name, value]) => [name, header('On every console answer.', { const: value })])),
 };
 
-/** Header name → component header name, where one name has several documented forms. */
-const h = {
-  cache: (form: 'no-store' | 'private-no-cache' | 'private-no-store' | 'no-cache') => ref('headers', `cache-control.${form}`),
-};
+/** The `cache-control` header in one of its documented forms. */
+const cacheControl = (form: 'no-store' | 'private-no-cache' | 'private-no-store' | 'no-cache') => ref('headers', `cache-control.${form}`);
 
 const SNAPSHOT_HEADERS = (cache: 'private-no-cache' | 'private-no-store') => ({
   ...headers([HEADER_GENERATION, HEADER_RUN_ID, HEADER_SHA256, 'etag', 'vary']),
-  'cache-control': h.cache(cache),
+  'cache-control': cacheControl(cache),
 });
 const CONSOLE_HEADERS = headers(Object.keys(CONSOLE_SECURITY_HEADERS));
 
@@ -308,7 +306,7 @@ const ADMIN_AUTH: ErrorUse[] = ['invalidToken', 'adminScopeRequired', 'missingSc
 
 function defaultErrorHeaders(name: ErrorName): Record<string, Json> {
   return {
-    'cache-control': h.cache('no-store'),
+    'cache-control': cacheControl('no-store'),
     ...(name === 'invalidToken' && headers(['www-authenticate'])),
     ...(name === 'unavailable' && headers(['retry-after'])),
   };
@@ -422,7 +420,7 @@ const PATHS: Record<string, Json> = {
       errors: [
         ...WORKER_AUTH,
         'invalidBaseRunId',
-        { error: 'noSnapshot', headers: { ...headers([HEADER_GENERATION]), 'cache-control': h.cache('private-no-cache') } },
+        { error: 'noSnapshot', headers: { ...headers([HEADER_GENERATION]), 'cache-control': cacheControl('private-no-cache') } },
         { error: 'notAcceptable', headers: headers([HEADER_GENERATION]) },
         ...STORAGE,
       ],
@@ -441,7 +439,7 @@ const PATHS: Record<string, Json> = {
         description: 'JSON, optionally gzip or br encoded (`content-encoding`).',
         content: json({ anyOf: [schemaRef('SnapshotPost'), schemaRef('AppendPost'), schemaRef('UploadCommitPost')] }),
       },
-      responses: { '200': { description: 'Stored (and published when it is the highest completed run).', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('WriteResult')) } },
+      responses: { '200': { description: 'Stored (and published when it is the highest completed run).', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('WriteResult')) } },
       errors: [
         ...WORKER_AUTH,
         'invalidGeneration',
@@ -468,7 +466,7 @@ const PATHS: Record<string, Json> = {
       summary: 'Clear the conversation: fence older runs, delete every record and object',
       description: 'Idempotent. A conversation or per-run token of the conversation may clear it.',
       security: WORKER_SECURITY,
-      responses: { '200': { description: 'Cleared.', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('DeleteResult')) } },
+      responses: { '200': { description: 'Cleared.', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('DeleteResult')) } },
       errors: [...WORKER_AUTH, ...STORAGE],
     }),
   },
@@ -483,7 +481,7 @@ const PATHS: Record<string, Json> = {
       security: WORKER_SECURITY,
       parameters: [PARAMS.contentEncoding, PARAMS.generation],
       requestBody: { required: true, content: json(schemaRef('UploadRequest')) },
-      responses: { '200': { description: 'The upload ticket.', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('UploadTicket')) } },
+      responses: { '200': { description: 'The upload ticket.', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('UploadTicket')) } },
       errors: [...WORKER_AUTH, 'invalidGeneration', ...BODY, 'invalidRunId', 'invalidUploadSize', 'invalidContentEncoding', 'runOutOfScope', ...STORAGE],
     }),
   },
@@ -495,7 +493,7 @@ const PATHS: Record<string, Json> = {
       description: 'One Query of a GSI per page (eventually consistent).',
       security: ADMIN_SECURITY,
       parameters: [PARAMS.agentId(false), PARAMS.limit(ADMIN_PAGE_LIMITS.conversations, 'Conversations'), PARAMS.cursor],
-      responses: { '200': { description: 'A page.', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('ConversationsPage')) } },
+      responses: { '200': { description: 'A page.', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('ConversationsPage')) } },
       errors: [...ADMIN_AUTH, 'invalidCursor', ...STORAGE],
     }),
   },
@@ -507,7 +505,7 @@ const PATHS: Record<string, Json> = {
       description: '`404` only when the conversation is neither listed nor has a run (never written, or erased).',
       security: ADMIN_SECURITY,
       parameters: [PARAMS.agentId(true), PARAMS.conversationId, PARAMS.limit(ADMIN_PAGE_LIMITS.runs, 'Runs'), PARAMS.cursor],
-      responses: { '200': { description: 'A page.', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('RunsPage')) } },
+      responses: { '200': { description: 'A page.', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('RunsPage')) } },
       errors: [...ADMIN_AUTH, 'invalidCursor', 'notFound', ...STORAGE],
     }),
   },
@@ -531,7 +529,7 @@ const PATHS: Record<string, Json> = {
       description: `\`runId\` defaults to the run HEAD serves. A page holds at most \`limit\` lines and ${LINES_PAGE_TEXT_BYTES / 1024 / 1024} MiB of text; a longer line is cut and marked \`truncated\`.`,
       security: ADMIN_SECURITY,
       parameters: [PARAMS.agentId(true), PARAMS.conversationId, PARAMS.runId(false, 'The run (default: the latest).'), PARAMS.limit(ADMIN_PAGE_LIMITS.lines, 'Lines'), PARAMS.cursor],
-      responses: { '200': { description: 'A page.', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('LinesPage')) } },
+      responses: { '200': { description: 'A page.', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('LinesPage')) } },
       errors: [...ADMIN_AUTH, 'invalidCursor', 'notFound', ...STORAGE],
     }),
   },
@@ -543,7 +541,7 @@ const PATHS: Record<string, Json> = {
       description: 'In registry order (by encoded agent id). Counts are sums of approximate counters.',
       security: ADMIN_SECURITY,
       parameters: [PARAMS.limit(ADMIN_PAGE_LIMITS.agents, 'Agents'), PARAMS.cursor],
-      responses: { '200': { description: 'A page.', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('AgentsPage')) } },
+      responses: { '200': { description: 'A page.', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('AgentsPage')) } },
       errors: [...ADMIN_AUTH, 'invalidCursor', ...STORAGE],
     }),
   },
@@ -557,8 +555,8 @@ const PATHS: Record<string, Json> = {
       parameters: [PARAMS.contentEncoding],
       requestBody: { required: true, content: json(schemaRef('ErasureRequest')) },
       responses: {
-        '200': { description: 'Completed.', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('Receipt')) },
-        '202': { description: 'Still running.', headers: { 'cache-control': h.cache('no-store'), location: ref('headers', 'location.receipt') }, content: json(schemaRef('Receipt')) },
+        '200': { description: 'Completed.', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('Receipt')) },
+        '202': { description: 'Still running.', headers: { 'cache-control': cacheControl('no-store'), location: ref('headers', 'location.receipt') }, content: json(schemaRef('Receipt')) },
       },
       errors: [...ADMIN_AUTH, ...BODY, 'invalidErasureScope', ...STORAGE],
     }),
@@ -569,7 +567,7 @@ const PATHS: Record<string, Json> = {
       description: 'One Query per page.',
       security: ADMIN_SECURITY,
       parameters: [PARAMS.limit(ADMIN_PAGE_LIMITS.erasures, 'Receipts'), PARAMS.cursor],
-      responses: { '200': { description: 'A page.', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('ReceiptsPage')) } },
+      responses: { '200': { description: 'A page.', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('ReceiptsPage')) } },
       errors: [...ADMIN_AUTH, 'invalidCursor', ...STORAGE],
     }),
   },
@@ -581,7 +579,7 @@ const PATHS: Record<string, Json> = {
       description: 'A running receipt\'s counts are the sums so far. No query parameters.',
       security: ADMIN_SECURITY,
       parameters: [{ name: 'receiptId', in: 'path', required: true, schema: str({ minLength: 1 }), description: 'From `POST /admin/erasures` or the listing.' }],
-      responses: { '200': { description: 'The receipt.', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('Receipt')) } },
+      responses: { '200': { description: 'The receipt.', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('Receipt')) } },
       errors: [...ADMIN_AUTH, 'notFound', ...STORAGE],
     }),
   },
@@ -594,8 +592,8 @@ const PATHS: Record<string, Json> = {
       security: [],
       parameters: [headerParam('if-none-match', str(), 'The page\'s `etag`: `304` when unchanged.')],
       responses: {
-        '200': { description: 'The page.', headers: { ...CONSOLE_HEADERS, 'cache-control': h.cache('no-cache'), etag: ref('headers', 'etag.console') }, content: { 'text/html': { schema: str() } } },
-        '304': { description: 'Unchanged.', headers: { ...CONSOLE_HEADERS, 'cache-control': h.cache('no-cache'), etag: ref('headers', 'etag.console') } },
+        '200': { description: 'The page.', headers: { ...CONSOLE_HEADERS, 'cache-control': cacheControl('no-cache'), etag: ref('headers', 'etag.console') }, content: { 'text/html': { schema: str() } } },
+        '304': { description: 'Unchanged.', headers: { ...CONSOLE_HEADERS, 'cache-control': cacheControl('no-cache'), etag: ref('headers', 'etag.console') } },
       },
       errors: ['internal'],
     }),
@@ -623,14 +621,14 @@ const PATHS: Record<string, Json> = {
       responses: {
         '200': {
           description: 'The file.',
-          headers: { ...CONSOLE_HEADERS, 'cache-control': h.cache('no-cache'), etag: ref('headers', 'etag.console') },
+          headers: { ...CONSOLE_HEADERS, 'cache-control': cacheControl('no-cache'), etag: ref('headers', 'etag.console') },
           content: Object.fromEntries(
             Object.entries(CONSOLE_FILES)
               .filter(([f]) => f !== 'index.html')
               .map(([, type]) => [type.split(';')[0]!, { schema: str() }]),
           ),
         },
-        '304': { description: 'Unchanged.', headers: { ...CONSOLE_HEADERS, 'cache-control': h.cache('no-cache'), etag: ref('headers', 'etag.console') } },
+        '304': { description: 'Unchanged.', headers: { ...CONSOLE_HEADERS, 'cache-control': cacheControl('no-cache'), etag: ref('headers', 'etag.console') } },
       },
       errors: [{ error: 'notFound', headers: CONSOLE_HEADERS }, 'internal'],
     }),
@@ -642,7 +640,7 @@ const PATHS: Record<string, Json> = {
       summary: 'Liveness: no token, no storage call',
       description: 'Says the API and its functions answer; storage health is what the alarms watch.',
       security: [],
-      responses: { '200': { description: 'Up.', headers: { 'cache-control': h.cache('no-store') }, content: json(schemaRef('Health')) } },
+      responses: { '200': { description: 'Up.', headers: { 'cache-control': cacheControl('no-store') }, content: json(schemaRef('Health')) } },
     }),
   },
   [OPENAPI_PATH]: {
@@ -654,8 +652,8 @@ const PATHS: Record<string, Json> = {
       security: [],
       parameters: [headerParam('if-none-match', str(), 'The document\'s `etag`: `304` when unchanged.')],
       responses: {
-        '200': { description: 'The document.', headers: { 'cache-control': h.cache('no-cache'), etag: ref('headers', 'etag.document') }, content: json(schemaRef('OpenApiDocument')) },
-        '304': { description: 'Unchanged.', headers: { 'cache-control': h.cache('no-cache'), etag: ref('headers', 'etag.document') } },
+        '200': { description: 'The document.', headers: { 'cache-control': cacheControl('no-cache'), etag: ref('headers', 'etag.document') }, content: json(schemaRef('OpenApiDocument')) },
+        '304': { description: 'Unchanged.', headers: { 'cache-control': cacheControl('no-cache'), etag: ref('headers', 'etag.document') } },
       },
     }),
   },
