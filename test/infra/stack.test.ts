@@ -88,7 +88,7 @@ function permissions(template: Template, routeId: string): string[] {
         .replaceAll(JSON.stringify({ 'Fn::GetAtt': [tableId(template), 'Arn'] }), 'TABLE');
       return `${actions(s).join(',')} -> ${resource}${s.Condition ? ` if ${JSON.stringify(s.Condition)}` : ''}`;
     })
-    .filter((p) => !p.startsWith('logs:'))
+    .filter((p) => !p.startsWith('logs:') && !p.startsWith('xray:'))
     .sort();
 }
 
@@ -173,6 +173,8 @@ describe('Lambda functions', () => {
         JWT_SECRET_ARN: { Ref: secretId },
         POWERTOOLS_SERVICE_NAME: 'transcript-store',
         POWERTOOLS_LOG_LEVEL: 'INFO',
+        POWERTOOLS_METRICS_NAMESPACE: 'TranscriptStore',
+        POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
         NODE_OPTIONS: '--enable-source-maps',
       });
     }
@@ -186,6 +188,8 @@ describe('Lambda functions', () => {
       ORPHAN_GRACE_SECONDS: '7200',
       POWERTOOLS_SERVICE_NAME: 'transcript-store',
       POWERTOOLS_LOG_LEVEL: 'INFO',
+      POWERTOOLS_METRICS_NAMESPACE: 'TranscriptStore',
+      POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
       NODE_OPTIONS: '--enable-source-maps',
     });
     template.hasResourceProperties('AWS::Events::Rule', {
@@ -208,6 +212,8 @@ describe('Lambda functions', () => {
       RETENTION_INTERVAL_MINUTES: '60',
       POWERTOOLS_SERVICE_NAME: 'transcript-store',
       POWERTOOLS_LOG_LEVEL: 'INFO',
+      POWERTOOLS_METRICS_NAMESPACE: 'TranscriptStore',
+      POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
       NODE_OPTIONS: '--enable-source-maps',
     });
     const target = (t: Template) => [Match.objectLike({ Arn: { 'Fn::GetAtt': [logicalIdOf(t, 'AWS::Lambda::Function', RETENTION.id), 'Arn'] } })];
@@ -322,10 +328,11 @@ describe('least privilege', () => {
   it('serves the operator console from a function with no data access, no secret and no storage configuration', () => {
     const { template } = synth({ bucketEncryption: 'kms' });
     const statements = statementsOf(template, CONSOLE_ROUTE.id);
-    expect(statements.flatMap(actions).sort()).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents']);
+    expect(statements.flatMap(actions).sort()).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments']);
     expect(fnProps(template, CONSOLE_ROUTE.id).Environment.Variables).toEqual({
       POWERTOOLS_SERVICE_NAME: 'transcript-store',
       POWERTOOLS_LOG_LEVEL: 'INFO',
+      POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
       NODE_OPTIONS: '--enable-source-maps',
     });
     const outputs = template.toJSON().Outputs as Record<string, Json>;
@@ -411,9 +418,14 @@ describe('least privilege', () => {
 
   it('grants no wildcard actions and no table-wide or bucket-wide data access to any function', () => {
     const { template } = synth({ bucketEncryption: 'kms', jwtSecretArn: SECRET_ARN, jwtSecretKmsKeyArn: KMS_KEY_ARN });
-    for (const spec of [...ROUTES, RECONCILER, RETENTION]) {
+    for (const spec of [...ROUTES, RECONCILER, RETENTION, CONSOLE_ROUTE]) {
       for (const s of statementsOf(template, spec.id)) {
         for (const a of actions(s)) expect(a, `${spec.id} action`).not.toContain('*');
+        // Active tracing's two X-Ray actions support no resource-level permissions: "*" is their only resource.
+        if (actions(s).every((a) => a.startsWith('xray:'))) {
+          expect(actions(s), `${spec.id} X-Ray`).toEqual(['xray:PutTelemetryRecords', 'xray:PutTraceSegments']);
+          continue;
+        }
         expect(JSON.stringify(s.Resource), `${spec.id} resource`).not.toBe('"*"');
         // Object grants are always prefix-scoped: never `<bucket>/*`.
         expect(JSON.stringify(s.Resource), `${spec.id} resource`).not.toMatch(/"\/\*"/);
@@ -481,7 +493,7 @@ describe('least privilege', () => {
     const template = Template.fromStack(stack);
     template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 4); // + the extra route, the reconciler, the retention pass, the console
     template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: 'POST /worker/transcript/snapshot/extra' });
-    const statements = statementsOf(template, 'ExtraRoute').filter((s) => !actions(s)[0]!.startsWith('logs:'));
+    const statements = statementsOf(template, 'ExtraRoute').filter((s) => !/^(logs|xray):/.test(actions(s)[0]!));
     expect(statements.map((s) => [actions(s), s.Resource])).toEqual([
       [['s3:PutObject'], objectArn(template, UPLOADS_PREFIX)],
       [['secretsmanager:GetSecretValue'], { Ref: logicalIdOf(template, 'AWS::SecretsManager::Secret', 'JwtSigningSecret') }],
@@ -619,7 +631,7 @@ describe('alarms and dashboard', () => {
   it('alarm on API 5xx rate and p99 latency, per-function errors, throttles and p99 duration, and DynamoDB throttles', () => {
     const { template } = synth();
     const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')) as Json[];
-    expect(alarms).toHaveLength(2 + 3 * (ROUTES.length + 1) + 1 + 1 + 1);
+    expect(alarms).toHaveLength(2 + 3 * (ROUTES.length + 1) + 1 + 1 + 1 + 1);
     const summary = alarms
       .map((a) => {
         const p = a.Properties;
@@ -634,6 +646,7 @@ describe('alarms and dashboard', () => {
         '5xx+Count:expr',
         'Latency:p99',
         'ReadThrottleEvents+WriteThrottleEvents:expr',
+        'IntegrityFailures:Sum',
         ...[...ROUTES, CONSOLE_ROUTE].flatMap(() => ['Errors:Sum', 'Throttles:Sum', 'Duration:p99']),
         'Errors:Sum', // the reconciler
         'Errors:Sum', // the retention pass
@@ -689,7 +702,8 @@ describe('cdk-nag AwsSolutions', () => {
     const { app, template } = synth({ alarmEmail: 'oncall@example.com' });
     const acks = acknowledgements(app);
     for (const a of acks) expect(a.reason.length, `${a.id} at ${a.path}`).toBeGreaterThan(60);
-    const ids = acks.map((a) => `${a.path.replace(/^TranscriptStore\//, '')} ${a.id.replace(/^Annotation::/, '')}`).sort();
+    // The construct's id is `Default` (left out of logical ids, so they stay what they were).
+    const ids = acks.map((a) => `${a.path.replace(/^TranscriptStore\/Default\//, '')} ${a.id.replace(/^Annotation::/, '')}`).sort();
     const bucket = bucketId(template);
     expect(ids).toEqual(
       [
@@ -699,6 +713,7 @@ describe('cdk-nag AwsSolutions', () => {
         'AlarmTopic AwsSolutions-SNS2',
         ...[...ROUTES, RECONCILER, RETENTION, CONSOLE_ROUTE].flatMap((r) => [
           `${r.id} AwsSolutions-L1`,
+          `${r.id}Role AwsSolutions-IAM5[Resource::*]`,
           ...r.access.objects.map((o) => `${r.id}Role AwsSolutions-IAM5[Resource::<${bucket}.Arn>/${o.prefix}*]`),
         ]),
       ].sort(),
