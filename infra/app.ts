@@ -1,5 +1,6 @@
 /**
- * CDK entry point (`cdk.json`: `npx tsx infra/app.ts`). Settings come from context; see docs/DEPLOY.md.
+ * CDK entry point (`cdk.json`: `npx tsx infra/app.ts`). Settings come from context (README.md
+ * § Configuration); unknown camelCase context keys and invalid values fail synth, naming the key.
  * Synth needs no AWS credentials and no network: the stack is environment-agnostic (no lookups) and
  * handlers are bundled by the local esbuild.
  */
@@ -9,9 +10,9 @@ import { settingsFromContext } from './settings.js';
 import { TranscriptStoreStack } from './stack.js';
 
 const app = new App();
-const settings = settingsFromContext(app.node);
+const { stackName, ...settings } = settingsFromContext(app.node);
 new TranscriptStoreStack(app, 'TranscriptStore', {
-  stackName: settings.stackName,
+  stackName,
   description: 'transcript-store: AI-agent transcript snapshots on S3 + DynamoDB behind an HTTP API',
   settings,
 });

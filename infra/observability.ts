@@ -8,25 +8,75 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import type { RouteSpec } from './routes.js';
 
+/**
+ * The service's own metrics (Powertools Metrics, EMF, in the handlers): one CloudWatch namespace, every
+ * metric with the `service` dimension (`POWERTOOLS_SERVICE_NAME`, the `serviceName` setting), some with one
+ * more. The functions get the namespace as `POWERTOOLS_METRICS_NAMESPACE`.
+ */
+export const METRICS_NAMESPACE = 'TranscriptStore';
+
+/** The period of every alarm and graph. */
+const PERIOD = Duration.minutes(5);
+
+/** Metric names, and the extra dimension (name and values) each carries besides `service`. */
+export const SERVICE_METRICS = {
+  /** Stored bytes that did not match their record (sha256, CRC-32, length): data loss or corruption. Count. */
+  IntegrityFailures: undefined,
+  /** GET answers by status (`200` whole, `226` delta, `304` unchanged, `307` redirect, `404` nothing stored). Count. */
+  HydrateResponses: { dimension: 'status', values: ['200', '226', '304', '307', '404'] },
+  /** Snapshot bytes received by writes (bytes). */
+  BytesIn: undefined,
+  /** Snapshot bytes answered inline by reads (bytes). */
+  BytesOut: undefined,
+  /** Writes by outcome (`stored`, `duplicate` of a stored run, `fenced` by a reset). Count. */
+  Writes: { dimension: 'outcome', values: ['stored', 'duplicate', 'fenced'] },
+  /** What the orphan reconciler deleted (unreferenced objects, materialized copies). Count. */
+  ReconcilerDeletions: undefined,
+  /** What the retention pass deleted (runs, chains and their objects, expired conversations). Count. */
+  RetentionDeletions: undefined,
+} as const satisfies Record<string, { readonly dimension: string; readonly values: readonly string[] } | undefined>;
+
+export type ServiceMetricName = keyof typeof SERVICE_METRICS;
+
+/** One of the service's metrics for `serviceName` (and `dimensions`): Sum over 5 minutes unless `props` say otherwise. */
+export function serviceMetric(
+  serviceName: string,
+  name: ServiceMetricName,
+  dimensions: Readonly<Record<string, string>> = {},
+  props: cloudwatch.MetricOptions = {},
+): cloudwatch.Metric {
+  return new cloudwatch.Metric({
+    namespace: METRICS_NAMESPACE,
+    metricName: name,
+    statistic: cloudwatch.Stats.SUM,
+    period: PERIOD,
+    ...props,
+    dimensionsMap: { service: serviceName, ...dimensions, ...props.dimensionsMap },
+  });
+}
+
 export interface ObservabilityProps {
   readonly api: apigwv2.HttpApi;
   readonly table: dynamodb.ITable;
   readonly functions: readonly { readonly route: RouteSpec; readonly fn: lambda.IFunction }[];
   /** Alarm and OK notifications go here when given. */
   readonly alarmTopic: sns.ITopic | undefined;
+  /** The `service` dimension of the service's own metrics. */
+  readonly serviceName: string;
   readonly api5xxRatePercent: number;
   readonly apiLatencyP99Ms: number;
 }
 
-const PERIOD = Duration.minutes(5);
-
 /**
  * Alarms (API 5xx rate and p99 latency; per function errors, throttles and p99 duration; DynamoDB
- * throttles) and one dashboard. Missing data never alarms: an idle service is a healthy one.
+ * throttles; any integrity failure) and one dashboard, which also shows the service's own metrics.
+ * Missing data never alarms: an idle service is a healthy one.
  */
 export class Observability extends Construct {
   readonly alarms: cloudwatch.Alarm[] = [];
   readonly dashboard: cloudwatch.Dashboard;
+  /** Fires on any `IntegrityFailures` in a 5-minute period. */
+  readonly integrityAlarm: cloudwatch.Alarm;
   private readonly alarmTopic: sns.ITopic | undefined;
 
   constructor(scope: Construct, id: string, props: ObservabilityProps) {
@@ -110,6 +160,23 @@ export class Observability extends Construct {
       alarmDescription: 'DynamoDB throttled reads or writes on the snapshot table.',
     });
 
+    // The service's own metrics (EMF, from the handlers).
+    const metric = (name: ServiceMetricName, dimensions: Record<string, string> = {}, label?: string) =>
+      serviceMetric(props.serviceName, name, dimensions, label === undefined ? {} : { label });
+    const byDimension = (name: 'HydrateResponses' | 'Writes') => {
+      const { dimension, values } = SERVICE_METRICS[name];
+      return values.map((v) => metric(name, { [dimension]: v }, v));
+    };
+    const integrityFailures = metric('IntegrityFailures', {}, 'Integrity failures');
+    // Corrupt or missing bytes are never expected: one is worth waking someone for (the log line with
+    // code INTEGRITY names the conversation and the run).
+    this.integrityAlarm = this.alarm('IntegrityFailures', metric('IntegrityFailures'), {
+      threshold: 1,
+      count: true,
+      evaluationPeriods: 1,
+      alarmDescription: `${props.serviceName}: stored bytes did not match their record (sha256, CRC-32 or length) — possible data loss or corruption; see the handler log lines with code INTEGRITY.`,
+    });
+
     this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
       defaultInterval: Duration.hours(3),
       widgets: [
@@ -117,6 +184,19 @@ export class Observability extends Construct {
           new cloudwatch.GraphWidget({ title: 'API requests', left: [requests, clientErrors, serverErrors], width: 8 }),
           new cloudwatch.GraphWidget({ title: 'API 5xx rate (%)', left: [errorRate], width: 8 }),
           new cloudwatch.GraphWidget({ title: 'API latency (ms)', left: [apiLatencyP50, apiLatencyP99], width: 8 }),
+        ],
+        [
+          new cloudwatch.GraphWidget({ title: 'Hydrate responses (GET) by status', left: byDimension('HydrateResponses'), stacked: true, width: 8 }),
+          new cloudwatch.GraphWidget({ title: 'Writes by outcome', left: byDimension('Writes'), stacked: true, width: 8 }),
+          new cloudwatch.GraphWidget({ title: 'Snapshot bytes in / out', left: [metric('BytesIn', {}, 'Bytes in'), metric('BytesOut', {}, 'Bytes out')], width: 8 }),
+        ],
+        [
+          new cloudwatch.GraphWidget({ title: 'Integrity failures', left: [integrityFailures], leftAnnotations: [{ value: 1, label: 'alarm', color: '#d62728' }], width: 12 }),
+          new cloudwatch.GraphWidget({
+            title: 'Deletions (reconciler, retention)',
+            left: [metric('ReconcilerDeletions', {}, 'Reconciler deletions'), metric('RetentionDeletions', {}, 'Retention deletions')],
+            width: 12,
+          }),
         ],
         fnWidgets,
         [

@@ -88,7 +88,7 @@ function permissions(template: Template, routeId: string): string[] {
         .replaceAll(JSON.stringify({ 'Fn::GetAtt': [tableId(template), 'Arn'] }), 'TABLE');
       return `${actions(s).join(',')} -> ${resource}${s.Condition ? ` if ${JSON.stringify(s.Condition)}` : ''}`;
     })
-    .filter((p) => !p.startsWith('logs:'))
+    .filter((p) => !p.startsWith('logs:') && !p.startsWith('xray:'))
     .sort();
 }
 
@@ -176,6 +176,8 @@ describe('Lambda functions', () => {
         JWT_SECRET_ARN: { Ref: secretId },
         POWERTOOLS_SERVICE_NAME: 'transcript-store',
         POWERTOOLS_LOG_LEVEL: 'INFO',
+        POWERTOOLS_METRICS_NAMESPACE: 'TranscriptStore',
+        POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
         NODE_OPTIONS: '--enable-source-maps',
       });
     }
@@ -189,6 +191,8 @@ describe('Lambda functions', () => {
       ORPHAN_GRACE_SECONDS: '7200',
       POWERTOOLS_SERVICE_NAME: 'transcript-store',
       POWERTOOLS_LOG_LEVEL: 'INFO',
+      POWERTOOLS_METRICS_NAMESPACE: 'TranscriptStore',
+      POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
       NODE_OPTIONS: '--enable-source-maps',
     });
     template.hasResourceProperties('AWS::Events::Rule', {
@@ -211,6 +215,8 @@ describe('Lambda functions', () => {
       RETENTION_INTERVAL_MINUTES: '60',
       POWERTOOLS_SERVICE_NAME: 'transcript-store',
       POWERTOOLS_LOG_LEVEL: 'INFO',
+      POWERTOOLS_METRICS_NAMESPACE: 'TranscriptStore',
+      POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
       NODE_OPTIONS: '--enable-source-maps',
     });
     const target = (t: Template) => [Match.objectLike({ Arn: { 'Fn::GetAtt': [logicalIdOf(t, 'AWS::Lambda::Function', RETENTION.id), 'Arn'] } })];
@@ -325,17 +331,18 @@ describe('least privilege', () => {
   it('serves the operator console from a function with no data access, no secret and no storage configuration', () => {
     const { template } = synth({ bucketEncryption: 'kms' });
     const statements = statementsOf(template, CONSOLE_ROUTE.id);
-    expect(statements.flatMap(actions).sort()).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents']);
+    expect(statements.flatMap(actions).sort()).toEqual(['logs:CreateLogStream', 'logs:PutLogEvents', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments']);
     expect(fnProps(template, CONSOLE_ROUTE.id).Environment.Variables).toEqual({
       POWERTOOLS_SERVICE_NAME: 'transcript-store',
       POWERTOOLS_LOG_LEVEL: 'INFO',
+      POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
       NODE_OPTIONS: '--enable-source-maps',
     });
     const outputs = template.toJSON().Outputs as Record<string, Json>;
     expect(JSON.stringify(outputs['ConsoleUrl']!.Value)).toContain('/console');
   });
 
-  it('serves /health and /openapi.json from functions that may only write their logs: no data, no secret, no KMS, no storage configuration', () => {
+  it('serves /health and /openapi.json from functions that may only write their logs and traces: no data, no secret, no KMS, no storage configuration', () => {
     // The KMS bucket and an existing secret: the configuration under which every data route gets the most grants.
     const { template } = synth({ bucketEncryption: 'kms', jwtSecretArn: SECRET_ARN, jwtSecretKmsKeyArn: KMS_KEY_ARN });
     for (const route of PUBLIC_ROUTES) {
@@ -343,10 +350,12 @@ describe('least privilege', () => {
       const logsId = logicalIdOf(template, 'AWS::Logs::LogGroup', `${route.id}Logs`);
       expect(statementsOf(template, route.id), route.id).toEqual([
         { Effect: 'Allow', Action: ['logs:CreateLogStream', 'logs:PutLogEvents'], Resource: { 'Fn::GetAtt': [logsId, 'Arn'] } },
+        { Effect: 'Allow', Action: ['xray:PutTelemetryRecords', 'xray:PutTraceSegments'], Resource: '*' },
       ]);
       expect(fnProps(template, route.id).Environment.Variables, route.id).toEqual({
         POWERTOOLS_SERVICE_NAME: 'transcript-store',
         POWERTOOLS_LOG_LEVEL: 'INFO',
+        POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
         NODE_OPTIONS: '--enable-source-maps',
       });
       expect(fnProps(template, route.id).Timeout).toBe(route.timeoutSeconds);
@@ -437,6 +446,11 @@ describe('least privilege', () => {
     for (const spec of [...ROUTES, RECONCILER, RETENTION, CONSOLE_ROUTE, ...PUBLIC_ROUTES]) {
       for (const s of statementsOf(template, spec.id)) {
         for (const a of actions(s)) expect(a, `${spec.id} action`).not.toContain('*');
+        // Active tracing's two X-Ray actions support no resource-level permissions: "*" is their only resource.
+        if (actions(s).every((a) => a.startsWith('xray:'))) {
+          expect(actions(s), `${spec.id} X-Ray`).toEqual(['xray:PutTelemetryRecords', 'xray:PutTraceSegments']);
+          continue;
+        }
         expect(JSON.stringify(s.Resource), `${spec.id} resource`).not.toBe('"*"');
         // Object grants are always prefix-scoped: never `<bucket>/*`.
         expect(JSON.stringify(s.Resource), `${spec.id} resource`).not.toMatch(/"\/\*"/);
@@ -505,7 +519,7 @@ describe('least privilege', () => {
     // + the extra route, the reconciler, the retention pass, the console, health and the OpenAPI document
     template.resourceCountIs('AWS::Lambda::Function', ROUTES.length + 4 + PUBLIC_ROUTES.length);
     template.hasResourceProperties('AWS::ApiGatewayV2::Route', { RouteKey: 'POST /worker/transcript/snapshot/extra' });
-    const statements = statementsOf(template, 'ExtraRoute').filter((s) => !actions(s)[0]!.startsWith('logs:'));
+    const statements = statementsOf(template, 'ExtraRoute').filter((s) => !/^(logs|xray):/.test(actions(s)[0]!));
     expect(statements.map((s) => [actions(s), s.Resource])).toEqual([
       [['s3:PutObject'], objectArn(template, UPLOADS_PREFIX)],
       [['secretsmanager:GetSecretValue'], { Ref: logicalIdOf(template, 'AWS::SecretsManager::Secret', 'JwtSigningSecret') }],
@@ -643,7 +657,7 @@ describe('alarms and dashboard', () => {
   it('alarm on API 5xx rate and p99 latency, per-function errors, throttles and p99 duration, and DynamoDB throttles', () => {
     const { template } = synth();
     const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')) as Json[];
-    expect(alarms).toHaveLength(2 + 3 * (ROUTES.length + 1 + PUBLIC_ROUTES.length) + 1 + 1 + 1);
+    expect(alarms).toHaveLength(2 + 3 * (ROUTES.length + 1 + PUBLIC_ROUTES.length) + 1 + 1 + 1 + 1);
     const summary = alarms
       .map((a) => {
         const p = a.Properties;
@@ -658,6 +672,7 @@ describe('alarms and dashboard', () => {
         '5xx+Count:expr',
         'Latency:p99',
         'ReadThrottleEvents+WriteThrottleEvents:expr',
+        'IntegrityFailures:Sum',
         ...[...ROUTES, CONSOLE_ROUTE, ...PUBLIC_ROUTES].flatMap(() => ['Errors:Sum', 'Throttles:Sum', 'Duration:p99']),
         'Errors:Sum', // the reconciler
         'Errors:Sum', // the retention pass
@@ -715,7 +730,8 @@ describe('cdk-nag AwsSolutions', () => {
     const { app, template } = synth({ alarmEmail: 'oncall@example.com' });
     const acks = acknowledgements(app);
     for (const a of acks) expect(a.reason.length, `${a.id} at ${a.path}`).toBeGreaterThan(60);
-    const ids = acks.map((a) => `${a.path.replace(/^TranscriptStore\//, '')} ${a.id.replace(/^Annotation::/, '')}`).sort();
+    // The construct's id is `Default` (left out of logical ids, so they stay what they were).
+    const ids = acks.map((a) => `${a.path.replace(/^TranscriptStore\/Default\//, '')} ${a.id.replace(/^Annotation::/, '')}`).sort();
     const bucket = bucketId(template);
     expect(ids).toEqual(
       [
@@ -725,6 +741,7 @@ describe('cdk-nag AwsSolutions', () => {
         'AlarmTopic AwsSolutions-SNS2',
         ...[...ROUTES, RECONCILER, RETENTION, CONSOLE_ROUTE, ...PUBLIC_ROUTES].flatMap((r) => [
           `${r.id} AwsSolutions-L1`,
+          `${r.id}Role AwsSolutions-IAM5[Resource::*]`,
           ...r.access.objects.map((o) => `${r.id}Role AwsSolutions-IAM5[Resource::<${bucket}.Arn>/${o.prefix}*]`),
         ]),
       ].sort(),
