@@ -16,7 +16,7 @@
 import { describe, expect, it } from 'vitest';
 import { ERRORS } from '../../functions/lib/contract.js';
 import { encodeId } from '../../functions/lib/ids.js';
-import { eraseScope, ERASURE_LEASE_MS, getReceipt, listReceipts, resumeErasures, type ErasureReceipt, type ErasureScope } from '../../functions/lib/store/erasure.js';
+import { eraseScope, ERASURE_LEASE_MS, expireConversation, getReceipt, listReceipts, resumeErasures, type ErasureReceipt, type ErasureScope } from '../../functions/lib/store/erasure.js';
 import { AdminApi, ADMIN_PATHS } from '../helpers/admin.js';
 import { expectError } from '../helpers/append.js';
 import { expectErased, inventoryOf, isolatedScope, itemsOf, objectsOf, orgItems, pkOf, seedConversation, type Inventory } from '../helpers/erasure.js';
@@ -235,6 +235,30 @@ describe('the scheduled resume (resumeErasures)', () => {
     paused.open();
     expect(counts(await running)).toEqual(expected(heldInv, 2));
     for (const d of held.doomed) await expectErased(svc, d);
+  });
+});
+
+describe('an expiry and an operator’s erasure of the same conversation', () => {
+  it('an operator’s erasure that finds an expiry running finishes it, then erases what the expiry kept', async () => {
+    const { svc, api } = ctx;
+    const s = isolatedScope('expiry');
+    await seedConversation(api, s, { full: false });
+    // Retention's expiry (bound: now) dies after opening its receipt, before it fenced HEAD.
+    const bound = Date.now() + 1;
+    await expect(expireConversation(faultyStore(svc, new FaultPlan().failBeforeCommand('DeleteItemCommand')), pkOf(s), { activeBeforeMs: bound })).rejects.toThrow(InjectedFault);
+    // The conversation is written again after the bound: the expiry must keep it …
+    while (Date.now() <= bound) await new Promise((resolve) => setTimeout(resolve, 1));
+    const fresh = '{"after":"bound"}\n';
+    expect((await api.write(s, 2, fresh)).status).toBe(200);
+    // … but the operator asks for it to be erased: the answer is the operator's own erasure, and it is done.
+    const r = await eraseScope(svc.store, scopeOf('conversation', s), { actor: 'ops@example' });
+    expect(r).toMatchObject({ state: 'completed', reason: null, actor: 'ops@example', conversations: 1, runs: 2, objects: 2 });
+    await expectErased(svc, s);
+    const receipts = (await listReceipts(svc.store, s.org)).receipts;
+    expect(receipts.map((x) => [x.reason, x.state, x.runs])).toEqual([
+      [null, 'completed', 2],
+      ['expired', 'completed', 0],
+    ]);
   });
 });
 
