@@ -21,7 +21,7 @@ import { AdminApi, ADMIN_PATHS } from '../helpers/admin.js';
 import { expectError } from '../helpers/append.js';
 import { expectErased, inventoryOf, isolatedScope, itemsOf, objectsOf, orgItems, pkOf, seedConversation, type Inventory } from '../helpers/erasure.js';
 import { FaultPlan, faultyStore, gate, InjectedFault, withFaultyService } from '../helpers/faults.js';
-import { useLocalService, type Scope } from '../helpers/service.js';
+import { useLocalService, type Api, type Scope } from '../helpers/service.js';
 import { uploadSnapshot } from '../helpers/uploads.js';
 
 const ctx = useLocalService();
@@ -264,9 +264,9 @@ describe('an expiry and an operator’s erasure of the same conversation', () =>
 
 describe('a fenced first write leaves no registration behind', () => {
   const writes = {
-    completed: (api: Parameters<Parameters<typeof withFaultyService>[2]>[0], s: Scope) => api.write(s, 1, '{"late":1}\n'),
-    failed: (api: Parameters<Parameters<typeof withFaultyService>[2]>[0], s: Scope) => api.write(s, 1, '{"late":1}\n', 'failed'),
-    upload: (api: Parameters<Parameters<typeof withFaultyService>[2]>[0], s: Scope) => uploadSnapshot(api, s, 1, Buffer.from('{"late":"upload"}\n'), 'identity'),
+    completed: (api: Api, s: Scope) => api.write(s, 1, '{"late":1}\n'),
+    failed: (api: Api, s: Scope) => api.write(s, 1, '{"late":1}\n', 'failed'),
+    upload: (api: Api, s: Scope) => uploadSnapshot(api, s, 1, Buffer.from('{"late":"upload"}\n'), 'identity'),
   } as const;
 
   for (const kind of KINDS) {
@@ -418,3 +418,47 @@ describe('overlapping erasures and clears', () => {
     });
   }
 });
+
+describe('readers racing an erasure', () => {
+  /** Runs `read` through a service whose first S3 GetObject waits until the conversation is erased. */
+  async function readAcross(s: Scope, read: (api: Api) => Promise<Response>): Promise<{ status: number; text: string }> {
+    const { svc } = ctx;
+    const reached = gate();
+    const paused = gate();
+    let armed = true;
+    const plan = new FaultPlan().onCall(async (name) => {
+      if (armed && name === 'GetObjectCommand') {
+        armed = false;
+        reached.open();
+        await paused.wait;
+      }
+    });
+    const reading = withFaultyService(svc, plan, async (api) => {
+      const res = await read(api);
+      return { status: res.status, text: await res.text() };
+    });
+    await reached.wait;
+    expect((await eraseScope(svc.store, scopeOf('conversation', s))).state).toBe('completed');
+    paused.open();
+    return reading;
+  }
+
+  it('a hydrate, GET /admin/run and GET /admin/lines that read their record before the erasure answer 404, never a 500 or a part', async () => {
+    const { svc, api } = ctx;
+    const admin = new AdminApi(svc);
+    const reads: [string, (s: Scope) => (api: Api) => Promise<Response>][] = [
+      ['hydrate', (s) => async (faulty) => faulty.get(await faulty.token(s))],
+      ['admin run', (s) => async (faulty) => fetch(`${faulty.baseUrl}${ADMIN_PATHS.run}?agentId=${s.agent}&conversationId=${s.conv}&runId=3`, { headers: { authorization: `Bearer ${await admin.token(s.org)}` } })],
+      ['admin lines', (s) => async (faulty) => fetch(`${faulty.baseUrl}${ADMIN_PATHS.lines}?agentId=${s.agent}&conversationId=${s.conv}`, { headers: { authorization: `Bearer ${await admin.token(s.org)}` } })],
+      ['admin failed run', (s) => async (faulty) => fetch(`${faulty.baseUrl}${ADMIN_PATHS.run}?agentId=${s.agent}&conversationId=${s.conv}&runId=4`, { headers: { authorization: `Bearer ${await admin.token(s.org)}` } })],
+    ];
+    for (const [name, read] of reads) {
+      const s = isolatedScope(`reader-${name.replace(/ /g, '-')}`);
+      await seedConversation(api, s);
+      const res = await readAcross(s, read(s));
+      expect(res.status, `${name}: ${res.text.slice(0, 200)}`).toBe(404);
+      await expectErased(svc, s);
+    }
+  });
+});
+
