@@ -35,7 +35,7 @@ export function receiptBody(r: ErasureReceipt): ErasureReceipt {
  * or the token's whole organization (`{}`), or resumes the running erasure of the same scope (store/erasure.ts
  * `eraseScope`). It works until {@link ERASURE_ANSWER_RESERVE_MS} before the request deadline: `200` with the
  * completed receipt, or `202` with the running one and `Location: /admin/erasures/<receiptId>` (POST again to
- * resume; the CLI repeats until done). Errors: 400 invalid_json (not a JSON object), 400 invalid_erasure_scope
+ * resume; the CLI repeats until done) — at once, having done nothing, while another call holds the erasure's lease. Errors: 400 invalid_json (not a JSON object), 400 invalid_erasure_scope
  * (unknown fields, malformed ids, `conversationId` without `agentId`), 415 for an unknown Content-Encoding, 413
  * for a body that decodes to more than 16 KiB (identity or not). Every
  * answer with a receipt writes an audit log line `{audit: "erase", actor, organizationId, agentId?,

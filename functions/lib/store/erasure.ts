@@ -146,8 +146,10 @@ export function isReceiptId(s: unknown): s is string {
 /**
  * Erases a scope (docs/DESIGN.md § Erasure), or resumes the running erasure of the same scope (same
  * receipt; its `actor`/`reason` are kept). Returns the receipt: `completed`, or `running` when the time
- * budget ran out first (call again to resume). A scope whose previous erasure completed gets a new
- * receipt.
+ * budget ran out first, or at once, untouched, while another call is working on it (it holds the erasure's
+ * lease: {@link ERASURE_LEASE_MS}) — call again to resume. A running expiry (`expireConversation`, which
+ * keeps a conversation written since its bound) is finished first, then this unconditional erasure starts
+ * anew. A scope whose previous erasure completed gets a new receipt.
  *
  * Org and agent scopes fence the scope first (`erasing` on its fence item: writes answer `409
  * reset_fenced` until the erasure completes); a conversation scope fences only the conversation (its
@@ -160,7 +162,7 @@ export function isReceiptId(s: unknown): s is string {
  */
 export async function eraseScope(ctx: StoreContext, scope: ErasureScope, opts: EraseOptions = {}): Promise<ErasureReceipt> {
   const target = targetOf(scope);
-  return (await erase(ctx, target, metaOf(opts), 'start', opts)).receipt;
+  return (await openAndRun(ctx, target, metaOf(opts), 'start', opts)).receipt;
 }
 
 /**
@@ -200,7 +202,7 @@ export async function expireConversation(
     conversationId: typeof v['conversationId'] === 'string' ? v['conversationId'] : decodeId(conv),
   };
   const meta = { ...metaOf({ actor: opts.actor }), reason: 'expired', activeBeforeMs: opts.activeBeforeMs };
-  return (await erase(ctx, target, meta, 'start', opts)).receipt;
+  return (await openAndRun(ctx, target, meta, 'start', opts)).receipt;
 }
 
 /**
@@ -239,7 +241,7 @@ export async function resumeErasures(ctx: StoreContext, opts: Pick<EraseOptions,
   for await (const page of pages) pointers.push(...(page.Items ?? []).map(fromReceiptItem));
   for (const p of pointers.sort((a, b) => a.receiptId.localeCompare(b.receiptId))) {
     if (deadlineAt !== undefined && ctx.now() >= deadlineAt) break;
-    const { receipt, ran } = await erase(ctx, p, p, 'resume', { signal: opts.signal, deadlineAt });
+    const { receipt, ran } = await openAndRun(ctx, p, p, 'resume', { signal: opts.signal, deadlineAt });
     if (!ran) continue; // completed already, or running in another call
     out.push(receipt!);
     if (receipt!.state === 'running') break; // out of time
@@ -253,7 +255,7 @@ export async function resumeErasures(ctx: StoreContext, opts: Pick<EraseOptions,
  * stands) or, for `resume`, when there was nothing left to run (`receipt` undefined). A call that fails
  * releases its lease (unless its signal aborted it: then the lease runs out), so a retry need not wait.
  */
-async function erase<M extends 'start' | 'resume'>(
+async function openAndRun<M extends 'start' | 'resume'>(
   ctx: StoreContext,
   target: Target,
   meta: Meta,
