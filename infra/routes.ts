@@ -107,7 +107,8 @@ export const ROUTES: readonly RouteSpec[] = [
     timeoutSeconds: 28,
     signsUploadIds: true,
     access: {
-      // BatchGetItem: admission (HEAD, the run, an append's base); GetItem: a CHAIN record.
+      // BatchGetItem: admission (HEAD, the run, an append's base); GetItem: a CHAIN record; DeleteItem: what a
+      // fenced writer removes again (its claim, the chain it created, the registry item it put).
       table: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
       objects: [
         // GetObject: compaction and forks read chain objects, an append on a one-object run reads it once.

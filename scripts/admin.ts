@@ -271,6 +271,9 @@ async function erase(c: Client, v: Values): Promise<void> {
       return;
     }
     process.stderr.write(`erasing… ${res.body['conversations'] as number} conversations so far (receipt ${res.body['receiptId'] as string})\n`);
+    // A 202 also answers at once while another call holds the erasure's lease (one that died holds it for up to
+    // its deadline + 2 minutes): do not spin.
+    await new Promise((r) => setTimeout(r, 1000));
   }
 }
 

@@ -187,8 +187,11 @@ describe('erasure fences at admission', () => {
       });
       const result = await faultyStore(ctx.svc, plan).write({ ...idsOf(s), issuedAt: now(), generation: 0 }, { runId: 1, status: 'completed', body: Buffer.from('one\n') });
       expect(result).toEqual({ kind: 'fenced' });
-      expect(plan.calls).toEqual(['BatchGetItemCommand', 'PutItemCommand', 'BatchGetItemCommand']);
+      // Fenced at the second read: it removes the registry item it put (an erasure may have read the
+      // registry before it was there), and stores nothing else.
+      expect(plan.calls).toEqual(['BatchGetItemCommand', 'PutItemCommand', 'BatchGetItemCommand', 'DeleteItemCommand']);
       expect(await stored(s)).toEqual({ records: [], objects: [] });
+      expect(await registered(s)).toBe(false);
       // A new write (admitted after the bump) lands.
       expect((await ctx.api.write(s, 2, 'two\n')).status).toBe(200);
     });

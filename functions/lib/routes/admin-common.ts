@@ -48,7 +48,9 @@ const MAX_CURSOR_LENGTH = 4096;
  */
 export function parseQuery<S extends z.ZodMiniType>(event: HttpEvent, schema: S): z.infer<S> {
   const raw = event.rawQueryString ?? new URLSearchParams(event.queryStringParameters as Record<string, string> | undefined).toString();
-  const params: Record<string, string> = {};
+  // A null-prototype object: a parameter named `__proto__` must be an own (hence unknown: 400) name, not
+  // an assignment to the prototype that the strict schema never sees.
+  const params: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const part of raw.split('&')) {
     if (part === '') continue;
     const eq = part.indexOf('=');

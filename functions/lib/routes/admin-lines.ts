@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import * as z from 'zod/mini';
 import { ADMIN_PAGE_LIMITS, ADMIN_PATHS, ERRORS, LINES_PAGE_TEXT_BYTES } from '../contract.js';
 import { HttpError } from '../errors.js';
@@ -21,10 +22,15 @@ const query = z.strictObject({
 /** Default number of lines per page of `GET /admin/lines` (the largest: `ADMIN_PAGE_LIMITS.lines.max`). */
 export const DEFAULT_LINES_LIMIT = ADMIN_PAGE_LIMITS.lines.default;
 
-/** A lines cursor's contents: the run (id and sha256), where the next page starts and where it can decode from. */
+/**
+ * A lines cursor's contents: the run (id, sha256 and stored identity), where the next page starts and where it
+ * can decode from.
+ */
 interface LinesCursor {
   readonly runId: number;
   readonly sha256: string;
+  /** {@link storedIdentity} of the record the cursor was made for. */
+  readonly stored: string;
   readonly position: LinePosition;
   readonly resume: ResumePoint;
 }
@@ -36,8 +42,9 @@ const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isS
  * `200 {runId, bytes, lines: [{line, offset, bytes, text, truncated}], nextCursor}` (`runId` defaults to the
  * run HEAD serves; `limit` 1–1000 lines, default 200; at most 1 MiB of text per page, a longer line is cut
  * and marked `truncated`). The run is streamed and decoded only as far as the page needs (store/lines.ts:
- * what each storage form costs). A cursor names its run and that run's sha256: a cursor from another
- * conversation, or for a run id that was written again since (after a reset), is 400 invalid_cursor, and
+ * what each storage form costs). A cursor names its run, that run's sha256 and its stored form: a cursor from
+ * another conversation, or for a run id that was written again since (after a reset, even with the same
+ * bytes), is 400 invalid_cursor, and
  * so is a `runId` parameter other than the cursor's. `404 not_found`: no such run (or nothing published
  * when `runId` is omitted).
  */
@@ -81,7 +88,17 @@ export function adminLinesRoute(deps: RouteDeps): LambdaHttpHandler {
       bytes: run.bytes,
       lines: page.lines,
       nextCursor: next
-        ? await sealCursor(deps, { k: 'lines', p: pk, run: run.runId, sha: run.sha256, line: next.line, offset: next.offset, rs: next.resume.stored, rd: next.resume.decoded })
+        ? await sealCursor(deps, {
+            k: 'lines',
+            p: pk,
+            run: run.runId,
+            sha: run.sha256,
+            key: storedIdentity(run),
+            line: next.line,
+            offset: next.offset,
+            rs: next.resume.stored,
+            rd: next.resume.decoded,
+          })
         : null,
     });
   }, handlerOptions(deps));
@@ -89,14 +106,32 @@ export function adminLinesRoute(deps: RouteDeps): LambdaHttpHandler {
 
 /** The cursor's contents when it is a lines cursor of the conversation `pk`, else undefined. */
 function linesCursor(p: Record<string, unknown>, pk: string): LinesCursor | undefined {
-  const { run, sha, line, offset, rs, rd } = p;
+  const { run, sha, key, line, offset, rs, rd } = p;
   if (p['k'] !== 'lines' || p['p'] !== pk) return undefined;
-  if (!isCount(run) || run < 1 || typeof sha !== 'string' || !isCount(line) || line < 1 || !isCount(offset) || !isCount(rs) || !isCount(rd)) return undefined;
-  if (rd > offset) return undefined;
-  return { runId: run, sha256: sha, position: { line, offset }, resume: { stored: rs, decoded: rd } };
+  if (!isCount(run) || run < 1 || typeof sha !== 'string' || typeof key !== 'string') return undefined;
+  if (!isCount(line) || line < 1 || !isCount(offset) || !isCount(rs) || !isCount(rd) || rd > offset) return undefined;
+  return { runId: run, sha256: sha, stored: key, position: { line, offset }, resume: { stored: rs, decoded: rd } };
 }
 
-/** True when the cursor was made for these bytes (a run id written again after a reset names others). */
+/**
+ * The identity of a run's stored form: 22 base64url characters of the sha256 of its `s3Key`, which is unique
+ * to the request that stored it. The same bytes written again after a reset (same run id, same sha256) are
+ * stored otherwise — a chain of other fragments, whose boundaries are not the cursor's resume point.
+ */
+function storedIdentity(run: RunRecord): string {
+  return createHash('sha256').update(run.s3Key).digest('base64url').slice(0, 22);
+}
+
+/**
+ * True when the cursor was made for this very record: its bytes (sha256) and their stored form (a run id
+ * written again after a reset names other bytes, or the same bytes stored with other fragment boundaries).
+ */
 function fits(cursor: LinesCursor, run: RunRecord): boolean {
-  return cursor.sha256 === run.sha256 && cursor.position.offset < run.bytes && cursor.resume.stored <= run.storedBytes && cursor.resume.decoded <= run.bytes;
+  return (
+    cursor.sha256 === run.sha256 &&
+    cursor.stored === storedIdentity(run) &&
+    cursor.position.offset < run.bytes &&
+    cursor.resume.stored <= run.storedBytes &&
+    cursor.resume.decoded <= run.bytes
+  );
 }

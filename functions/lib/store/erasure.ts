@@ -147,8 +147,10 @@ export function isReceiptId(s: unknown): s is string {
 /**
  * Erases a scope (docs/DESIGN.md § Erasure), or resumes the running erasure of the same scope (same
  * receipt; its `actor`/`reason` are kept). Returns the receipt: `completed`, or `running` when the time
- * budget ran out first (call again to resume). A scope whose previous erasure completed gets a new
- * receipt.
+ * budget ran out first, or at once, untouched, while another call is working on it (it holds the erasure's
+ * lease: {@link ERASURE_LEASE_MS}) — call again to resume. A running expiry (`expireConversation`, which
+ * keeps a conversation written since its bound) is finished first, then this unconditional erasure starts
+ * anew. A scope whose previous erasure completed gets a new receipt.
  *
  * Org and agent scopes fence the scope first (`erasing` on its fence item: writes answer `409
  * reset_fenced` until the erasure completes); a conversation scope fences only the conversation (its
@@ -161,8 +163,7 @@ export function isReceiptId(s: unknown): s is string {
  */
 export async function eraseScope(ctx: StoreContext, scope: ErasureScope, opts: EraseOptions = {}): Promise<ErasureReceipt> {
   const target = targetOf(scope);
-  const rec = await openReceipt(ctx, target, metaOf(opts), opts.signal);
-  return runErasure(ctx, rec, opts);
+  return (await openAndRun(ctx, target, metaOf(opts), 'start', opts)).receipt;
 }
 
 /**
@@ -202,8 +203,7 @@ export async function expireConversation(
     conversationId: typeof v['conversationId'] === 'string' ? v['conversationId'] : decodeId(conv),
   };
   const meta = { ...metaOf({ actor: opts.actor }), reason: 'expired', activeBeforeMs: opts.activeBeforeMs };
-  const rec = await openReceipt(ctx, target, meta, opts.signal);
-  return runErasure(ctx, rec, opts);
+  return (await openAndRun(ctx, target, meta, 'start', opts)).receipt;
 }
 
 /**
@@ -225,7 +225,9 @@ export function retentionExpiry(
 /**
  * Resumes every running erasure (all organizations), oldest pointer first, until the budget runs out:
  * for a scheduled job (the retention pass), so that an erasure whose caller died — an expiry, or an
- * operator who never repeated the POST — still finishes. Returns the receipts it touched.
+ * operator who never repeated the POST — still finishes. It never starts an erasure: a pointer whose
+ * receipt already completed (a crash before the pointer's deletion) is only deleted, and an erasure another
+ * call is running (it holds the lease) is skipped. Returns the receipts of the erasures it ran.
  * @throws as {@link eraseScope}.
  */
 export async function resumeErasures(ctx: StoreContext, opts: Pick<EraseOptions, 'signal' | 'deadlineAt' | 'budgetMs'> = {}): Promise<ErasureReceipt[]> {
@@ -240,12 +242,46 @@ export async function resumeErasures(ctx: StoreContext, opts: Pick<EraseOptions,
   for await (const page of pages) pointers.push(...(page.Items ?? []).map(fromReceiptItem));
   for (const p of pointers.sort((a, b) => a.receiptId.localeCompare(b.receiptId))) {
     if (deadlineAt !== undefined && ctx.now() >= deadlineAt) break;
-    const rec = await openReceipt(ctx, p, p, opts.signal);
-    const receipt = await runErasure(ctx, rec, { ...opts, deadlineAt });
-    out.push(receipt);
-    if (receipt.state === 'running') break; // out of time
+    const { receipt, ran } = await openAndRun(ctx, p, p, 'resume', { signal: opts.signal, deadlineAt });
+    if (!ran) continue; // completed already, or running in another call
+    out.push(receipt!);
+    if (receipt!.state === 'running') break; // out of time
   }
   return out;
+}
+
+/**
+ * Opens the scope's erasure (`start`: the running one, or a new one; `resume`: only a running one) and runs
+ * it if this call gets its lease. `ran` is false when another call holds the lease (`receipt`: as it
+ * stands) or, for `resume`, when there was nothing left to run (`receipt` undefined). A call that fails
+ * releases its lease (unless its signal aborted it: then the lease runs out), so a retry need not wait.
+ */
+async function openAndRun<M extends 'start' | 'resume'>(
+  ctx: StoreContext,
+  target: Target,
+  meta: Meta,
+  mode: M,
+  opts: Pick<EraseOptions, 'signal' | 'deadlineAt' | 'budgetMs'>,
+): Promise<M extends 'start' ? { receipt: ErasureReceipt; ran: boolean } : { receipt: ErasureReceipt | undefined; ran: boolean }> {
+  type Out = M extends 'start' ? { receipt: ErasureReceipt; ran: boolean } : { receipt: ErasureReceipt | undefined; ran: boolean };
+  const deadlineAt = deadlineOf(ctx, opts);
+  const lease: Lease = { owner: ctx.newId(), until: leaseEnd(ctx, deadlineAt) };
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const opened = await openReceipt(ctx, target, meta, lease, mode, opts.signal);
+      if (!opened) return { receipt: undefined, ran: false } as Out;
+      if (!opened.leased) return { receipt: await currentReceipt(ctx, opened.rec, opts.signal), ran: false } as Out;
+      const receipt = await runErasure(ctx, opened.rec, lease, { signal: opts.signal, deadlineAt });
+      // The running erasure this call resumed was an expiry, which keeps a conversation written since its bound;
+      // this call asks for an unconditional erasure (an operator's): now that the expiry is done, erase anew.
+      const conditional = opened.rec.activeBeforeMs !== undefined && meta.activeBeforeMs === undefined;
+      if (mode === 'start' && conditional && receipt.state === 'completed' && attempt < 3) continue;
+      return { receipt, ran: true } as Out;
+    }
+  } catch (err) {
+    if (!opts.signal?.aborted) await releaseLease(ctx, target, lease).catch(() => {});
+    throw err;
+  }
 }
 
 /**
@@ -476,27 +512,138 @@ async function ifStill(send: () => Promise<unknown>): Promise<void> {
 }
 
 /**
- * The running erasure of the scope, or a new one. The pointer `~erasing/<scope>` is the one place that
- * says "running": it is created (conditionally) before the receipt and deleted only after the receipt
- * completed, so two concurrent starts agree on one receipt, and a crash between the pointer and the
- * receipt is repaired from the pointer's copy.
+ * The lease a call holds on a running erasure (on its pointer: `leaseOwner`, `leaseUntil`, epoch ms on the
+ * store clock). Only the holder works on the erasure: a second call for the same scope (a repeated POST, the
+ * retention pass's {@link resumeErasures}) answers the receipt as it stands and does nothing, so no call
+ * still working on an erasure can outlive its completion — and erase a write admitted after it.
  */
-async function openReceipt(ctx: StoreContext, target: Target, meta: Meta, abortSignal?: AbortSignal): Promise<ReceiptRecord> {
-  const pointer = itemKey(ERASING_PK, scopePath(target));
+interface Lease {
+  readonly owner: string;
+  /** When the lease runs out: the call's deadline (or, without one, now) + {@link ERASURE_LEASE_MS}. */
+  until: number;
+}
+
+/**
+ * How long a lease outlasts its call's deadline (without a deadline: its last renewal), in ms. A call that
+ * dies without releasing its lease (a Lambda timeout) delays the next call for the scope by at most this.
+ */
+export const ERASURE_LEASE_MS = 120_000;
+
+function leaseEnd(ctx: StoreContext, deadlineAt: number | undefined): number {
+  const now = ctx.now();
+  return Math.max(deadlineAt ?? now, now) + ERASURE_LEASE_MS;
+}
+
+function pointerKey(t: Target): Item {
+  return itemKey(ERASING_PK, scopePath(t));
+}
+
+/** Takes the lease of the running erasure `rec` when it is free (never taken, released or run out). */
+async function acquireLease(ctx: StoreContext, rec: ReceiptRecord, lease: Lease, abortSignal?: AbortSignal): Promise<boolean> {
+  try {
+    await ctx.ddb.send(
+      new UpdateItemCommand({
+        TableName: ctx.table,
+        Key: pointerKey(rec),
+        UpdateExpression: 'SET leaseOwner = :me, leaseUntil = :until',
+        ConditionExpression: 'receiptId = :rid AND (attribute_not_exists(leaseUntil) OR leaseUntil <= :now)',
+        ExpressionAttributeValues: marshall({ ':me': lease.owner, ':until': lease.until, ':rid': rec.receiptId, ':now': ctx.now() }),
+      }),
+      { abortSignal },
+    );
+    return true;
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) return false;
+    throw err;
+  }
+}
+
+/** Gives the lease back (if still ours), so the next call for the scope can go on at once. */
+async function releaseLease(ctx: StoreContext, target: Target, lease: Lease, abortSignal?: AbortSignal): Promise<void> {
+  await ifStill(() =>
+    ctx.ddb.send(
+      new UpdateItemCommand({
+        TableName: ctx.table,
+        Key: pointerKey(target),
+        UpdateExpression: 'REMOVE leaseOwner, leaseUntil',
+        ConditionExpression: 'leaseOwner = :me',
+        ExpressionAttributeValues: marshall({ ':me': lease.owner }),
+      }),
+      { abortSignal },
+    ),
+  );
+}
+
+/** Thrown inside an erasure whose lease another call has taken (it ran out): this call stops at once. */
+class LeaseLost extends Error {}
+
+/**
+ * Before each unit of work: renews the lease when less than half of {@link ERASURE_LEASE_MS} is left (only
+ * calls without a deadline, or a first unit that runs long past it, ever do), conditional on still holding
+ * it; throws {@link LeaseLost} when another call took it over.
+ */
+async function holdLease(run: Run): Promise<void> {
+  const { ctx, rec, lease } = run;
+  if (ctx.now() < lease.until - ERASURE_LEASE_MS / 2) return;
+  const until = leaseEnd(ctx, run.deadlineAt);
+  try {
+    await ctx.ddb.send(
+      new UpdateItemCommand({
+        TableName: ctx.table,
+        Key: pointerKey(rec),
+        UpdateExpression: 'SET leaseUntil = :until',
+        ConditionExpression: 'leaseOwner = :me',
+        ExpressionAttributeValues: marshall({ ':me': lease.owner, ':until': until }),
+      }),
+      { abortSignal: run.signal },
+    );
+  } catch (err) {
+    if (err instanceof ConditionalCheckFailedException) throw new LeaseLost();
+    throw err;
+  }
+  lease.until = until;
+}
+
+/** The receipt `rec` as it stands now (consistent read): completed, or running with the sums so far. */
+async function currentReceipt(ctx: StoreContext, rec: ReceiptRecord, abortSignal?: AbortSignal): Promise<ErasureReceipt> {
+  const stored = (await readReceipt(ctx, rec.org, rec.receiptId, abortSignal)) ?? rec;
+  return stored.state === 'completed' ? toReceipt(stored) : toReceipt(stored, await sumProgress(ctx, stored, abortSignal));
+}
+
+/**
+ * The running erasure of the scope, or (`start`) a new one, and whether this call holds its lease. The
+ * pointer `~erasing/<scope>` is the one place that says "running": it is created (conditionally, with this
+ * call's lease) before the receipt and deleted only after the receipt completed, so two concurrent starts
+ * agree on one receipt, and a crash between the pointer and the receipt is repaired from the pointer's copy.
+ * A running erasure is resumed only by the call that gets its lease (the others get `leased: false`).
+ * `resume` never starts an erasure: undefined when the scope has none running (a pointer that outlived its
+ * completed receipt is deleted).
+ */
+async function openReceipt(
+  ctx: StoreContext,
+  target: Target,
+  meta: Meta,
+  lease: Lease,
+  mode: 'start' | 'resume',
+  abortSignal?: AbortSignal,
+): Promise<{ rec: ReceiptRecord; leased: boolean } | undefined> {
+  const pointer = pointerKey(target);
   for (let attempt = 0; attempt < 5; attempt++) {
     const found = await ctx.ddb.send(new GetItemCommand({ TableName: ctx.table, Key: pointer, ConsistentRead: true }), { abortSignal });
     if (found.Item) {
       const copy = fromReceiptItem(found.Item);
       const stored = await readReceipt(ctx, target.org, copy.receiptId, abortSignal);
-      if (!stored) {
-        await putReceipt(ctx, copy, abortSignal);
-        return copy;
+      if (stored?.state === 'completed') {
+        // Completed, but the pointer outlived it (a crash before its deletion): remove it; start anew.
+        await deletePointer(ctx, stored, abortSignal);
+        if (mode === 'resume') return undefined;
+        continue;
       }
-      if (stored.state === 'running') return stored;
-      // Completed, but the pointer outlived it (a crash before its deletion): remove it and start anew.
-      await deletePointer(ctx, stored, abortSignal);
-      continue;
+      if (!stored) await putReceipt(ctx, copy, abortSignal);
+      const rec = stored ?? copy;
+      return { rec, leased: await acquireLease(ctx, rec, lease, abortSignal) };
     }
+    if (mode === 'resume') return undefined;
     const nowMs = ctx.now();
     const rec: ReceiptRecord = {
       ...target,
@@ -509,10 +656,11 @@ async function openReceipt(ctx: StoreContext, target: Target, meta: Meta, abortS
       objects: 0,
       bytes: 0,
     };
-    const created = await putIfAbsent(ctx, { ...pointer, ...marshall(receiptAttributes(rec), { removeUndefinedValues: true }) }, abortSignal);
+    const item = { ...pointer, ...marshall({ ...receiptAttributes(rec), leaseOwner: lease.owner, leaseUntil: lease.until }, { removeUndefinedValues: true }) };
+    const created = await putIfAbsent(ctx, item, abortSignal);
     if (!created) continue; // a concurrent start won (or the SDK retried our put): resume whatever is there
     await putReceipt(ctx, rec, abortSignal);
-    return rec;
+    return { rec, leased: true };
   }
   throw new StoreError('CONTENDED', 'the running erasure of this scope changed under every attempt');
 }
@@ -522,7 +670,7 @@ async function deletePointer(ctx: StoreContext, rec: ReceiptRecord, abortSignal?
     ctx.ddb.send(
       new DeleteItemCommand({
         TableName: ctx.table,
-        Key: itemKey(ERASING_PK, scopePath(rec)),
+        Key: pointerKey(rec),
         ConditionExpression: 'receiptId = :rid',
         ExpressionAttributeValues: marshall({ ':rid': rec.receiptId }),
       }),
@@ -539,6 +687,7 @@ class OutOfTime extends Error {}
 interface Run {
   readonly ctx: StoreContext;
   readonly rec: ReceiptRecord;
+  readonly lease: Lease;
   readonly signal: AbortSignal | undefined;
   readonly deadlineAt: number | undefined;
   /** Something was erased in this call: only then may the budget stop it (every call makes progress). */
@@ -551,12 +700,18 @@ function deadlineOf(ctx: StoreContext, opts: Pick<EraseOptions, 'deadlineAt' | '
   return fromBudget === undefined ? opts.deadlineAt : Math.min(opts.deadlineAt, fromBudget);
 }
 
-function checkTime(run: Run): void {
+/**
+ * Before each unit of work (a conversation, a chunk of objects): stops with {@link OutOfTime} once the budget
+ * is spent (after at least one unit), and keeps the lease ({@link holdLease}).
+ */
+async function nextUnit(run: Run): Promise<void> {
   if (run.progressed && run.deadlineAt !== undefined && run.ctx.now() >= run.deadlineAt) throw new OutOfTime();
+  await holdLease(run);
 }
 
-async function runErasure(ctx: StoreContext, rec: ReceiptRecord, opts: Pick<EraseOptions, 'signal' | 'deadlineAt' | 'budgetMs'>): Promise<ErasureReceipt> {
-  const run: Run = { ctx, rec, signal: opts.signal, deadlineAt: deadlineOf(ctx, opts), progressed: false };
+/** Runs the erasure `rec`, whose lease this call holds, until it completes or the budget is spent. */
+async function runErasure(ctx: StoreContext, rec: ReceiptRecord, lease: Lease, opts: { signal: AbortSignal | undefined; deadlineAt: number | undefined }): Promise<ErasureReceipt> {
+  const run: Run = { ctx, rec, lease, signal: opts.signal, deadlineAt: opts.deadlineAt, progressed: false };
   try {
     if (rec.phase !== 'lifting') {
       await eraseConversations(run);
@@ -565,7 +720,11 @@ async function runErasure(ctx: StoreContext, rec: ReceiptRecord, opts: Pick<Eras
     if (scopeFenced(rec)) await liftScopeFence(run);
     return await complete(run);
   } catch (err) {
-    if (err instanceof OutOfTime) return toReceipt(rec, await sumProgress(ctx, rec, opts.signal));
+    if (err instanceof OutOfTime) {
+      await releaseLease(ctx, rec, lease, opts.signal);
+      return toReceipt(rec, await sumProgress(ctx, rec, opts.signal));
+    }
+    if (err instanceof LeaseLost) return currentReceipt(ctx, rec, opts.signal);
     throw err;
   }
 }
@@ -585,12 +744,13 @@ async function eraseConversations(run: Run): Promise<void> {
 
   // e1: from here on no write in the scope is admitted, and a first write that registers after this
   // sees the bump when it re-reads the fences (docs/DESIGN.md § Registration).
+  await holdLease(run);
   await fenceScope(run);
   const seen = new Set<string>();
   for await (const p of progressItems(ctx, rec, run.signal)) {
     if (p.state === 'done' || seen.has(refKey(p))) continue;
     seen.add(refKey(p));
-    checkTime(run);
+    await nextUnit(run);
     await eraseConversation(run, p, 'begun');
   }
   // e2: the registry, read consistently after the fence.
@@ -610,7 +770,7 @@ async function eraseConversations(run: Run): Promise<void> {
       const [agent, conv] = String(v['sk']).slice(REGISTRY_SK_PREFIX.length).split('/');
       if (!agent || !conv || seen.has(`${agent}/${conv}`)) continue;
       seen.add(`${agent}/${conv}`);
-      checkTime(run);
+      await nextUnit(run);
       await eraseConversation(run, { agent, conv, agentId: stringOr(v['agentId']), conversationId: stringOr(v['conversationId']) }, 'registered');
     }
   }
@@ -624,7 +784,7 @@ async function eraseConversations(run: Run): Promise<void> {
         const [agent, conv] = (o.Key ?? '').slice(`${prefix}${rec.org}/`.length).split('/');
         if (!agent || !conv || !SEGMENT.test(agent) || !SEGMENT.test(conv) || seen.has(`${agent}/${conv}`)) continue;
         seen.add(`${agent}/${conv}`);
-        checkTime(run);
+        await nextUnit(run);
         await eraseConversation(run, { agent, conv, agentId: decodeId(agent), conversationId: decodeId(conv) }, 'discovered');
       }
     }
@@ -964,7 +1124,7 @@ async function eraseContents(run: Run, ref: ConversationRef, pk: string, fence: 
       for (const o of page) if (o.Key !== undefined && !keep(o.Key)) objects.push({ key: o.Key, size: o.Size ?? 0 });
       if (objects.length >= DELETE_OBJECTS_MAX_KEYS) {
         await erase(false);
-        checkTime(run);
+        await nextUnit(run);
       }
     }
   }

@@ -162,11 +162,15 @@ export function listingUpdate(
   };
 }
 
-/** The registry item of a conversation (Put before its first listed HEAD write: § Registration). */
-export function registryItem(scope: ConversationScope, nowMs: number): Item {
+/**
+ * The registry item of a conversation (Put before its first listed HEAD write: § Registration).
+ * `registeredBy`: a token unique to the request that puts it, so that the request can remove its own
+ * registration again when it is fenced (a conditional DeleteItem), and never one a later write put.
+ */
+export function registryItem(scope: ConversationScope, nowMs: number, registeredBy: string): Item {
   const s = segmentsOf(scope);
   return {
     ...registryKey(s),
-    ...marshall({ agentId: scope.agentId, conversationId: scope.conversationId, registeredAtMs: nowMs }),
+    ...marshall({ agentId: scope.agentId, conversationId: scope.conversationId, registeredAtMs: nowMs, registeredBy }),
   };
 }

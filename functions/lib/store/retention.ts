@@ -1,7 +1,7 @@
 import { ConditionalCheckFailedException, DeleteItemCommand, paginateQuery, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import type { StoreContext } from './context.js';
-import { INITIAL_GENERATION } from './fence.js';
+import { currentGenerationCondition, INITIAL_GENERATION } from './fence.js';
 import { deleteObjects } from './objects.js';
 import { INDEX, RETENTION_SHARDS } from './registry.js';
 import { DAY_MS, type RetentionSettings } from './retention-settings.js';
@@ -449,16 +449,19 @@ async function writeBack(
   } catch (err) {
     if (!(err instanceof ConditionalCheckFailedException)) throw err;
     if (!counted) return;
-    // A write came in between: it made the conversation due again; only subtract what was removed
-    // (never on a HEAD an erasure has un-listed since: no counters to keep).
+    // A write came in between: it made the conversation due again; only subtract what was removed —
+    // never on a HEAD an erasure has un-listed since (no counters to keep), nor on one of a later generation:
+    // after an erasure (or a clear) the counters are those of what was written since, and what this pass
+    // removed was never counted in them (they would go negative).
+    const sameGeneration = currentGenerationCondition(head.generation);
     try {
       await ctx.ddb.send(
         new UpdateItemCommand({
           TableName: ctx.table,
           Key: headKey(pk),
           UpdateExpression: 'ADD runCount :runs, storedBytesTotal :bytes',
-          ConditionExpression: 'attribute_exists(runCount)',
-          ExpressionAttributeValues: marshall(counters),
+          ConditionExpression: `attribute_exists(runCount) AND ${sameGeneration.expression}`,
+          ExpressionAttributeValues: { ...marshall(counters), ...sameGeneration.values },
         }),
         { abortSignal },
       );

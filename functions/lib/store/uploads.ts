@@ -15,8 +15,8 @@ import { conversationKey } from '../ids.js';
 import type { CallOptions, StoreContext } from './context.js';
 import { streamDigest, type StreamDigest } from './digest.js';
 import { isStoreError } from './errors.js';
-import { snapshotObjectKey, uploadObjectKey, type Encoding } from './schema.js';
-import { admit, commitRun, deleteObjectQuietly, readRun, type RunEvidence, type WriteResult, type WriterScope } from './write.js';
+import { snapshotObjectKey, uploadObjectKey, type Encoding, type HeadRecord } from './schema.js';
+import { admit, commitRun, deleteObjectQuietly, readRun, settleRegistration, type RunEvidence, type WriteResult, type WriterScope } from './write.js';
 
 /**
  * Presigned uploads, for snapshots past the direct-POST limit:
@@ -166,6 +166,21 @@ export async function commitUpload(ctx: StoreContext, scope: WriterScope, input:
     await deleteObjectQuietly(ctx, source, opts.signal);
     return { kind: 'fenced' };
   }
+  return settleRegistration(ctx, scope, admission.registration, await commitAdmitted(ctx, pk, scope, input, ref, source, admission, opts), opts.signal);
+}
+
+/** The part of {@link commitUpload} after admission: copy, measure, claim and publish. */
+async function commitAdmitted(
+  ctx: StoreContext,
+  pk: string,
+  scope: WriterScope,
+  input: UploadCommit,
+  ref: UploadRef,
+  source: string,
+  admission: { generation: number; head: HeadRecord },
+  opts: CallOptions,
+): Promise<WriteResult> {
+  const committed = async () => ((await readRun(ctx, pk, input.runId, opts.signal)) ? ({ kind: 'duplicate' } as const) : undefined);
   const { generation } = admission;
   const s3Key = snapshotObjectKey(pk, input.runId, generation, ctx.newId(), ref.e);
   // A clear between admission and here sweeps the upload or the copy: that answer is 409 reset_fenced.

@@ -23,6 +23,7 @@ import {
   listingUpdate,
   orgFenceKey,
   registryItem,
+  registryKey,
   segmentsOf,
   type ScopeFence,
 } from './registry.js';
@@ -133,6 +134,10 @@ export async function writeSnapshot(ctx: StoreContext, scope: WriterScope, input
   const pk = conversationKey(scope);
   const admission = await admitRun(ctx, pk, input.runId, { generation: scope.generation, issuedAt: scope.issuedAt }, opts.signal, undefined, scope);
   if (admission.kind !== 'admitted') return admission.result;
+  return settleRegistration(ctx, scope, admission.registration, await writeAdmitted(ctx, pk, scope, input, admission, opts), opts.signal);
+}
+
+async function writeAdmitted(ctx: StoreContext, pk: string, scope: WriterScope, input: WriteInput, admission: Admission, opts: CallOptions): Promise<WriteResult> {
   const { generation, head, latest } = admission;
   const listing: Listing = { scope };
   const body = input.body;
@@ -186,6 +191,10 @@ export async function appendSnapshot(ctx: StoreContext, scope: WriterScope, inpu
   const pk = conversationKey(scope);
   const admission = await admitRun(ctx, pk, input.runId, { generation: scope.generation, issuedAt: scope.issuedAt }, opts.signal, input.base.runId, scope);
   if (admission.kind !== 'admitted') return admission.result;
+  return settleRegistration(ctx, scope, admission.registration, await appendAdmitted(ctx, pk, scope, input, admission, opts), opts.signal);
+}
+
+async function appendAdmitted(ctx: StoreContext, pk: string, scope: WriterScope, input: AppendInput, admission: Admission, opts: CallOptions): Promise<WriteResult> {
   const { generation, head } = admission;
   const listing: Listing = { scope };
   const base = admission.base;
@@ -461,10 +470,7 @@ async function admitRun(
   abortSignal: AbortSignal | undefined,
   baseRunId?: number,
   scope?: ConversationScope,
-): Promise<
-  | { kind: 'admitted'; generation: number; head: HeadRecord; latest: LatestRecord | undefined; base: RunRecord | undefined }
-  | { kind: 'done'; result: WriteResult }
-> {
+): Promise<Admission | { kind: 'done'; result: WriteResult }> {
   const fenceKeys = scope ? scopeFenceKeys(scope) : [];
   const keys = [headKey(pk), runKey(pk, runId), ...(baseRunId !== undefined && baseRunId !== runId ? [runKey(pk, baseRunId)] : []), ...fenceKeys];
   const items = await batchGet(ctx, keys, abortSignal);
@@ -481,9 +487,55 @@ async function admitRun(
     if (own.status === 'completed' && !(head.latestRunId !== undefined && head.latestRunId >= own.runId)) await publish(ctx, pk, own, abortSignal);
     return { kind: 'done', result: { kind: 'duplicate' } };
   }
-  if (scope && !(await admitToScope(ctx, scope, head, fencesOf(scope, items), abortSignal))) return { kind: 'done', result: { kind: 'fenced' } };
+  const scoped = scope ? await admitToScope(ctx, scope, head, fencesOf(scope, items), abortSignal) : { registration: undefined };
+  if (!scoped) return { kind: 'done', result: { kind: 'fenced' } };
   const baseItem = baseRunId !== undefined ? bySk.get(RUN_SK_PREFIX + padRunId(baseRunId)) : undefined;
-  return { kind: 'admitted', generation, head, latest: latestFromHeadItem(headItem), base: baseItem ? fromRunItem(baseItem) : undefined };
+  return { kind: 'admitted', generation, head, latest: latestFromHeadItem(headItem), base: baseItem ? fromRunItem(baseItem) : undefined, registration: scoped.registration };
+}
+
+/** An admitted write (step 0): its generation, HEAD and published run as read, an append's base, and its registration. */
+interface Admission {
+  readonly kind: 'admitted';
+  readonly generation: number;
+  readonly head: HeadRecord;
+  readonly latest: LatestRecord | undefined;
+  readonly base: RunRecord | undefined;
+  /** The `registeredBy` token of the registry item this request put (HEAD did not list the conversation), if any. */
+  readonly registration: string | undefined;
+}
+
+/**
+ * A write that registered its conversation (`registration`) and was then fenced (a clear or an erasure since its
+ * admission) removes its registry item again, unless another write has registered the conversation since
+ * (the DeleteItem is conditional on this request's `registeredBy`). Otherwise an erasure that listed the
+ * registry before this request put it would leave the item — the raw ids, and an agent in `/admin/agents` —
+ * behind once it completed. Best effort: a failure is reported to `ctx.onCleanupError`. Returns `result`.
+ */
+export async function settleRegistration(
+  ctx: StoreContext,
+  scope: ConversationScope,
+  registration: string | undefined,
+  result: WriteResult,
+  abortSignal?: AbortSignal,
+): Promise<WriteResult> {
+  if (result.kind === 'fenced' && registration !== undefined) await dropRegistration(ctx, scope, registration, abortSignal);
+  return result;
+}
+
+async function dropRegistration(ctx: StoreContext, scope: ConversationScope, registeredBy: string, abortSignal?: AbortSignal): Promise<void> {
+  try {
+    await ctx.ddb.send(
+      new DeleteItemCommand({
+        TableName: ctx.table,
+        Key: registryKey(segmentsOf(scope)),
+        ConditionExpression: 'registeredBy = :me',
+        ExpressionAttributeValues: marshall({ ':me': registeredBy }),
+      }),
+      { abortSignal },
+    );
+  } catch (err) {
+    if (!(err instanceof ConditionalCheckFailedException)) ctx.onCleanupError('delete fenced registration', err);
+  }
 }
 
 /** The organization's and the agent's erasure fences, as read. */
@@ -513,14 +565,25 @@ function sameFences(a: ScopeFences, b: ScopeFences): boolean {
  * must be fenced: an erasure of its organization or agent is running, or one started since `fences` were read.
  * A conversation HEAD does not list yet is registered first — Put of its registry item, then a second read
  * of the fences — so an erasure that bumps a fence either is seen here, or finds the registry item and fences
- * the conversation's HEAD before this write's conditional HEAD update. Nothing has been stored yet either way.
+ * the conversation's HEAD before this write's conditional HEAD update. Nothing has been stored yet either way,
+ * but the registry item: a write fenced here removes it again (an erasure may have listed the registry before
+ * it was put). Otherwise resolves with the `registeredBy` token of the item put (undefined: none was needed).
  */
-async function admitToScope(ctx: StoreContext, scope: ConversationScope, head: HeadRecord, fences: ScopeFences, abortSignal?: AbortSignal): Promise<boolean> {
+async function admitToScope(
+  ctx: StoreContext,
+  scope: ConversationScope,
+  head: HeadRecord,
+  fences: ScopeFences,
+  abortSignal?: AbortSignal,
+): Promise<false | { registration: string | undefined }> {
   if (fences.org.erasing || fences.agent.erasing) return false;
-  if (head.registered) return true;
-  await ctx.ddb.send(new PutItemCommand({ TableName: ctx.table, Item: registryItem(scope, ctx.now()) }), { abortSignal });
+  if (head.registered) return { registration: undefined };
+  const registration = ctx.newId();
+  await ctx.ddb.send(new PutItemCommand({ TableName: ctx.table, Item: registryItem(scope, ctx.now(), registration) }), { abortSignal });
   const again = fencesOf(scope, await batchGet(ctx, scopeFenceKeys(scope), abortSignal));
-  return sameFences(fences, again);
+  if (sameFences(fences, again)) return { registration };
+  await dropRegistration(ctx, scope, registration, abortSignal);
+  return false;
 }
 
 async function deleteObjectsQuietly(ctx: StoreContext, keys: readonly string[], abortSignal?: AbortSignal): Promise<void> {
@@ -542,7 +605,8 @@ export interface RunEvidence {
  * against, or undefined when the run must be fenced: an echoed generation other than HEAD's (older: a
  * reset since its hydrate; newer: never announced, so it must never become publishable by a later
  * reset), or no echo and the legacy rule (fence.ts) places it before the last reset. With `scope`, also
- * fenced while an erasure of its organization or agent runs (the registration of `admitToScope`).
+ * fenced while an erasure of its organization or agent runs (the registration of `admitToScope`);
+ * `registration` is then the token of the registry item this call put, for {@link settleRegistration}.
  */
 export async function admit(
   ctx: StoreContext,
@@ -550,17 +614,18 @@ export async function admit(
   evidence: RunEvidence,
   abortSignal?: AbortSignal,
   scope?: ConversationScope,
-): Promise<{ generation: number; head: HeadRecord } | undefined> {
+): Promise<{ generation: number; head: HeadRecord; registration: string | undefined } | undefined> {
   if (!scope) {
     const head = await readHead(ctx, pk, abortSignal);
     const generation = placeRun(ctx, head, evidence);
-    return generation === undefined ? undefined : { generation, head };
+    return generation === undefined ? undefined : { generation, head, registration: undefined };
   }
   const items = await batchGet(ctx, [headKey(pk), ...scopeFenceKeys(scope)], abortSignal);
   const head = fromHeadItem(items.find((item) => item['pk']?.S === pk));
   const generation = placeRun(ctx, head, evidence);
-  if (generation === undefined || !(await admitToScope(ctx, scope, head, fencesOf(scope, items), abortSignal))) return undefined;
-  return { generation, head };
+  if (generation === undefined) return undefined;
+  const scoped = await admitToScope(ctx, scope, head, fencesOf(scope, items), abortSignal);
+  return scoped ? { generation, head, registration: scoped.registration } : undefined;
 }
 
 /** The generation a run belongs to against `head`, or undefined when it must be fenced (see `admit`). */
