@@ -137,6 +137,19 @@ export async function migrateTable(ddb: DynamoDBClient, table: string, dir: stri
   await resumeMigration(ddb, table, dir);
 }
 
+async function waitUntilGone(ddb: DynamoDBClient, table: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      await ddb.send(new DescribeTableCommand({ TableName: table }));
+    } catch (err) {
+      if (err instanceof ResourceNotFoundException) return;
+      throw err;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`table ${table} was not deleted`);
+}
+
 /** JSON for binary attribute values (`B`, `BS`): a Uint8Array becomes `{"$b64": "<base64>"}`. */
 function binaryReplacer(this: Record<string, unknown>, key: string, value: unknown): unknown {
   const raw = this[key];
@@ -167,6 +180,9 @@ async function resumeMigration(ddb: DynamoDBClient, table: string, dir: string):
     const present = new Set((res.Table?.GlobalSecondaryIndexes ?? []).map((i) => i.IndexName));
     if (!TABLE_INDEXES.every((i) => present.has(i.IndexName))) {
       await ddb.send(new DeleteTableCommand({ TableName: table }));
+      // dynalite drops the table's metadata on a timer after answering: creating the table again before it
+      // is gone lets that timer delete the new table's metadata. Wait until DescribeTable says it is gone.
+      await waitUntilGone(ddb, table);
       await createTable(ddb, table);
     }
   } catch (err) {
