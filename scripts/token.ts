@@ -52,6 +52,8 @@ if (values.help) {
 if (values.admin) {
   if (!values.org) fail('--org is required');
   if (values.run !== undefined) fail('--run is for worker tokens, not --admin');
+  // An admin token reaches its whole organization; silently dropping these would hide a mistake.
+  if (values.agent !== undefined || values.conv !== undefined) fail('--agent and --conv are for worker tokens, not --admin (an admin token reaches the whole organization)');
 } else {
   if (!values.org || !values.agent || !values.conv) fail('--org, --agent and --conv are required');
   if (values.sub !== undefined) fail('--sub is for --admin tokens');
