@@ -9,6 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 import { ADMIN_PATHS } from '../functions/lib/contract.js';
@@ -32,8 +33,8 @@ options:
   -h, --help       this text
 
 environment:
-  TRANSCRIPT_STORE_URL                the service, e.g. http://127.0.0.1:8787
-  TRANSCRIPT_STORE_ADMIN_TOKEN         an admin token (scope transcripts:admin); dev: npm run -s token -- --admin --org O`;
+  TRANSCRIPT_STORE_URL          the service, e.g. http://127.0.0.1:8787
+  TRANSCRIPT_STORE_ADMIN_TOKEN  an admin token (scope transcripts:admin); dev: npm run -s token -- --admin --org O`;
 
 class UsageError extends Error {}
 class CliError extends Error {}
@@ -67,6 +68,7 @@ function client(): Client {
   } catch {
     throw new UsageError(`TRANSCRIPT_STORE_URL is not a URL: ${raw}`);
   }
+  if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new UsageError(`TRANSCRIPT_STORE_URL must start with http:// or https://, got ${raw}`);
   const token = process.env['TRANSCRIPT_STORE_ADMIN_TOKEN']?.trim();
   if (!token) throw new UsageError('set TRANSCRIPT_STORE_ADMIN_TOKEN to an admin token (dev: npm run -s token -- --admin --org O)');
   return { base, token };
@@ -202,7 +204,9 @@ async function getRun(c: Client, v: Values): Promise<void> {
   } else if (res.status !== 200) {
     throw new CliError(`unexpected ${res.status}`);
   }
-  const tmp = v.output ? `${v.output}.${process.pid}.${randomBytes(4).toString('hex')}.tmp` : undefined;
+  // `npm run` starts scripts in the package root; a relative -o is relative to where the operator typed it.
+  const output = v.output ? resolve(process.env['INIT_CWD'] ?? process.cwd(), v.output) : undefined;
+  const tmp = output ? `${output}.${process.pid}.${randomBytes(4).toString('hex')}.tmp` : undefined;
   const out = tmp ? createWriteStream(tmp, { flags: 'wx' }) : process.stdout;
   const hash = createHash('sha256');
   let bytes = 0;
@@ -218,12 +222,12 @@ async function getRun(c: Client, v: Values): Promise<void> {
     }
     // fetch has undone any gzip coding: what was written is the run's bytes, checked against its digest.
     if (sha256 && hash.digest('hex') !== sha256) throw new CliError(`downloaded bytes do not match the run's sha256 ${sha256}`);
-    if (tmp) await rename(tmp, v.output!);
+    if (tmp) await rename(tmp, output!);
   } catch (err) {
     if (tmp) await unlink(tmp).catch(() => {});
     throw err;
   }
-  if (v.output) process.stderr.write(`run ${v.run} (${status ?? 'unknown status'}): ${bytes} bytes, sha256 ${sha256 ?? '?'} → ${v.output}\n`);
+  if (output) process.stderr.write(`run ${v.run} (${status ?? 'unknown status'}): ${bytes} bytes, sha256 ${sha256 ?? '?'} → ${output}\n`);
 }
 
 async function lines(c: Client, v: Values): Promise<void> {
@@ -344,9 +348,21 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
+/** True for the error of writing to a pipe whose reader has gone (`npm run admin -- get … | head`). */
+function isBrokenPipe(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE';
+}
+
+// The reader of stdout went away: what it wanted it has; stop quietly, as other command-line tools do.
+process.stdout.on('error', (err) => {
+  if (isBrokenPipe(err)) process.exit(0);
+  throw err;
+});
+
 try {
   await main(process.argv.slice(2));
 } catch (err) {
+  if (isBrokenPipe(err)) process.exit(0);
   if (err instanceof UsageError) {
     process.stderr.write(`admin: ${err.message}\n\n${USAGE}\n`);
     process.exit(2);

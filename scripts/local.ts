@@ -32,6 +32,15 @@ try {
 }
 process.on('exit', () => lock?.releaseSync());
 
+/** What the retention timer does, in the terms of its variables (README § Configuration). */
+function retentionLine(c: { retentionIntervalMinutes: number; retainCompletedRuns: number; retainFailedDays: number; orphanGraceSeconds: number; conversationTtlDays: number }): string {
+  const ttl = c.conversationTtlDays > 0 ? `, conversations erased ${c.conversationTtlDays} d after their last write` : '';
+  return (
+    `a pass every ${c.retentionIntervalMinutes} min (first one ${c.retentionIntervalMinutes} min after start): keeps the latest completed run + ${c.retainCompletedRuns - 1} before it, ` +
+    `runs that did not complete ${c.retainFailedDays} d${ttl}; never anything younger than ${c.orphanGraceSeconds} s`
+  );
+}
+
 try {
   const svc = await startLocalService({ dataDir, port, host });
   const describe = (name: string, location: StoreLocation, endpoint: string | undefined, emulator: string) =>
@@ -61,6 +70,7 @@ try {
       `  token:    ${dataDir === '.data' ? '' : `DATA_DIR=${dataDir} `}npm run token -- --org O --agent A --conv C [--run N] [--ttl 2h]`,
       `  worker:   TRANSCRIPT_STORE_URL=${svc.url}  (existing workers: DISPATCHER_URL)`,
       `  admin:    TRANSCRIPT_STORE_URL=${svc.url} TRANSCRIPT_STORE_ADMIN_TOKEN=$(${dataDir === '.data' ? '' : `DATA_DIR=${dataDir} `}npm run -s token -- --admin --org O) npm run admin -- conversations`,
+      `  retention: ${retentionLine(svc.config)}`,
       `  console:  ${consoleUrl}`,
       `            (organization "${consoleOrg}", dev admin token valid 8 h; CONSOLE_ORG=… npm start for another)`,
       `Ctrl-C to stop.`,

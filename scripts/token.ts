@@ -4,6 +4,8 @@
  * Prints a dev JWT as the last line of stdout, signed with JWT_SECRET or the dev secret in DATA_DIR
  * (the same one `npm start` uses).
  */
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadOrCreateDevSecret, mintDevAdminToken, mintDevToken } from '../local/dev-secret.js';
 
@@ -52,6 +54,8 @@ if (values.help) {
 if (values.admin) {
   if (!values.org) fail('--org is required');
   if (values.run !== undefined) fail('--run is for worker tokens, not --admin');
+  // An admin token reaches its whole organization; silently dropping these would hide a mistake.
+  if (values.agent !== undefined || values.conv !== undefined) fail('--agent and --conv are for worker tokens, not --admin (an admin token reaches the whole organization)');
 } else {
   if (!values.org || !values.agent || !values.conv) fail('--org, --agent and --conv are required');
   if (values.sub !== undefined) fail('--sub is for --admin tokens');
@@ -68,11 +72,23 @@ try {
   fail((err as Error).message);
 }
 
-const secret = await loadOrCreateDevSecret(process.env['DATA_DIR'] || '.data');
+const dataDir = process.env['DATA_DIR'] || '.data';
+const secretFile = join(dataDir, 'dev-jwt-secret');
+const fromEnv = Boolean(process.env['JWT_SECRET']?.trim());
+const existed = fromEnv || (await access(secretFile).then(() => true, () => false));
+const secret = await loadOrCreateDevSecret(dataDir);
+if (!existed) {
+  // The usual cause of a 401 from a service that is running fine: a token signed for another DATA_DIR.
+  process.stderr.write(
+    `note: ${secretFile} did not exist, so a new dev secret was created there: only an npm start with DATA_DIR=${dataDir} accepts this token` +
+      ` (run this with the DATA_DIR npm start printed)\n`,
+  );
+}
+const signedWith = fromEnv ? 'JWT_SECRET' : secretFile;
 const common = { ttlSeconds, issuer: values.iss ?? process.env['JWT_ISSUER'], audience: values.aud ?? process.env['JWT_AUDIENCE'] };
 if (values.admin) {
   const token = await mintDevAdminToken(secret, { org: values.org!, ...(values.sub !== undefined && { sub: values.sub }), ...common });
-  process.stderr.write(`dev admin token for organization ${values.org}${values.sub ? ` (actor ${values.sub})` : ''}, valid ${ttlSeconds}s:\n`);
+  process.stderr.write(`dev admin token for organization ${values.org}${values.sub ? ` (actor ${values.sub})` : ''}, valid ${ttlSeconds}s, signed with ${signedWith}:\n`);
   process.stdout.write(`${token}\n`);
 } else {
   const token = await mintDevToken(secret, {
@@ -82,6 +98,6 @@ if (values.admin) {
     ...(runId !== undefined && { runId }),
     ...common,
   });
-  process.stderr.write(`dev token for ${values.org}/${values.agent}/${values.conv}${runId ? ` run ${runId}` : ''}, valid ${ttlSeconds}s:\n`);
+  process.stderr.write(`dev token for ${values.org}/${values.agent}/${values.conv}${runId ? ` run ${runId}` : ''}, valid ${ttlSeconds}s, signed with ${signedWith}:\n`);
   process.stdout.write(`${token}\n`);
 }

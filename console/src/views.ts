@@ -42,6 +42,13 @@ export function signInView(onToken: (token: string) => Promise<void>, message?: 
       })
       .finally(() => (button.disabled = false));
   });
+  // A token is one line: Enter signs in (Shift+Enter is still a newline), as in any one-field form.
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
   queueMicrotask(() => input.focus());
   return form;
 }

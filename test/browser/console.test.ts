@@ -238,8 +238,9 @@ describeBrowser('operator console in headless Chromium against npm start', { tim
     expect(await page.evaluate(() => sessionStorage.length)).toBe(0);
     await shot('signin');
     // A worker token is refused with the reason; the admin token signs in.
+    // (Enter in the token box submits: a token is one line.)
     await page.getByLabel('Admin token').fill(await mintDevToken(secret, { org: ORG, agent: 'a', conv: 'c' }));
-    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.keyboard.press('Enter');
     await expect.poll(() => page.locator('#signin-error').textContent()).toContain('transcripts:admin');
     await page.getByLabel('Admin token').fill(adminToken);
     await page.keyboard.press('Tab'); // to the Sign in button
@@ -288,6 +289,13 @@ describeBrowser('operator console in headless Chromium against npm start', { tim
   it('renders the real fixture transcript: every entry type with its own renderer, collapsed tool calls, raw JSON of a line, keyboard navigation', async () => {
     await page.getByRole('link', { name: 'Run 5' }).click();
     await page.locator('article.entry').first().waitFor();
+    // The keys work right after the run opens (focus is on <main>, not in the list): the first j selects
+    // the first visible entry, the next one moves on.
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('main');
+    await page.keyboard.press('j');
+    expect(await page.evaluate(() => document.activeElement!.dataset['line'])).toBe('1');
+    await page.keyboard.press('j');
+    expect(await page.evaluate(() => document.activeElement!.dataset['line'])).toBe('2');
     const { types, blocks } = fixtureKinds();
     expect([...types].sort()).toEqual(Object.keys(FIXTURE_RENDERERS).sort());
     expect([...blocks].sort()).toEqual(['text', 'thinking', 'toolCall']);

@@ -25,15 +25,19 @@ interface Run {
   stderr: string;
 }
 
-function run(script: string, args: string[], env: Record<string, string | undefined>): Promise<Run> {
+/** Runs a script as `npm run` does (cwd = the package root). `closeStdoutAfter`: bytes read before the reader goes away (`| head -c N`). */
+function run(script: string, args: string[], env: Record<string, string | undefined>, closeStdoutAfter?: number): Promise<Run> {
   const e: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of ['TRANSCRIPT_STORE_URL', 'BASE_URL', 'TRANSCRIPT_STORE_ADMIN_TOKEN', 'JWT_SECRET']) delete e[k];
+  for (const k of ['TRANSCRIPT_STORE_URL', 'BASE_URL', 'TRANSCRIPT_STORE_ADMIN_TOKEN', 'JWT_SECRET', 'INIT_CWD']) delete e[k];
   for (const [k, v] of Object.entries(env)) if (v !== undefined) e[k] = v;
   return new Promise((resolve, reject) => {
     const child = spawn(tsx, [script, ...args], { cwd: root, env: e, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+      if (closeStdoutAfter !== undefined && stdout.length >= closeStdoutAfter) child.stdout.destroy();
+    });
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
@@ -129,6 +133,17 @@ describe('npm run admin', () => {
     expect(firstPage.stderr).toContain('more: --cursor');
   });
 
+  it('writes -o relative to where npm run was typed (INIT_CWD), and stops quietly when the reader of stdout goes away', async () => {
+    const [relative, piped] = await Promise.all([
+      run('scripts/admin.ts', ['get', '--agent', 'bot', '--conv', 'c/2', '--run', '1', '-o', 'out.jsonl'], { ...env, INIT_CWD: dir }),
+      run('scripts/admin.ts', ['get', '--agent', 'bot', '--conv', 'c-1', '--run', '2'], env, 1), // 974 KB into `| head -c 1`
+    ]);
+    expect(relative.code, relative.stderr).toBe(0);
+    expect(await readFile(join(dir, 'out.jsonl'), 'utf8')).toBe('{"hello":"world"}\n');
+    expect(relative.stderr).toContain(`→ ${join(dir, 'out.jsonl')}`);
+    expect([piped.code, piped.stderr]).toEqual([0, '']);
+  });
+
   it('erases with --yes and prints the receipt; the receipt and the receipts list show it; without --yes it refuses', async () => {
     const refused = await admin('erase', '--agent', 'helper');
     expect(refused.code).toBe(2);
@@ -150,7 +165,7 @@ describe('npm run admin', () => {
     await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
     const closed = (probe.address() as AddressInfo).port;
     await new Promise((resolve) => probe.close(resolve));
-    const [noUrl, noToken, tokenFlag, badToken, notFound, unreachable, help] = await Promise.all([
+    const [noUrl, noToken, tokenFlag, badToken, notFound, unreachable, help, noScheme] = await Promise.all([
       run('scripts/admin.ts', ['conversations'], { TRANSCRIPT_STORE_ADMIN_TOKEN: 'x' }),
       run('scripts/admin.ts', ['conversations'], { TRANSCRIPT_STORE_URL: local.svc.url }),
       admin('conversations', '--token', 'secret'),
@@ -158,6 +173,7 @@ describe('npm run admin', () => {
       admin('get', '--agent', 'bot', '--conv', 'c-1', '--run', '99'),
       run('scripts/admin.ts', ['agents'], { ...env, TRANSCRIPT_STORE_URL: `http://127.0.0.1:${closed}` }),
       admin('--help'),
+      run('scripts/admin.ts', ['agents'], { ...env, TRANSCRIPT_STORE_URL: 'localhost:8787' }),
     ]);
     expect([noUrl.code, noUrl.stderr.split('\n')[0]]).toEqual([2, 'admin: set TRANSCRIPT_STORE_URL to the service URL, e.g. http://127.0.0.1:8787']);
     expect(noToken.code).toBe(2);
@@ -170,6 +186,7 @@ describe('npm run admin', () => {
     expect([unreachable.code, unreachable.stderr.trim()]).toEqual([1, `admin: cannot reach 127.0.0.1:${closed}: ECONNREFUSED`]);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('usage: npm run admin -- <command> [options]');
+    expect([noScheme.code, noScheme.stderr.split('\n')[0]]).toEqual([2, 'admin: TRANSCRIPT_STORE_URL must start with http:// or https://, got localhost:8787']);
   });
 });
 
@@ -185,8 +202,12 @@ describe('npm run token -- --admin', () => {
       expect(Object.keys(payload).sort()).toEqual(['exp', 'iat', 'organizationId', 'scope', 'sub']);
       expect(payload).toMatchObject({ organizationId: 'acme', scope: 'transcripts:admin', sub: 'ops' });
       expect(payload.exp! - payload.iat!).toBe(600);
-      const bad = await run('scripts/token.ts', ['--admin', '--org', 'acme', '--run', '3'], { DATA_DIR: dataDir });
+      const [bad, scoped] = await Promise.all([
+        run('scripts/token.ts', ['--admin', '--org', 'acme', '--run', '3'], { DATA_DIR: dataDir }),
+        run('scripts/token.ts', ['--admin', '--org', 'acme', '--agent', 'a'], { DATA_DIR: dataDir }),
+      ]);
       expect(bad.code).toBe(2);
+      expect([scoped.code, scoped.stdout, scoped.stderr.split('\n')[0]]).toEqual([2, '', '--agent and --conv are for worker tokens, not --admin (an admin token reaches the whole organization)']);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }

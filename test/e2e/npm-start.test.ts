@@ -14,11 +14,14 @@ import { ERRORS, errorBody } from '../../functions/lib/contract.js';
 const root = new URL('../../', import.meta.url).pathname;
 const tsx = join(root, 'node_modules/.bin/tsx');
 let dataDir: string;
+/** Every npm start this file spawned: one still running after a failed assertion is stopped in afterAll (never leaked). */
+const children = new Set<ChildProcess>();
 
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'npm-start-'));
 });
 afterAll(async () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) await stop(child, 'SIGTERM'); // tsx relays it to the service (a SIGKILL would orphan the service)
   await rm(dataDir, { recursive: true, force: true });
 });
 
@@ -28,11 +31,13 @@ function env(): NodeJS.ProcessEnv {
   delete e['AWS_ENDPOINT_URL'];
   delete e['AWS_ENDPOINT_URL_S3'];
   delete e['AWS_ENDPOINT_URL_DYNAMODB'];
+  for (const k of ['RETAIN_COMPLETED_RUNS', 'RETAIN_FAILED_DAYS', 'RETENTION_INTERVAL_MINUTES', 'ORPHAN_GRACE_SECONDS', 'CONVERSATION_TTL_DAYS']) delete e[k]; // the banner shows the defaults
   return e;
 }
 
 async function start(): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
   const child = spawn(tsx, ['scripts/local.ts'], { cwd: root, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
   let out = '';
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
@@ -74,6 +79,8 @@ describe('npm start + npm run token (issue 2 acceptance)', () => {
     const [convToken, runToken] = await Promise.all([token(conv), token([...conv, '--run', '7'])]);
     const first = await start();
     expect(first.stderr()).toContain('transcript-store listening on');
+    // When retention runs and what it keeps, with the defaults (README § Configuration).
+    expect(first.stderr()).toMatch(/^ {2}retention: a pass every 60 min \(first one 60 min after start\): keeps the latest completed run \+ 2 before it, runs that did not complete 7 d; never anything younger than 3600 s$/m);
     const url = `${first.url}/worker/transcript/snapshot`;
     const auth = (t: string) => ({ authorization: `Bearer ${t}` });
     const post = () =>

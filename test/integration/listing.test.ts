@@ -134,6 +134,24 @@ describe('every write lists its conversation', () => {
     expect(h).toMatchObject({ conversationId: s.conv, generation: 1 });
     expect(h!['latestRunId']).toBeUndefined();
   });
+
+  it("a clear takes what it removed off the conversation's counters (runs in a chain, a failed run); later writes count from zero", async () => {
+    const s = freshScope('cleared-counts');
+    expect((await ctx.api.write(s, 1, 'one\n')).status).toBe(200);
+    expect((await ctx.api.write(s, 2, 'one\ntwo\n')).status).toBe(200); // an append: the same chain
+    expect((await ctx.api.write(s, 3, 'one\ntwo\nboom\n', 'failed')).status).toBe(200); // an object of its own
+    expect(await head(s)).toMatchObject({ runCount: 3 });
+    expect(await ctx.api.clear(s)).toBe(3);
+    expect(await head(s)).toMatchObject({ runCount: 0, storedBytesTotal: 0 });
+    // A clear of an empty conversation changes nothing; a write after the clear counts only itself.
+    expect(await ctx.api.clear(s)).toBe(0);
+    expect(await head(s)).toMatchObject({ runCount: 0, storedBytesTotal: 0 });
+    expect((await ctx.api.write(s, 4, 'fresh\n')).status).toBe(200);
+    const after = await head(s);
+    expect(after!['runCount']).toBe(1);
+    expect(after!['storedBytesTotal']).toBeGreaterThan(0);
+    expect((await stored(s)).objects).toHaveLength(1);
+  });
 });
 
 describe('erasure fences at admission', () => {

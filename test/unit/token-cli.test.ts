@@ -72,9 +72,13 @@ describe('scripts/token.ts', () => {
     expect(Math.abs(payload.iat! - Date.now() / 1000)).toBeLessThan(120);
   });
 
-  it('creates the dev secret once, readable only by the owner', async () => {
+  it('creates the dev secret once, readable only by the owner, and says so (a token for another DATA_DIR is a 401)', async () => {
     expect((await stat(secretFile)).mode & 0o777).toBe(0o600);
     expect((await readFile(secretFile, 'utf8')).trim().length).toBeGreaterThanOrEqual(32);
+    expect(first.stderr).toContain(`note: ${secretFile} did not exist, so a new dev secret was created there: only an npm start with DATA_DIR=${dataDir} accepts this token`);
+    expect(first.stderr).toContain(`signed with ${secretFile}:`);
+    expect(second.stderr).not.toContain('note:');
+    expect(second.stderr).toContain(`signed with ${secretFile}:`);
   });
 
   it('signs a second invocation with the same persisted secret', async () => {

@@ -13,7 +13,8 @@
  *
  * Keyboard: j / ↓ next entry, k / ↑ previous, Enter expands or collapses the entry's tool calls, results
  * and thinking, r shows its raw JSON, Home goes to the first line, End to the last loaded one, / focuses
- * the search box, Escape returns to the list.
+ * the search box (Escape there returns to the entries). The entry keys also work while nothing in
+ * particular has focus (right after the view opens).
  */
 import { ApiError, type AdminApi, type RunSummary } from '../api.js';
 import { formatBytes, formatCount, formatTime, h, replace } from '../dom.js';
@@ -129,7 +130,7 @@ export class TranscriptView {
       form,
       this.searchStatus,
       viewport,
-      h('div', { class: 'transcript-foot' }, this.statusEl, h('p', { class: 'help', id: 'transcript-help' }, 'Keys: j/k or ↓/↑ move between entries · Enter expands · r raw JSON · Home first line · End last loaded · / search · Esc back to the list')),
+      h('div', { class: 'transcript-foot' }, this.statusEl, h('p', { class: 'help', id: 'transcript-help' }, 'Keys: j/k or ↓/↑ move between entries · Enter expands · r raw JSON · Home first line · End last loaded · / search (Esc back to the entries)')),
     );
 
     const onDocKey = (e: KeyboardEvent) => {
@@ -137,6 +138,14 @@ export class TranscriptView {
         e.preventDefault();
         this.searchInput.focus();
         this.searchInput.select();
+      } else if (ENTRY_KEYS.has(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey && isPageLevel(e.target)) {
+        // Nothing in particular has focus (the router focuses <main> on every new view): the entry keys
+        // act on the transcript, as the help line promises. The first j/k/↓/↑ selects the first visible
+        // entry (focusing the list does that); Home and End then act as usual.
+        e.preventDefault();
+        const fresh = this.current === undefined;
+        viewport.focus({ preventScroll: true });
+        if (!(fresh && (e.key === 'j' || e.key === 'k' || e.key === 'ArrowDown' || e.key === 'ArrowUp'))) this.onKey(e);
       }
     };
     document.addEventListener('keydown', onDocKey);
@@ -714,6 +723,14 @@ function highlight(row: HTMLElement, query: string): void {
 
 function isTyping(t: EventTarget | null): boolean {
   return t instanceof HTMLElement && (t.matches('input,textarea,select') || t.isContentEditable);
+}
+
+/** Keys that move between entries (handled by the list; see the help line). */
+const ENTRY_KEYS = new Set(['j', 'k', 'ArrowDown', 'ArrowUp', 'Home', 'End']);
+
+/** True for a key event on the page itself (body or the focused <main> a new view starts at), not on a control. */
+function isPageLevel(t: EventTarget | null): boolean {
+  return t === document.body || (t instanceof HTMLElement && t.id === 'main');
 }
 
 function safeName(s: string): string {

@@ -5,7 +5,7 @@ import type { CallOptions, StoreContext } from './context.js';
 import { currentGenerationCondition, legacyGeneration, type ResetState } from './fence.js';
 import { deleteObjects, listObjectPages } from './objects.js';
 import { deleteStaleRun, updateHeadIf } from './write.js';
-import { ConditionalCheckFailedException, DeleteItemCommand } from '@aws-sdk/client-dynamodb';
+import { ConditionalCheckFailedException, DeleteItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import {
   CHAIN_SK_PREFIX,
   chainKey,
@@ -38,6 +38,11 @@ import {
  *      are never shared across generations: an append's base must be of the current one).
  *   5. Sweep objects no record points to (uploads never committed, writers that died before their claim,
  *      materialized copies) whose key says they belong before the fence.
+ *   6. The listing counters on HEAD lose what steps 3–4 removed, as retention does (`ADD runCount -n,
+ *      storedBytesTotal -bytes`: the objects of the runs that are not in a chain, and the extents of the
+ *      chains), only while HEAD is listed (`attribute_exists(runCount)`: never on a HEAD an erasure has
+ *      un-listed). Only the call that deleted a record counts it, so a concurrent retention pass or clear
+ *      never subtracts it twice. Skipped when nothing was removed.
  *
  * @returns the number of RUN records this call deleted. Throws SDK errors (every step is idempotent).
  */
@@ -68,6 +73,7 @@ export async function clearConversation(ctx: StoreContext, scope: ConversationSc
 
   // 3. Every run of an older generation.
   let deleted = 0;
+  let removedBytes = 0;
   const pages = paginateQuery(
     { client: ctx.ddb },
     {
@@ -84,6 +90,8 @@ export async function clearConversation(ctx: StoreContext, scope: ConversationSc
     await deleteObjects(ctx, doomed.map((r) => r.s3Key), abortSignal);
     const removed = await Promise.all(doomed.map((r) => deleteStaleRun(ctx, pk, r, reset.generation, abortSignal)));
     deleted += removed.filter(Boolean).length;
+    // A chain run's object belongs to its chain (counted with the chain below).
+    removedBytes += doomed.reduce((n, r, i) => n + (removed[i] && r.chainId === undefined ? r.storedBytes : 0), 0);
   }
 
   // 4. Every chain of an older generation (after the runs: a run is never left naming a missing chain).
@@ -101,7 +109,8 @@ export async function clearConversation(ctx: StoreContext, scope: ConversationSc
     const doomed = (page.Items ?? []).map(fromChainItem).filter((c) => c.generation < reset.generation);
     if (doomed.length === 0) continue;
     await deleteObjects(ctx, doomed.flatMap((c) => c.extents.map((e) => e.key)), abortSignal);
-    await Promise.all(doomed.map((c) => deleteStaleChain(ctx, pk, c, reset.generation, abortSignal)));
+    const removed = await Promise.all(doomed.map((c) => deleteStaleChain(ctx, pk, c, reset.generation, abortSignal)));
+    removedBytes += doomed.reduce((n, c, i) => n + (removed[i] ? c.extents.reduce((m, e) => m + e.length, 0) : 0), 0);
   }
 
   // 5. Orphans from before the fence: such a writer can never publish after it, so deleting its object
@@ -109,11 +118,35 @@ export async function clearConversation(ctx: StoreContext, scope: ConversationSc
   await sweep(ctx, `${SNAPSHOT_PREFIX}${pk}/`, reset, abortSignal);
   await sweep(ctx, `${UPLOAD_PREFIX}${pk}/`, reset, abortSignal);
   await sweep(ctx, `${MATERIALIZED_PREFIX}${pk}/`, reset, abortSignal);
+
+  // 6. The listing counters (the operator API's runs and bytes) lose what this call removed.
+  if (deleted > 0 || removedBytes > 0) await subtractCounters(ctx, pk, deleted, removedBytes, abortSignal);
   return { deleted };
 }
 
-/** Deletes a CHAIN record while it is still of a generation before `generation` (a chain is never re-created under its id). */
-export async function deleteStaleChain(ctx: StoreContext, pk: string, c: ChainRecord, generation: number, abortSignal?: AbortSignal): Promise<void> {
+/** `ADD runCount -runs, storedBytesTotal -bytes` on a listed HEAD; nothing on one that is not listed. */
+async function subtractCounters(ctx: StoreContext, pk: string, runs: number, bytes: number, abortSignal?: AbortSignal): Promise<void> {
+  try {
+    await ctx.ddb.send(
+      new UpdateItemCommand({
+        TableName: ctx.table,
+        Key: headKey(pk),
+        UpdateExpression: 'ADD runCount :runs, storedBytesTotal :bytes',
+        ConditionExpression: 'attribute_exists(runCount)',
+        ExpressionAttributeValues: marshall({ ':runs': -runs, ':bytes': -bytes }),
+      }),
+      { abortSignal },
+    );
+  } catch (err) {
+    if (!(err instanceof ConditionalCheckFailedException)) throw err;
+  }
+}
+
+/**
+ * Deletes a CHAIN record while it is still of a generation before `generation` (a chain is never re-created
+ * under its id). True when this call deleted it (false: gone already, or of a newer generation).
+ */
+export async function deleteStaleChain(ctx: StoreContext, pk: string, c: ChainRecord, generation: number, abortSignal?: AbortSignal): Promise<boolean> {
   try {
     await ctx.ddb.send(
       new DeleteItemCommand({
@@ -124,8 +157,10 @@ export async function deleteStaleChain(ctx: StoreContext, pk: string, c: ChainRe
       }),
       { abortSignal },
     );
+    return true;
   } catch (err) {
     if (!(err instanceof ConditionalCheckFailedException)) throw err;
+    return false;
   }
 }
 
