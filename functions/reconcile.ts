@@ -1,6 +1,6 @@
 import type { Context } from 'aws-lambda';
 import { loadStorageConfig } from './lib/config.js';
-import { jobRuntime } from './lib/job-runtime.js';
+import { lambdaRuntime } from './lib/lambda-runtime.js';
 import { createStoreContext } from './lib/store/context.js';
 import { reconcile, type ReconcileResult } from './lib/store/reconcile.js';
 import { METRIC } from './lib/telemetry.js';
@@ -10,7 +10,7 @@ import { METRIC } from './lib/telemetry.js';
  * are older than ORPHAN_GRACE_SECONDS. It needs storage only — no JWT configuration.
  */
 const config = loadStorageConfig();
-const { logger, clients, telemetry, addContext, deadlineAt } = await jobRuntime(config);
+const { logger, clients, telemetry, addContext, deadlineAt } = await lambdaRuntime(config);
 const store = createStoreContext({ ...clients, bucket: config.bucketName, table: config.tableName });
 
 /** Leave this much of the Lambda's time for saving the cursor and logging. */

@@ -1,6 +1,6 @@
 import type { Context } from 'aws-lambda';
 import { loadStorageConfig, retentionSettings } from './lib/config.js';
-import { jobRuntime } from './lib/job-runtime.js';
+import { lambdaRuntime } from './lib/lambda-runtime.js';
 import { createStoreContext } from './lib/store/context.js';
 import { SnapshotStore } from './lib/store/index.js';
 import type { RetentionResult } from './lib/store/retention.js';
@@ -13,7 +13,7 @@ import { METRIC } from './lib/telemetry.js';
  * function's Errors metric (and the RetentionErrors alarm) sees it; what failed stays due for the next pass.
  */
 const config = loadStorageConfig();
-const { logger, clients, telemetry, addContext, deadlineAt } = await jobRuntime(config);
+const { logger, clients, telemetry, addContext, deadlineAt } = await lambdaRuntime(config);
 const store = new SnapshotStore(createStoreContext({
   ...clients,
   bucket: config.bucketName,

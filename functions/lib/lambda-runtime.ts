@@ -5,8 +5,11 @@ import { createClients, type Clients } from './aws.js';
 import type { StorageConfig } from './config.js';
 import { powertoolsTelemetry, type Telemetry } from './telemetry.js';
 
-/** What a scheduled function (reconciler, retention) shares with the routes' runtime (runtime.ts). */
-export interface JobRuntime {
+/**
+ * What every Lambda function shares: the route functions (runtime.ts) and the scheduled ones (reconciler,
+ * retention).
+ */
+export interface LambdaRuntime {
   readonly logger: Logger;
   /** SDK clients, each S3 and DynamoDB call an X-Ray subsegment (Powertools Tracer). */
   readonly clients: Clients;
@@ -17,8 +20,8 @@ export interface JobRuntime {
   deadlineAt(context: Partial<Context> | undefined, reserveMs: number): number;
 }
 
-/** Production wiring of a scheduled function, once per cold start. */
-export async function jobRuntime(config: StorageConfig): Promise<JobRuntime> {
+/** Production wiring of a function, once per cold start: logger, traced SDK clients, metrics. */
+export async function lambdaRuntime(config: StorageConfig): Promise<LambdaRuntime> {
   const serviceName = process.env['POWERTOOLS_SERVICE_NAME'] ?? 'transcript-store';
   const logger = new Logger({ serviceName });
   const clients = createClients(config);
